@@ -1,0 +1,295 @@
+"""ServiceGroup: the public API, and the one place that decides state.
+
+Drivers report when they last saw each service; this module alone turns that
+into up, down or unknown, so every driver means the same thing by "up".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from oslo_config import cfg
+
+from servicegroup import conf as sg_conf
+from servicegroup import drivers, validation
+from servicegroup.clock import SYSTEM_CLOCK, Clock
+from servicegroup.db import migration, records
+from servicegroup.db.engine import make_engine
+from servicegroup.drivers.base import NEVER, Pulse, Reading
+from servicegroup.exceptions import BackendError
+from servicegroup.reporter import Reporter
+from servicegroup.service import Service, ServiceStatus, State
+
+LOG = logging.getLogger(__name__)
+
+ServiceRef = Service | str
+
+
+def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float) -> State:
+    """The state rule, for every driver: forced down wins, then the backend's word."""
+    if service.deleted or service.forced_down:
+        return State.DOWN
+    if not pulse.known:
+        return State.UNKNOWN
+    if pulse.last_heartbeat is None or now is None:
+        return State.DOWN
+    age = (now - pulse.last_heartbeat).total_seconds()
+    return State.UP if age <= down_time else State.DOWN
+
+
+class ServiceGroup:
+    """Register services, heartbeat them, and ask who is up.
+
+    Records live in SQL (`[database] connection`); liveness in the configured
+    driver. Safe to share between threads.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.conf = conf
+        self.clock = clock
+        self.down_time = sg_conf.effective_down_time(conf)
+        self.report_interval: float = conf.report_interval
+        driver_cls = drivers.load(conf.driver)
+        self.engine = make_engine(
+            sg_conf.database_url(conf),
+            connect_timeout=conf.database.connect_timeout,
+            pool_size=conf.database.pool_size,
+        )
+        try:
+            with records.sql_errors():
+                migration.check(self.engine)
+            self.driver = driver_cls(conf, self.engine, clock)
+        except Exception:
+            self.engine.dispose()
+            raise
+        self._reporters: dict[str, Reporter] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(
+        cls,
+        config_file: str | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        **options: Any,
+    ) -> ServiceGroup:
+        """For scripts and tests: options as keywords, 'group__name' for non-DEFAULT groups."""
+        files = [config_file] if config_file else []
+        return cls(sg_conf.make_conf(config_files=files, **options), clock=clock)
+
+    def close(self) -> None:
+        with self._lock:
+            reporters, self._reporters = list(self._reporters.values()), {}
+        for reporter in reporters:
+            reporter.stop()
+        try:
+            self.driver.close()
+        finally:
+            self.engine.dispose()
+
+    def __enter__(self) -> ServiceGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- records ---------------------------------------------------------------
+
+    def register(
+        self,
+        host: str,
+        binary: str,
+        topic: str | None = None,
+        availability_zone: str | None = None,
+        version: int = 0,
+    ) -> Service:
+        service, _created = self.register_ex(host, binary, topic, availability_zone, version)
+        return service
+
+    def register_ex(
+        self,
+        host: str,
+        binary: str,
+        topic: str | None = None,
+        availability_zone: str | None = None,
+        version: int = 0,
+    ) -> tuple[Service, bool]:
+        """register(), also saying whether the record is new (HTTP answers 201 or 200)."""
+        return records.register(
+            self.engine,
+            validation.name("host", host),
+            validation.name("binary", binary),
+            validation.name("topic", topic, required=False),
+            validation.name("availability_zone", availability_zone, required=False),
+            validation.version(version),
+        )
+
+    def set_disabled(
+        self, service: ServiceRef, disabled: bool, reason: str | None = None
+    ) -> Service:
+        disabled = validation.flag("disabled", disabled)
+        reason = validation.reason(reason)
+        return records.set_fields(
+            self.engine, self._uuid(service), disabled=disabled, disabled_reason=reason
+        )
+
+    def set_forced_down(self, service: ServiceRef, forced: bool) -> Service:
+        forced = validation.flag("forced_down", forced)
+        return records.set_fields(self.engine, self._uuid(service), forced_down=forced)
+
+    def set_version(self, service: ServiceRef, version: int) -> Service:
+        return records.set_fields(
+            self.engine, self._uuid(service), version=validation.version(version)
+        )
+
+    def update(self, service: ServiceRef, **changes: Any) -> Service:
+        """Several admin changes at once, all validated before any is written."""
+        fields: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key in ("disabled", "forced_down"):
+                fields[key] = validation.flag(key, value)
+            elif key == "disabled_reason":
+                fields[key] = validation.reason(value)
+            elif key == "version":
+                fields[key] = validation.version(value)
+            else:
+                raise validation.InvalidInput(key, "is not a field that can be changed")
+        if not fields:
+            return self._record(service)
+        return records.set_fields(self.engine, self._uuid(service), **fields)
+
+    def delete(self, service: ServiceRef) -> None:
+        """Soft-delete the record; its name is free to register again."""
+        record = self._record(service)
+        self.leave(record)
+        records.soft_delete(self.engine, record.uuid)
+
+    # -- liveness --------------------------------------------------------------
+
+    def heartbeat(self, service: ServiceRef) -> None:
+        record = service if isinstance(service, Service) else self._record(service)
+        with self._driver_call():
+            self.driver.beat(record)
+
+    def join(self, service: Service) -> Reporter:
+        """Start a background reporter: a beat now, then one every report_interval."""
+        reporter = Reporter(
+            service, self.heartbeat, self.report_interval, self.driver.backend, self.clock
+        )
+        with self._lock:
+            old = self._reporters.pop(service.uuid, None)
+            self._reporters[service.uuid] = reporter
+        if old is not None:
+            old.stop()
+        return reporter.start()
+
+    def leave(self, service: ServiceRef) -> None:
+        """Stop reporting and make the service down at once; the record stays."""
+        record = service if isinstance(service, Service) else self._record(service)
+        with self._lock:
+            reporter = self._reporters.pop(record.uuid, None)
+        if reporter is not None:
+            reporter.stop()
+        with self._driver_call():
+            self.driver.forget(record)
+
+    def is_up(self, service: ServiceRef) -> bool:
+        statuses = self._statuses(uuids=[self._uuid(service)])
+        return bool(statuses) and statuses[0].is_up
+
+    def get(self, service: ServiceRef) -> ServiceStatus:
+        uuid = self._uuid(service)
+        statuses = self._statuses(uuids=[uuid])
+        if not statuses:
+            raise records.NotFound("service", uuid)
+        return statuses[0]
+
+    def get_all(
+        self,
+        binary: str | None = None,
+        host: str | None = None,
+        topic: str | None = None,
+        availability_zone: str | None = None,
+        state: State | str | None = None,
+    ) -> list[ServiceStatus]:
+        """Every matching service with its state: one SELECT, one driver read."""
+        filters = {
+            "binary": validation.name("binary", binary, required=False),
+            "host": validation.name("host", host, required=False),
+            "topic": validation.name("topic", topic, required=False),
+            "availability_zone": validation.name(
+                "availability_zone", availability_zone, required=False
+            ),
+        }
+        wanted = validation.state(None if state is None else str(state))
+        statuses = self._statuses(**filters)
+        if wanted is None:
+            return statuses
+        return [s for s in statuses if s.state == wanted]
+
+    def get_min_version(self, binary: str, up_only: bool = False) -> int | None:
+        return self._version_range(binary, up_only)[0]
+
+    def get_max_version(self, binary: str, up_only: bool = False) -> int | None:
+        return self._version_range(binary, up_only)[1]
+
+    def get_version_range(
+        self, binary: str, up_only: bool = False
+    ) -> tuple[int | None, int | None]:
+        return self._version_range(binary, up_only)
+
+    def health(self) -> dict[str, Any]:
+        """Raise BackendError unless both the records database and the driver answer."""
+        records.ping(self.engine)
+        with self._driver_call():
+            self.driver.ping()
+        return {
+            "driver": self.driver.name,
+            "backend": self.driver.backend,
+            **self.driver.describe(),
+        }
+
+    # -- internals -------------------------------------------------------------
+
+    def _version_range(self, binary: str, up_only: bool) -> tuple[int | None, int | None]:
+        binary = validation.name("binary", binary)
+        validation.flag("up_only", up_only)
+        if not up_only:
+            return records.version_range(self.engine, binary)
+        versions = [s.service.version for s in self.get_all(binary=binary, state=State.UP)]
+        return (min(versions), max(versions)) if versions else (None, None)
+
+    def _statuses(
+        self, uuids: list[str] | None = None, **filters: str | None
+    ) -> list[ServiceStatus]:
+        recordset = records.query(self.engine, uuids=uuids, **filters)
+        if not recordset.services:
+            return []
+        with self._driver_call():
+            reading: Reading = self.driver.read(recordset)
+        statuses = []
+        for svc in recordset.services:
+            pulse = reading.pulses.get(svc.uuid, NEVER)
+            state = judge(svc, pulse, reading.now, self.down_time)
+            statuses.append(ServiceStatus(svc, state, pulse.last_heartbeat))
+        return statuses
+
+    def _uuid(self, service: ServiceRef) -> str:
+        if isinstance(service, Service):
+            return service.uuid
+        return validation.service_id(service)
+
+    def _record(self, service: ServiceRef) -> Service:
+        return records.get(self.engine, self._uuid(service))
+
+    @contextlib.contextmanager
+    def _driver_call(self) -> Iterator[None]:
+        try:
+            yield
+        except self.driver.backend_errors as exc:
+            raise BackendError(self.driver.backend, str(exc) or type(exc).__name__) from exc

@@ -1,0 +1,210 @@
+"""Configuration options, registered on a ConfigOpts the caller owns.
+
+All options live here, driver groups included, so one file documents every
+setting and the sample config is generated from one list_opts().
+
+Each ServiceGroup gets its own ConfigOpts (never a process-global one), so
+tests and embedding programs can run several groups with different settings
+in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from oslo_config import cfg
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8797
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "servicegroup")
+
+
+default_opts = [
+    cfg.StrOpt(
+        "driver",
+        default="db",
+        help="Liveness driver, loaded from the servicegroup.drivers entry-point namespace "
+        "(db, zookeeper/zk, memcached/mc, tooz). Service records stay in SQL whatever "
+        "the driver.",
+    ),
+    cfg.FloatOpt(
+        "report_interval",
+        default=10.0,
+        min=0.001,
+        help="Seconds between two heartbeats of a joined service.",
+    ),
+    cfg.FloatOpt(
+        "service_down_time",
+        default=60.0,
+        min=0.001,
+        help="Seconds without a heartbeat after which a service is down. Must be greater "
+        "than 2 x report_interval; otherwise 2.5 x report_interval is used.",
+    ),
+    cfg.StrOpt(
+        "state_dir",
+        default=_default_state_dir(),
+        sample_default="$XDG_STATE_HOME/servicegroup",
+        help="Directory for local state, such as the default SQLite database. Created on "
+        "first use.",
+    ),
+]
+
+database_opts = [
+    cfg.StrOpt(
+        "connection",
+        secret=True,
+        help="SQLAlchemy URL of the database that holds the services table. Default: a "
+        "SQLite file servicegroup.sqlite in state_dir.",
+    ),
+    cfg.FloatOpt(
+        "connect_timeout",
+        default=5.0,
+        min=0.001,
+        help="Seconds to wait when opening a database connection.",
+    ),
+    cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open in the pool."),
+]
+
+api_opts = [
+    cfg.HostAddressOpt("host", default="127.0.0.1", help="Address the daemon listens on."),
+    cfg.PortOpt("port", default=DEFAULT_PORT, help="TCP port the daemon listens on."),
+]
+
+zookeeper_opts = [
+    cfg.ListOpt(
+        "hosts",
+        default=["127.0.0.1:2181"],
+        help="ZooKeeper servers as host:port, for the zookeeper driver.",
+    ),
+    cfg.StrOpt(
+        "root",
+        default="/servicegroup",
+        help="Znode under which services are kept as <root>/<binary>/<host>.",
+    ),
+    cfg.FloatOpt(
+        "session_timeout",
+        default=10.0,
+        min=0.001,
+        help="ZooKeeper session timeout in seconds: how long after a crash its ephemeral "
+        "nodes disappear.",
+    ),
+    cfg.FloatOpt(
+        "connect_timeout",
+        default=5.0,
+        min=0.001,
+        help="Seconds to wait for a ZooKeeper connection (and for each request).",
+    ),
+]
+
+memcached_opts = [
+    cfg.ListOpt(
+        "servers",
+        default=["127.0.0.1:11211"],
+        help="memcached servers as host:port; several are spread with consistent hashing.",
+    ),
+    cfg.FloatOpt(
+        "socket_timeout",
+        default=1.0,
+        min=0.001,
+        help="Seconds to wait for a memcached reply (pymemcache waits forever by default).",
+    ),
+    cfg.FloatOpt(
+        "connect_timeout",
+        default=1.0,
+        min=0.001,
+        help="Seconds to wait for a memcached connection.",
+    ),
+    cfg.StrOpt("key_prefix", default="sg:", help="Prefix of every key servicegroup writes."),
+]
+
+tooz_opts = [
+    cfg.StrOpt(
+        "backend_url",
+        default="redis://127.0.0.1:6379",
+        secret=True,
+        help="tooz coordination backend URL (redis://, zookeeper://, etcd3+http://, ...).",
+    ),
+]
+
+GROUPS: dict[str | None, list[cfg.Opt]] = {
+    None: default_opts,
+    "database": database_opts,
+    "api": api_opts,
+    "zookeeper": zookeeper_opts,
+    "memcached": memcached_opts,
+    "tooz": tooz_opts,
+}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for group, opts in GROUPS.items():
+        conf.register_opts(opts, group=group)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Entry point for oslo-config-generator (namespace 'servicegroup')."""
+    return [("DEFAULT" if group is None else group, list(opts)) for group, opts in GROUPS.items()]
+
+
+def make_conf(
+    args: Sequence[str] = (),
+    config_files: Sequence[str] | None = None,
+    **overrides: Any,
+) -> cfg.ConfigOpts:
+    """Build a parsed ConfigOpts.
+
+    `overrides` take 'opt' for [DEFAULT] or 'group__opt' for others, e.g.
+    ``make_conf(report_interval=0.1, database__connection="sqlite://")``.
+    """
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    default_files = None if config_files is None else list(config_files)
+    conf(
+        list(args),
+        project="servicegroup",
+        default_config_files=default_files,
+        validate_default_values=True,
+    )
+    for key, value in overrides.items():
+        group, _, name = key.rpartition("__")
+        conf.set_override(name, value, group=group or None)
+    return conf
+
+
+def effective_down_time(conf: cfg.ConfigOpts) -> float:
+    """service_down_time, corrected the way nova corrects it.
+
+    A down time of two report intervals or less flaps on one late heartbeat,
+    so it is raised to 2.5 x report_interval with a warning.
+    """
+    down, interval = conf.service_down_time, conf.report_interval
+    if down <= 2 * interval:
+        fixed = 2.5 * interval
+        LOG.warning(
+            "service_down_time (%.3fs) must be greater than 2 x report_interval (%.3fs); "
+            "using %.3fs",
+            down,
+            interval,
+            fixed,
+        )
+        return fixed
+    return down
+
+
+def database_url(conf: cfg.ConfigOpts) -> str:
+    if conf.database.connection:
+        return conf.database.connection
+    state_dir = Path(conf.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state_dir / 'servicegroup.sqlite'}"

@@ -1,0 +1,105 @@
+"""The services table as a typed declarative model.
+
+Only Alembic migrations create or change the schema; this model is what the
+queries are written against, and a test proves both agree on every dialect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import DateTime as DateTimeType
+
+# MySQL's DATETIME drops fractions unless told to keep six digits.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class server_now(FunctionElement):
+    """The database server's current UTC time, with sub-second precision.
+
+    Heartbeats are stamped, and ages judged, with this one clock, so skew
+    between the hosts that write and read cannot flip a service's state.
+    """
+
+    type = DateTimeType()
+    inherit_cache = True
+
+
+@compiles(server_now, "sqlite")
+def _sqlite_now(element, compiler, **kw):  # CURRENT_TIMESTAMP has whole seconds only
+    return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+@compiles(server_now, "postgresql")
+def _pg_now(element, compiler, **kw):  # now() is frozen at transaction start
+    return "timezone('utc', clock_timestamp())"
+
+
+@compiles(server_now, "mysql")
+@compiles(server_now, "mariadb")
+def _mysql_now(element, compiler, **kw):
+    return "UTC_TIMESTAMP(6)"
+
+
+@compiles(server_now)
+def _default_now(element, compiler, **kw):
+    return "CURRENT_TIMESTAMP"
+
+
+class ServiceRecord(Base):
+    """One registered service.
+
+    `deleted` is 0 for a live row and the row's id once soft-deleted, as in
+    nova: (host, binary, deleted) is then unique among live rows on every
+    dialect (MySQL has no partial indexes), and a deleted service can register
+    again under the same name.
+    """
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("host", "binary", "deleted"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255), index=True)
+    topic: Mapped[str | None] = mapped_column(String(255))
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    report_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    forced_down: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_seen_up: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    deleted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+services = ServiceRecord.__table__

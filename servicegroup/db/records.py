@@ -1,0 +1,188 @@
+"""Every query on the services table, for every driver.
+
+The table holds records (who exists); whether a service is alive belongs to
+the liveness driver. The db driver's own heartbeat UPDATE lives in
+drivers/db.py, because it is liveness, not a record change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid as uuid_mod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, func, select, update
+from sqlalchemy import exc as sa_exc
+
+from servicegroup.clock import as_utc
+from servicegroup.db.models import server_now, services
+from servicegroup.exceptions import BackendError, NotFound
+from servicegroup.service import Service
+
+FILTERS = ("binary", "host", "topic", "availability_zone")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSet:
+    services: list[Service]
+    # The SQL server's clock, read in the same SELECT; the db driver judges
+    # ages against it. None when the SELECT returned no row.
+    db_now: datetime | None
+
+
+@contextlib.contextmanager
+def sql_errors() -> Iterator[None]:
+    """Turn connection-level SQL failures into BackendError, the one error callers handle."""
+    try:
+        yield
+    except sa_exc.IntegrityError:
+        raise
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        raise BackendError("database", _short(exc)) from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise BackendError("database", _short(exc)) from exc
+        raise
+
+
+def _short(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def to_service(row: Row[Any] | Any) -> Service:
+    m = row._mapping
+    return Service(
+        uuid=m["uuid"],
+        host=m["host"],
+        binary=m["binary"],
+        topic=m["topic"],
+        availability_zone=m["availability_zone"],
+        version=m["version"],
+        report_count=m["report_count"],
+        disabled=bool(m["disabled"]),
+        disabled_reason=m["disabled_reason"],
+        forced_down=bool(m["forced_down"]),
+        last_seen_up=as_utc(m["last_seen_up"]),
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+        deleted=bool(m["deleted"]),
+        deleted_at=as_utc(m["deleted_at"]),
+    )
+
+
+_live = services.c.deleted == 0
+
+
+def register(
+    engine: Engine,
+    host: str,
+    binary: str,
+    topic: str | None,
+    availability_zone: str | None,
+    version: int,
+) -> tuple[Service, bool]:
+    """Insert or update the live record of (host, binary); True when it is new.
+
+    A restarted service keeps its uuid. Two registrations racing for the same
+    name meet at the unique constraint; the loser retries and finds the row.
+    """
+    for attempt in range(3):
+        try:
+            with sql_errors(), engine.begin() as conn:
+                where = (services.c.host == host) & (services.c.binary == binary) & _live
+                row = conn.execute(select(services).where(where)).first()
+                if row is None:
+                    new_uuid = str(uuid_mod.uuid4())
+                    conn.execute(
+                        services.insert().values(
+                            uuid=new_uuid,
+                            host=host,
+                            binary=binary,
+                            topic=topic,
+                            availability_zone=availability_zone,
+                            version=version,
+                            created_at=server_now(),
+                        )
+                    )
+                    created = True
+                else:
+                    changes: dict[str, Any] = {"version": version}
+                    if topic is not None:
+                        changes["topic"] = topic
+                    if availability_zone is not None:
+                        changes["availability_zone"] = availability_zone
+                    if any(row._mapping[k] != v for k, v in changes.items()):
+                        changes["updated_at"] = server_now()
+                        conn.execute(update(services).where(where).values(**changes))
+                    created = False
+                row = conn.execute(select(services).where(where)).one()
+                return to_service(row), created
+        except sa_exc.IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def get(engine: Engine, uuid: str) -> Service:
+    with sql_errors(), engine.connect() as conn:
+        row = conn.execute(select(services).where((services.c.uuid == uuid) & _live)).first()
+    if row is None:
+        raise NotFound("service", uuid)
+    return to_service(row)
+
+
+def query(engine: Engine, uuids: list[str] | None = None, **filters: str | None) -> RecordSet:
+    """Live records matching the filters, with the server's clock, in ONE SELECT."""
+    stmt = select(services, server_now().label("db_now")).where(_live)
+    for name in FILTERS:
+        value = filters.get(name)
+        if value is not None:
+            stmt = stmt.where(services.c[name] == value)
+    if uuids is not None:
+        stmt = stmt.where(services.c.uuid.in_(uuids))
+    stmt = stmt.order_by(services.c.binary, services.c.host)
+    with sql_errors(), engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    db_now = as_utc(rows[0]._mapping["db_now"]) if rows else None
+    return RecordSet([to_service(r) for r in rows], db_now)
+
+
+def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
+    """Apply an admin change to a live record and return it, in one transaction."""
+    where = (services.c.uuid == uuid) & _live
+    with sql_errors(), engine.begin() as conn:
+        result = conn.execute(
+            update(services).where(where).values(updated_at=server_now(), **changes)
+        )
+        if result.rowcount == 0:
+            raise NotFound("service", uuid)
+        return to_service(conn.execute(select(services).where(where)).one())
+
+
+def soft_delete(engine: Engine, uuid: str) -> None:
+    where = (services.c.uuid == uuid) & _live
+    with sql_errors(), engine.begin() as conn:
+        result = conn.execute(
+            update(services).where(where).values(deleted=services.c.id, deleted_at=server_now())
+        )
+    if result.rowcount == 0:
+        raise NotFound("service", uuid)
+
+
+def version_range(engine: Engine, binary: str) -> tuple[int | None, int | None]:
+    """Min and max version over live, not forced-down services of a binary."""
+    stmt = select(func.min(services.c.version), func.max(services.c.version)).where(
+        _live & (services.c.binary == binary) & services.c.forced_down.is_(False)
+    )
+    with sql_errors(), engine.connect() as conn:
+        low, high = conn.execute(stmt).one()
+    return low, high
+
+
+def ping(engine: Engine) -> None:
+    with sql_errors(), engine.connect() as conn:
+        conn.execute(select(1))

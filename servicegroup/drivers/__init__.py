@@ -1,0 +1,31 @@
+"""Liveness drivers: plug-ins in the `servicegroup.drivers` entry-point namespace."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import stevedore
+from stevedore.exception import NoMatches
+
+from servicegroup.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from servicegroup.drivers.base import Driver
+
+NAMESPACE = "servicegroup.drivers"
+
+
+def installed() -> list[str]:
+    return sorted(stevedore.ExtensionManager(NAMESPACE).names())
+
+
+def load(name: str) -> type[Driver]:
+    """The driver class registered under `name`; unknown names list what is installed."""
+    try:
+        manager = stevedore.DriverManager(NAMESPACE, name, invoke_on_load=False)
+    except NoMatches:
+        raise ConfigError(
+            f"driver: unknown liveness driver {name!r}; installed drivers: "
+            f"{', '.join(installed()) or 'none'}"
+        ) from None
+    return manager.driver

@@ -1,0 +1,84 @@
+"""What every liveness driver is: I/O only.
+
+A driver answers two questions for a set of services: when did each last
+heartbeat, and could it tell at all. What "up" means is decided once, in
+api.py, for every driver alike; so a new backend is only I/O, and one
+conformance suite proves them all.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from oslo_config import cfg
+from sqlalchemy import Engine
+
+from servicegroup.clock import Clock
+from servicegroup.db.records import RecordSet
+from servicegroup.service import Service
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    # When the backend last saw a heartbeat, in the backend's clock.
+    last_heartbeat: datetime | None
+    # False: the backend could not say (server unreachable), so the state is
+    # unknown rather than down.
+    known: bool = True
+
+
+UNKNOWN = Pulse(None, known=False)
+NEVER = Pulse(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    # "Now" on the same clock as the pulses' last_heartbeat; ages are
+    # now - last_heartbeat, so no host's clock enters the judgement.
+    now: datetime | None
+    pulses: Mapping[str, Pulse]
+
+
+class Driver(abc.ABC):
+    """Base of every liveness driver.
+
+    `backend_errors` lists the exceptions that mean "the backend failed";
+    the API turns them into BackendError in one place, so drivers do not
+    catch and re-raise on every call.
+    """
+
+    name: ClassVar[str]
+    backend: ClassVar[str]
+    backend_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
+        self.conf = conf
+        self.engine = engine
+        self.clock = clock
+
+    @abc.abstractmethod
+    def beat(self, service: Service) -> None:
+        """Record one heartbeat; create whatever the backend needs on first use."""
+
+    @abc.abstractmethod
+    def read(self, records: RecordSet) -> Reading:
+        """Pulses for every record, in one round trip (or one per server), never one each."""
+
+    @abc.abstractmethod
+    def forget(self, service: Service) -> None:
+        """Make the service down now (leave); its SQL record stays."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Prove the backend answers; raise one of backend_errors if not."""
+
+    def describe(self) -> dict[str, Any]:
+        """What /healthz shows about this backend, beyond up or down."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - most drivers hold nothing to close
+        """Release connections and sessions."""

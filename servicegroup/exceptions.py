@@ -1,0 +1,50 @@
+"""Every error servicegroup raises on purpose.
+
+Callers (the HTTP layer, the CLI) map these classes to status codes and
+exit codes in one place each, so a new error needs no new handler.
+"""
+
+from __future__ import annotations
+
+
+class ServiceGroupError(Exception):
+    """Base class, so callers can catch everything servicegroup means to raise."""
+
+
+class InvalidInput(ServiceGroupError, ValueError):
+    """A caller gave a value that breaks a field rule; nothing was written."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
+class NotFound(ServiceGroupError, LookupError):
+    """The named service (or other record) does not exist, or was deleted."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} not found")
+
+
+class BackendError(ServiceGroupError):
+    """A backend (SQL, ZooKeeper, memcached, ...) could not be reached or failed.
+
+    `backend` names the store so that logs and health checks can say which
+    one is in trouble without parsing driver-specific exceptions.
+    """
+
+    def __init__(self, backend: str, detail: str) -> None:
+        self.backend = backend
+        self.detail = detail
+        super().__init__(f"{backend}: {detail}")
+
+
+class ConfigError(ServiceGroupError):
+    """The configuration cannot work (unknown driver, impossible values, ...)."""
+
+
+class SchemaOutOfDate(ServiceGroupError):
+    """The database is not at the latest migration; refuse rather than corrupt it."""

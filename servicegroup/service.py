@@ -1,0 +1,80 @@
+"""The values the API hands out: a service record, and its judged state.
+
+Plain frozen dataclasses rather than ORM objects, so a caller can keep them
+across threads and sessions without detached-instance surprises.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+
+class State(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+    # The backend that holds liveness could not be asked (memcached server gone,
+    # ZooKeeper unreachable). Not down: a cache outage is not a fleet outage.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    uuid: str
+    host: str
+    binary: str
+    topic: str | None
+    availability_zone: str | None
+    version: int
+    report_count: int
+    disabled: bool
+    disabled_reason: str | None
+    forced_down: bool
+    last_seen_up: datetime | None
+    created_at: datetime
+    updated_at: datetime | None
+    deleted: bool
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    service: Service
+    state: State
+    # When the liveness backend last saw a heartbeat, in that backend's clock.
+    last_heartbeat: datetime | None
+
+    @property
+    def is_up(self) -> bool:
+        return self.state is State.UP
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a service, shared by HTTP, CLI and events."""
+        svc = self.service
+        return {
+            "id": svc.uuid,
+            "host": svc.host,
+            "binary": svc.binary,
+            "topic": svc.topic,
+            "availability_zone": svc.availability_zone,
+            "version": svc.version,
+            "disabled": svc.disabled,
+            "disabled_reason": svc.disabled_reason,
+            "forced_down": svc.forced_down,
+            "state": self.state.value,
+            "last_heartbeat": rfc3339(self.last_heartbeat),
+            "report_count": svc.report_count,
+            "created_at": rfc3339(svc.created_at),
+            "updated_at": rfc3339(svc.updated_at),
+        }
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+__all__ = ["Service", "ServiceStatus", "State", "asdict", "rfc3339"]
