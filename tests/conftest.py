@@ -1,0 +1,185 @@
+"""Fixtures shared by every test: real SQL databases and real backend servers.
+
+A backend that is missing fails the test when CI=true and skips it elsewhere,
+so CI can never go green on a suite that did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from servicegroup import ServiceGroup
+from servicegroup.db import migration
+from servicegroup.db.engine import make_engine
+from servicegroup.db.models import Base
+from tests.servers import IN_CI, MemcachedServer, Server, ServerUnavailable, ZooKeeperServer
+
+# Admin URLs of the machine's database servers; override to point elsewhere.
+POSTGRESQL_ADMIN = os.environ.get(
+    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+SQL_DIALECTS = ("sqlite", "postgresql", "mysql")
+
+
+def unavailable(what: str, why: object) -> None:
+    message = f"{what} is not available: {why}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing backend fails the run)", pytrace=False)
+    pytest.skip(message)
+
+
+def _scratch_database(admin_url: str, what: str) -> Iterator[str]:
+    """A fresh database on a shared server, migrated once, dropped afterwards."""
+    name = f"sg_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.SQLAlchemyError as exc:
+        admin.dispose()
+        unavailable(what, exc)
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migration.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql_db() -> Iterator[str]:
+    yield from _scratch_database(POSTGRESQL_ADMIN, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mysql_db() -> Iterator[str]:
+    yield from _scratch_database(MYSQL_ADMIN, "MySQL/MariaDB")
+
+
+def empty_tables(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+
+
+def sqlite_db(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'servicegroup.sqlite'}"
+    engine = make_engine(url)
+    migration.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=SQL_DIALECTS)
+def sql_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A migrated, empty database on each dialect in turn."""
+    if request.param == "sqlite":
+        return sqlite_db(tmp_path)
+    url = request.getfixturevalue(f"{request.param}_db")
+    empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return sqlite_db(tmp_path)
+
+
+@pytest.fixture
+def make_group() -> Iterator[Callable[..., ServiceGroup]]:
+    """Build ServiceGroups from keyword options and close them all at the end."""
+    groups: list[ServiceGroup] = []
+
+    def factory(url: str, **options: Any) -> ServiceGroup:
+        options.setdefault("report_interval", 0.05)
+        options.setdefault("service_down_time", 0.5)
+        group = ServiceGroup.from_options(database__connection=url, **options)
+        groups.append(group)
+        return group
+
+    yield factory
+    for group in groups:
+        group.close()
+
+
+def _server(cls: type[Server]) -> Iterator[Server]:
+    server = cls()
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        server.cleanup()
+        unavailable(cls.name, exc)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    """One ZooKeeper for the session; tests that kill it use zookeeper_server_private."""
+    yield from _server(ZooKeeperServer)  # type: ignore[misc]
+
+
+@pytest.fixture
+def zookeeper_server_private() -> Iterator[ZooKeeperServer]:
+    yield from _server(ZooKeeperServer)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[MemcachedServer]:
+    yield from _server(MemcachedServer)  # type: ignore[misc]
+
+
+@pytest.fixture
+def memcached_server_private() -> Iterator[MemcachedServer]:
+    yield from _server(MemcachedServer)  # type: ignore[misc]
+
+
+@pytest.fixture
+def memcached_pair() -> Iterator[list[MemcachedServer]]:
+    """Two servers, for HashClient and one-of-several-gone cases."""
+    servers = [MemcachedServer(), MemcachedServer()]
+    try:
+        for server in servers:
+            server.start()
+    except ServerUnavailable as exc:
+        for server in servers:
+            server.cleanup()
+        unavailable("memcached", exc)
+    yield servers
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    finally:
+        client.close()
+    return REDIS_URL
