@@ -29,5 +29,5 @@ def test_sample_config_does_not_depend_on_the_machine() -> None:
     # state_dir's real default is under the user's home; the sample must show
     # the sample_default, or every developer would regenerate a different file.
     text = SAMPLE.read_text()
-    assert "#state_dir = $XDG_STATE_HOME/servicegroup" in text
+    assert "#state_dir = ~/.local/state/servicegroup" in text
     assert str(Path.home()) not in text
