@@ -1,0 +1,299 @@
+"""The HTTP daemon: a thin FastAPI layer over one ServiceGroup.
+
+Handlers are plain `def`s because the ServiceGroup API blocks; FastAPI runs
+them in its threadpool. They only translate: shapes in (schemas.py), rules
+in the API (validation.py), errors out in one place (errors.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import FastAPI, Path, Query, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, PlainTextResponse
+from oslo_config import cfg
+
+from servicegroup import validation
+from servicegroup.api import ServiceGroup
+from servicegroup.db import records
+from servicegroup.exceptions import InvalidInput, NotFound
+from servicegroup.server import errors, metrics
+from servicegroup.server.schemas import (
+    NAME_DOC,
+    Health,
+    RegisterBody,
+    ServiceList,
+    ServiceOut,
+    UpdateBody,
+    VersionRange,
+)
+from servicegroup.service import Service, ServiceStatus
+
+LOG = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_SECONDS = 5
+CACHE_SIZE = 100_000
+
+# The error codes each kind of endpoint can answer; 401/403 are reserved for auth.
+_READ = (400, 401, 403, 422, 500, 503)
+_BY_ID = (*_READ, 404)
+_WRITE = (*_BY_ID, 409, 413)
+
+ServiceId = Annotated[
+    str,
+    Path(
+        description="The service's uuid; anything else is simply not found (404).",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
+NameFilter = Annotated[str | None, Query(json_schema_extra=NAME_DOC)]
+
+
+class ServiceCache:
+    """uuid -> Service, so a heartbeat needs no SELECT before its write.
+
+    Only existence matters to a beat. Entries are refreshed on register and
+    PATCH and dropped on DELETE or on a NotFound beat (the db driver's UPDATE
+    says so for a deleted row). Other drivers cannot tell that a record was
+    deleted by another process, so entries also expire after `ttl` seconds:
+    such a service keeps accepting beats for at most that long.
+    """
+
+    def __init__(self, ttl: float, maxsize: int = CACHE_SIZE) -> None:
+        self._items: dict[str, tuple[Service, float]] = {}
+        self._ttl = ttl
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+
+    def get(self, uuid: str) -> Service | None:
+        entry = self._items.get(uuid)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, service: Service) -> None:
+        with self._lock:
+            self._items.pop(service.uuid, None)
+            if len(self._items) >= self._maxsize:
+                # Oldest first: dicts keep insertion order.
+                del self._items[next(iter(self._items))]
+            self._items[service.uuid] = (service, time.monotonic() + self._ttl)
+
+    def drop(self, uuid: str) -> None:
+        with self._lock:
+            self._items.pop(uuid, None)
+
+
+def _uuid(raw: str) -> str:
+    """A path id that is not a uuid names no service: 404, not 400."""
+    try:
+        return validation.service_id(raw)
+    except InvalidInput:
+        raise NotFound("service", raw) from None
+
+
+def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
+    return JSONResponse(status.as_dict(), status_code=code)
+
+
+def create_app(sg: ServiceGroup) -> FastAPI:
+    """The ASGI app over `sg`; the caller owns sg and closes it."""
+    app = FastAPI(
+        title="servicegroup",
+        version=_version(),
+        description="Service liveness: register, heartbeat, and ask who is up.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    errors.install(app)
+    cache = ServiceCache(ttl=sg.down_time)
+    registry = metrics.make_registry(sg)
+
+    @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
+    def healthz() -> JSONResponse:
+        """200 when the records database and the liveness backend both answer."""
+        return JSONResponse(jsonable_encoder(sg.health()))
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **errors.json_responses(500),
+        },
+    )
+    def get_metrics() -> Response:
+        return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
+
+    @app.post(
+        "/v1/services",
+        status_code=201,
+        response_model=ServiceOut,
+        responses={
+            200: {"model": ServiceOut, "description": "Already registered; record updated."},
+            201: {"description": "Newly registered."},
+            **errors.responses(*_WRITE),
+        },
+    )
+    def register(body: RegisterBody) -> JSONResponse:
+        service, created = sg.register_ex(**body.model_dump())
+        cache.put(service)
+        return _service_json(sg.get(service), 201 if created else 200)
+
+    @app.get("/v1/services", response_model=ServiceList, responses=errors.responses(*_READ))
+    def list_services(
+        binary: NameFilter = None,
+        host: NameFilter = None,
+        topic: NameFilter = None,
+        availability_zone: NameFilter = None,
+        state: Annotated[
+            str | None, Query(json_schema_extra={"enum": list(validation.STATES)})
+        ] = None,
+    ) -> JSONResponse:
+        statuses = sg.get_all(
+            binary=binary,
+            host=host,
+            topic=topic,
+            availability_zone=availability_zone,
+            state=state,
+        )
+        return JSONResponse({"services": [s.as_dict() for s in statuses]})
+
+    @app.get("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_BY_ID))
+    def get_service(id: ServiceId) -> JSONResponse:
+        return _service_json(sg.get(_uuid(id)))
+
+    @app.post(
+        "/v1/services/{id}/heartbeat",
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(*_BY_ID),
+    )
+    def heartbeat(id: ServiceId) -> Response:
+        uuid = _uuid(id)
+        service = cache.get(uuid)
+        if service is None:
+            # Records only: a driver read would be wasted on a write.
+            service = records.get(sg.engine, uuid)
+            cache.put(service)
+        try:
+            sg.heartbeat(service)
+        except NotFound:
+            cache.drop(uuid)
+            raise
+        return Response(status_code=204)
+
+    @app.patch("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_WRITE))
+    def update_service(id: ServiceId, body: UpdateBody) -> JSONResponse:
+        uuid = _uuid(id)
+        changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+        service = sg.update(uuid, **changes)
+        cache.put(service)
+        return _service_json(sg.get(service))
+
+    @app.delete(
+        "/v1/services/{id}",
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(*_BY_ID, 409),
+    )
+    def delete_service(id: ServiceId) -> Response:
+        uuid = _uuid(id)
+        try:
+            sg.delete(uuid)
+        finally:
+            cache.drop(uuid)
+        return Response(status_code=204)
+
+    @app.get(
+        "/v1/versions/{binary}", response_model=VersionRange, responses=errors.responses(*_READ)
+    )
+    def versions(
+        binary: Annotated[str, Path(json_schema_extra=NAME_DOC)],
+        up_only: bool = False,
+    ) -> JSONResponse:
+        """Min and max version of a binary's live services; null when there are none."""
+        low, high = sg.get_version_range(binary, up_only)
+        return JSONResponse({"binary": binary, "min": low, "max": high})
+
+    return app
+
+
+def serve(conf: cfg.ConfigOpts) -> int:
+    """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop.
+
+    Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
+    the caller reports why it refused to start; uvicorn's own startup failures
+    (port in use) are already logged by uvicorn and come back as 1.
+    """
+    sg = ServiceGroup(conf)
+    try:
+        config = uvicorn.Config(
+            create_app(sg),
+            host=conf.api.host,
+            port=conf.api.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+        server = uvicorn.Server(config)
+        LOG.info(
+            "servicegroup starting on %s:%s (driver %s)",
+            conf.api.host,
+            conf.api.port,
+            sg.driver.name,
+        )
+        with _stop_signals_end_cleanly(server):
+            server.run()
+    except SystemExit as exc:
+        # uvicorn exits 3 on startup failures; to an operator a refusal is a refusal.
+        return 1 if exc.code else 0
+    finally:
+        sg.close()
+    LOG.info("servicegroup stopped")
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_signals_end_cleanly(server: uvicorn.Server) -> Iterator[None]:
+    """Make a graceful stop exit 0.
+
+    After shutting down, uvicorn re-raises the signal that stopped it so the
+    previous handler runs: default SIGTERM would kill us (exit 143) and SIGINT
+    would raise KeyboardInterrupt. Our handler just asks the server to stop,
+    which also covers a signal that lands before uvicorn installs its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_sig: int, _frame: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("servicegroup")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

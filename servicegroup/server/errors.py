@@ -1,0 +1,179 @@
+"""Every error the HTTP API sends: one mapping, one body shape.
+
+Exceptions from the ServiceGroup API, FastAPI's request validation, routing
+(404/405) and anything unexpected all pass through `to_error()`, so a client
+always gets `{"error": {"code", "message", "field"}}` and a 5xx only ever
+means a backend or a bug, never bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servicegroup.exceptions import BackendError, InvalidInput, NotFound
+from servicegroup.server.schemas import ErrorBody
+
+LOG = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+_DESCRIPTIONS = {
+    400: "Invalid input: a field broke a rule, or the body is not JSON.",
+    401: "Not authenticated (reserved: this version does not authenticate).",
+    403: "Not allowed (reserved: this version does not authorize).",
+    404: "No such service (a malformed id is also not found), or no such path.",
+    405: "Method not allowed on this path.",
+    409: "A concurrent change conflicted with this one; retry.",
+    413: f"Request body larger than {MAX_BODY_BYTES} bytes.",
+    422: "The body or a query parameter has the wrong shape or JSON type.",
+    500: "Unexpected server error (logged by the server).",
+    503: "A backend (the database or the liveness driver's store) did not answer.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, all with the error body schema."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def json_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """responses() for a route whose success is not JSON (FastAPI would reuse its type)."""
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        code: {"description": _DESCRIPTIONS[code], "content": {"application/json": {"schema": ref}}}
+        for code in codes
+    }
+
+
+def to_error(exc: BaseException) -> tuple[int, str, str | None]:
+    """The one mapping from an exception to (status, message, field)."""
+    if isinstance(exc, InvalidInput):
+        return 400, str(exc), exc.field
+    if isinstance(exc, NotFound):
+        return 404, str(exc), None
+    if isinstance(exc, BackendError):
+        LOG.warning("backend unavailable: %s", exc)
+        return 503, f"{exc.backend} backend unavailable", None
+    if isinstance(exc, IntegrityError):
+        return 409, "conflicting concurrent change; retry", None
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(exc)
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail), None
+    LOG.error("unexpected error", exc_info=exc)
+    return 500, "internal server error", None
+
+
+def _validation_error(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return 400, f"request body is not valid JSON: {detail}".rstrip(": "), None
+    # loc is ("body" | "query" | "path", name, ...); the name is the field.
+    names = [str(part) for part in first.get("loc", ())[1:] if isinstance(part, str)]
+    field = names[0] if names else None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "missing" and field is None:
+        message = "a JSON object body is required"
+    return 422, f"{field}: {message}" if field else message, field
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status, message, field = to_error(exc)
+    headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
+    body = {"error": {"code": status, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _handler(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+class GuardMiddleware:
+    """Cap request bodies, and turn anything unexpected into a logged 500.
+
+    Starlette's own catch-all re-raises for the server to log, which would log
+    every bug twice; catching here logs it once. The body is read up front (at
+    most MAX_BODY_BYTES) so an oversized body is refused before any handler
+    runs, whether or not the client sent Content-Length.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            body = await _read_body(scope, receive)
+            if body is None:
+                too_big = HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+                await error_response(too_big)(scope, receive, send)
+                return
+            await self.app(scope, _replay(body, receive), tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole request body, or None when it is over the limit."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            return None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def install(app: FastAPI) -> None:
+    for exc_class in (
+        InvalidInput,
+        NotFound,
+        BackendError,
+        IntegrityError,
+        RequestValidationError,
+        HTTPException,
+    ):
+        app.add_exception_handler(exc_class, _handler)
+    app.add_middleware(GuardMiddleware)

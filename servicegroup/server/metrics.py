@@ -1,0 +1,109 @@
+"""Prometheus metrics, built fresh on every scrape from one get_all().
+
+A custom collector rather than gauges updated by request handlers: the truth
+is the backend's, so every scrape asks it once and reports what it says,
+including "I could not ask" (servicegroup_backend_up 0) as a successful scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from servicegroup.api import ServiceGroup
+from servicegroup.exceptions import BackendError
+from servicegroup.service import ServiceStatus, State
+
+LOG = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+SERVICE_LABELS = ["binary", "host"]
+
+
+class ServiceGroupCollector:
+    """Per-service and per-binary gauges from one sg.get_all() per scrape."""
+
+    def __init__(self, sg: ServiceGroup) -> None:
+        self.sg = sg
+
+    def collect(self) -> Iterator[Metric]:
+        start = time.perf_counter()
+        try:
+            statuses = self.sg.get_all()
+        except BackendError as exc:
+            LOG.warning("metrics scrape: backend unavailable: %s", exc)
+            statuses = None
+        backend_up = GaugeMetricFamily(
+            "servicegroup_backend_up",
+            "1 if the records database and the liveness backend answered this scrape.",
+            labels=["driver"],
+        )
+        backend_up.add_metric([self.sg.driver.name], 0 if statuses is None else 1)
+        yield backend_up
+        if statuses is not None:
+            yield from service_metrics(statuses)
+        yield GaugeMetricFamily(
+            "servicegroup_scrape_duration_seconds",
+            "Seconds this scrape took, backend round trip included.",
+            value=time.perf_counter() - start,
+        )
+
+
+def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
+    up = _family("service_up", "1 if the service is up, else 0.")
+    info = GaugeMetricFamily(
+        "servicegroup_service_info",
+        "Always 1; labels carry the service's descriptive fields.",
+        labels=["binary", "host", "topic", "availability_zone", "id"],
+    )
+    disabled = _family("service_disabled", "1 if an admin disabled the service.")
+    forced = _family("service_forced_down", "1 if an admin forced the service down.")
+    version = _family("service_version", "The version the service registered with.")
+    beat = _family(
+        "service_last_heartbeat_timestamp_seconds",
+        "Unix time of the last heartbeat, in the liveness backend's clock.",
+    )
+    counts: Counter[tuple[str, str]] = Counter()
+    for status in statuses:
+        svc = status.service
+        labels = [svc.binary, svc.host]
+        up.add_metric(labels, 1 if status.is_up else 0)
+        info.add_metric(
+            [svc.binary, svc.host, svc.topic or "", svc.availability_zone or "", svc.uuid], 1
+        )
+        disabled.add_metric(labels, int(svc.disabled))
+        forced.add_metric(labels, int(svc.forced_down))
+        version.add_metric(labels, svc.version)
+        if status.last_heartbeat is not None:
+            beat.add_metric(labels, status.last_heartbeat.timestamp())
+        counts[svc.binary, status.state.value] += 1
+    by_state = GaugeMetricFamily(
+        "servicegroup_services",
+        "Number of services of each binary in each state.",
+        labels=["binary", "state"],
+    )
+    for binary in sorted({binary for binary, _ in counts}):
+        for state in State:
+            by_state.add_metric([binary, state.value], counts[binary, state.value])
+    yield from (up, info, disabled, forced, version, beat, by_state)
+
+
+def _family(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"servicegroup_{name}", documentation, labels=SERVICE_LABELS)
+
+
+def make_registry(sg: ServiceGroup) -> CollectorRegistry:
+    """A registry of our own: no process/platform defaults, no global state."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceGroupCollector(sg))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,105 @@
+"""Request and response shapes for the HTTP API, and nothing more.
+
+Pydantic checks only shape and JSON types here (strict, so "5" is not an
+int and 1 is not a bool); every field rule (lengths, printable, sign) lives
+in servicegroup.validation, so HTTP, CLI and Python callers get the same
+messages. The limits below are copied into the OpenAPI document from the same
+constants, for clients and fuzzers to read, and are never enforced here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from servicegroup import validation
+
+
+def _doc(**schema: Any) -> Any:
+    """Document a constraint in OpenAPI without pydantic enforcing it."""
+
+    def extra(field_schema: dict[str, Any]) -> None:
+        # Absent means "leave alone" (or null): a null default would only
+        # suggest that null is a value to send.
+        if field_schema.get("default", 0) is None:
+            del field_schema["default"]
+        field_schema.update(schema)
+
+    return extra
+
+
+NAME_DOC = {"minLength": 1, "maxLength": validation.MAX_NAME_LENGTH}
+VERSION_DOC = {"minimum": 0, "maximum": validation.MAX_VERSION}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterBody(_Body):
+    host: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
+    binary: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
+    topic: StrictStr | None = Field(default=None, json_schema_extra=_doc(**NAME_DOC))
+    availability_zone: StrictStr | None = Field(default=None, json_schema_extra=_doc(**NAME_DOC))
+    version: StrictInt = Field(default=0, json_schema_extra=_doc(**VERSION_DOC))
+
+
+class UpdateBody(_Body):
+    """Admin changes; only the fields present in the body are written."""
+
+    disabled: StrictBool = Field(default=None, json_schema_extra=_doc())  # type: ignore[assignment]
+    disabled_reason: StrictStr | None = Field(
+        default=None, json_schema_extra=_doc(maxLength=validation.MAX_REASON_LENGTH)
+    )
+    forced_down: StrictBool = Field(default=None, json_schema_extra=_doc())  # type: ignore[assignment]
+    version: StrictInt = Field(default=None, json_schema_extra=_doc(**VERSION_DOC))  # type: ignore[assignment]
+
+
+class ServiceOut(BaseModel):
+    """Documents ServiceStatus.as_dict(), which is what the endpoints send."""
+
+    id: str = Field(json_schema_extra={"format": "uuid"})
+    host: str
+    binary: str
+    topic: str | None
+    availability_zone: str | None
+    version: int
+    disabled: bool
+    disabled_reason: str | None
+    forced_down: bool
+    state: str = Field(json_schema_extra={"enum": list(validation.STATES)})
+    last_heartbeat: datetime | None
+    report_count: int
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class ServiceList(BaseModel):
+    services: list[ServiceOut]
+
+
+class VersionRange(BaseModel):
+    binary: str
+    min: int | None
+    max: int | None
+
+
+class Health(BaseModel):
+    """sg.health(): driver and backend names plus whatever the driver describes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    driver: str
+    backend: str
+
+
+class ErrorDetail(BaseModel):
+    code: int = Field(description="The HTTP status code, repeated for log readers.")
+    message: str
+    field: str | None = Field(description="The offending input field, when there is one.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,91 @@
+"""Run the real daemon as a subprocess, the way an operator would.
+
+A real process, real sockets and real signals: what the in-process TestClient
+cannot show (startup refusal, SIGTERM, uvicorn's own behaviour) shows here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, db_url: str, port: int, **defaults: object) -> Path:
+    lines = ["[DEFAULT]"]
+    lines += [f"{key} = {value}" for key, value in defaults.items()]
+    lines += ["[database]", f"connection = {db_url}", "[api]", "host = 127.0.0.1"]
+    lines += [f"port = {port}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """`python -m servicegroup.server --config-file F`, with its stderr kept in a file."""
+
+    def __init__(self, config_file: Path, port: int, log_file: Path) -> None:
+        self.config_file = config_file
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with open(self.log_file, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "servicegroup.server", "--config-file", self.config_file],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> Daemon:
+        """Poll /healthz until it answers 200; fail with the daemon's log if it never does."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        """Clean up whatever state the test left the process in."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")

@@ -1,0 +1,197 @@
+"""The /metrics collector against a real ServiceGroup on SQLite, and promtool's verdict."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from servicegroup import ServiceGroup
+from servicegroup.db import migration, records
+from servicegroup.db.engine import make_engine
+from servicegroup.exceptions import BackendError
+from servicegroup.server import metrics
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PER_SERVICE = (
+    "servicegroup_service_up",
+    "servicegroup_service_info",
+    "servicegroup_service_disabled",
+    "servicegroup_service_forced_down",
+    "servicegroup_service_version",
+    "servicegroup_service_last_heartbeat_timestamp_seconds",
+    "servicegroup_services",
+)
+
+
+@pytest.fixture
+def sg(tmp_path: Path) -> Iterator[ServiceGroup]:
+    url = f"sqlite:///{tmp_path / 'sg.sqlite'}"
+    engine = make_engine(url)
+    migration.upgrade(engine)
+    engine.dispose()
+    group = ServiceGroup.from_options(
+        database__connection=url, report_interval=0.1, service_down_time=0.5
+    )
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture
+def fleet(sg: ServiceGroup) -> dict[str, Any]:
+    """A beating service, a silent one with null topic/az, a forced-down one, another binary."""
+    beating = sg.register("compute-1", "nova-compute", topic="compute", availability_zone="az1")
+    silent = sg.register("compute-2", "nova-compute", version=3)
+    forced = sg.register('odd "host" \\ é', "nova-compute", topic="compute")
+    sched = sg.register("sched-1", "nova-scheduler", topic="scheduler")
+    sg.update(forced, forced_down=True, disabled=True, disabled_reason="broken")
+    sg.heartbeat(beating)
+    return {"beating": beating, "silent": silent, "forced": forced, "sched": sched}
+
+
+def backend_down(*_args: object, **_kwargs: object) -> None:
+    raise BackendError("database", "connection refused")
+
+
+def scrape(sg: ServiceGroup) -> str:
+    return metrics.render(metrics.make_registry(sg)).decode()
+
+
+def samples(text: str) -> dict[str, list[Any]]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def by_host(family: list[Any]) -> dict[str, float]:
+    return {s.labels["host"]: s.value for s in family}
+
+
+def test_per_service_metrics_match_the_records(sg: ServiceGroup, fleet: dict[str, Any]) -> None:
+    got = samples(scrape(sg))
+    odd = fleet["forced"].host
+
+    assert by_host(got["servicegroup_service_up"])["compute-2"] == 0.0
+    assert by_host(got["servicegroup_service_up"])[odd] == 0.0
+    assert by_host(got["servicegroup_service_disabled"]) == {
+        "compute-1": 0.0,
+        "compute-2": 0.0,
+        odd: 1.0,
+        "sched-1": 0.0,
+    }
+    assert by_host(got["servicegroup_service_forced_down"])[odd] == 1.0
+    assert by_host(got["servicegroup_service_version"])["compute-2"] == 3.0
+    info = {s.labels["host"]: s.labels for s in got["servicegroup_service_info"]}
+    assert info["compute-2"] == {
+        "binary": "nova-compute",
+        "host": "compute-2",
+        "topic": "",
+        "availability_zone": "",
+        "id": fleet["silent"].uuid,
+    }
+    assert info["compute-1"]["availability_zone"] == "az1"
+    assert {s.value for s in got["servicegroup_service_info"]} == {1.0}
+
+
+def test_last_heartbeat_sample_only_for_services_that_beat(
+    sg: ServiceGroup, fleet: dict[str, Any]
+) -> None:
+    got = samples(scrape(sg))
+    beats = by_host(got["servicegroup_service_last_heartbeat_timestamp_seconds"])
+    assert set(beats) == {"compute-1"}
+    status = sg.get(fleet["beating"])
+    assert beats["compute-1"] == pytest.approx(status.last_heartbeat.timestamp())
+
+
+def test_services_counts_every_state_for_every_binary(
+    sg: ServiceGroup, fleet: dict[str, Any]
+) -> None:
+    got = samples(scrape(sg))
+    counts = {
+        (s.labels["binary"], s.labels["state"]): s.value for s in got["servicegroup_services"]
+    }
+    states = {status.service.host: status.state.value for status in sg.get_all()}
+    expected_compute_up = float(states["compute-1"] == "up")
+    assert set(counts) == {
+        (binary, state)
+        for binary in ("nova-compute", "nova-scheduler")
+        for state in ("up", "down", "unknown")
+    }
+    assert counts["nova-compute", "up"] + counts["nova-compute", "down"] == 3.0
+    assert counts["nova-compute", "up"] == expected_compute_up
+    assert counts["nova-scheduler", "down"] == 1.0
+    assert counts["nova-scheduler", "unknown"] == 0.0
+
+
+def test_one_get_all_per_scrape(
+    sg: ServiceGroup, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    real = sg.get_all
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sg, "get_all", counting)
+    registry = metrics.make_registry(sg)
+    metrics.render(registry)
+    metrics.render(registry)
+    assert calls == [((), {}), ((), {})]  # unfiltered, once per scrape
+
+
+def test_empty_fleet_uses_only_our_own_registry(sg: ServiceGroup) -> None:
+    got = samples(scrape(sg))
+    assert all(name.startswith("servicegroup_") for name in got)  # no process_/python_
+    assert got["servicegroup_backend_up"][0].value == 1.0
+    assert not any(got.get(name) for name in PER_SERVICE)
+
+
+@pytest.mark.parametrize("failing", ["driver_read", "sql_query"])
+def test_backend_failure_still_scrapes_with_backend_up_zero(
+    sg: ServiceGroup, fleet: dict[str, Any], monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    if failing == "driver_read":
+        monkeypatch.setattr(sg.driver, "read", backend_down)
+    else:
+        monkeypatch.setattr(records, "query", backend_down)
+    got = samples(scrape(sg))
+    assert [(s.labels, s.value) for s in got["servicegroup_backend_up"]] == [
+        ({"driver": "db"}, 0.0)
+    ]
+    assert not set(PER_SERVICE) & set(got)
+    assert got["servicegroup_scrape_duration_seconds"][0].value >= 0
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if IN_CI:
+            pytest.fail("promtool is not installed (CI=true: this check must run)")
+        pytest.skip("promtool is not installed")
+    return path
+
+
+@pytest.mark.parametrize("backend", ["up", "down", "empty"])
+def test_promtool_check_metrics_is_silent(
+    sg: ServiceGroup, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest
+) -> None:
+    tool = promtool()
+    if backend != "empty":
+        request.getfixturevalue("fleet")
+    if backend == "down":
+        monkeypatch.setattr(sg.driver, "read", backend_down)
+    text = scrape(sg)
+    assert ("servicegroup_service_info{" in text) == (backend == "up")
+    assert 'topic=""' in text or backend != "up"  # a null topic made it into a label
+    result = subprocess.run(
+        [tool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result
+    assert result.stdout == b"" and result.stderr == b"", result
