@@ -23,7 +23,7 @@ from servicegroup.db.engine import make_engine
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
-from servicegroup.service import Service, ServiceStatus, State
+from servicegroup.service import Service, ServiceStatus, Snapshot, State
 
 LOG = logging.getLogger(__name__)
 
@@ -200,12 +200,12 @@ class ServiceGroup:
             self.driver.forget(record)
 
     def is_up(self, service: ServiceRef) -> bool:
-        statuses = self._statuses(uuids=[self._uuid(service)])
+        statuses = self._snapshot(uuids=[self._uuid(service)]).statuses
         return bool(statuses) and statuses[0].is_up
 
     def get(self, service: ServiceRef) -> ServiceStatus:
         uuid = self._uuid(service)
-        statuses = self._statuses(uuids=[uuid])
+        statuses = self._snapshot(uuids=[uuid]).statuses
         if not statuses:
             raise records.NotFound("service", uuid)
         return statuses[0]
@@ -219,19 +219,40 @@ class ServiceGroup:
         state: State | str | None = None,
     ) -> list[ServiceStatus]:
         """Every matching service with its state: one SELECT, one driver read."""
-        filters = {
-            "binary": validation.name("binary", binary, required=False),
-            "host": validation.name("host", host, required=False),
-            "topic": validation.name("topic", topic, required=False),
-            "availability_zone": validation.name(
-                "availability_zone", availability_zone, required=False
-            ),
-        }
         wanted = validation.state(None if state is None else str(state))
-        statuses = self._statuses(**filters)
+        statuses = self.snapshot(binary, host, topic, availability_zone).statuses
         if wanted is None:
             return statuses
         return [s for s in statuses if s.state == wanted]
+
+    def snapshot(
+        self,
+        binary: str | None = None,
+        host: str | None = None,
+        topic: str | None = None,
+        availability_zone: str | None = None,
+    ) -> Snapshot:
+        """get_all() plus whether liveness could be read at all, for metrics and health.
+
+        With no matching record there is nothing to read, so the liveness
+        backend is pinged instead: "no services" must not hide an outage.
+        """
+        snapshot = self._snapshot(
+            binary=validation.name("binary", binary, required=False),
+            host=validation.name("host", host, required=False),
+            topic=validation.name("topic", topic, required=False),
+            availability_zone=validation.name(
+                "availability_zone", availability_zone, required=False
+            ),
+        )
+        if snapshot.statuses:
+            return snapshot
+        try:
+            with self._driver_call():
+                self.driver.ping()
+        except BackendError:
+            return Snapshot([], liveness_ok=False)
+        return snapshot
 
     def get_min_version(self, binary: str, up_only: bool = False) -> int | None:
         return self._version_range(binary, up_only)[0]
@@ -265,12 +286,10 @@ class ServiceGroup:
         versions = [s.service.version for s in self.get_all(binary=binary, state=State.UP)]
         return (min(versions), max(versions)) if versions else (None, None)
 
-    def _statuses(
-        self, uuids: list[str] | None = None, **filters: str | None
-    ) -> list[ServiceStatus]:
+    def _snapshot(self, uuids: list[str] | None = None, **filters: str | None) -> Snapshot:
         recordset = records.query(self.engine, uuids=uuids, **filters)
         if not recordset.services:
-            return []
+            return Snapshot([], liveness_ok=True)
         missing = NEVER
         try:
             with self._driver_call():
@@ -287,7 +306,7 @@ class ServiceGroup:
             pulse = reading.pulses.get(svc.uuid, missing)
             state = judge(svc, pulse, reading.now, self.down_time)
             statuses.append(ServiceStatus(svc, state, pulse.last_heartbeat))
-        return statuses
+        return Snapshot(statuses, liveness_ok=missing is NEVER)
 
     def _log_read_failure(self, exc: BackendError) -> None:
         if not self._read_failing:

@@ -71,10 +71,18 @@ class ServiceStatus:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    statuses: list[ServiceStatus]
+    # False when the liveness backend could not be read as a whole: every
+    # state is then unknown, and metrics report the backend down.
+    liveness_ok: bool
+
+
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["Service", "ServiceStatus", "State", "asdict", "rfc3339"]
+__all__ = ["Service", "ServiceStatus", "Snapshot", "State", "asdict", "rfc3339"]

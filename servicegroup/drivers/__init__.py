@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 import stevedore
@@ -16,7 +17,9 @@ NAMESPACE = "servicegroup.drivers"
 
 
 def installed() -> list[str]:
-    return sorted(stevedore.ExtensionManager(NAMESPACE).names())
+    """Names from entry-point metadata; importing every plugin just to list it would log
+    errors for drivers whose client library is missing."""
+    return sorted({ep.name for ep in entry_points(group=NAMESPACE)})
 
 
 def load(name: str) -> type[Driver]:

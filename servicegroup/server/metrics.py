@@ -18,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from servicegroup.api import ServiceGroup
 from servicegroup.exceptions import BackendError
-from servicegroup.service import ServiceStatus, State
+from servicegroup.service import ServiceStatus, Snapshot, State
 
 LOG = logging.getLogger(__name__)
 
@@ -35,19 +35,20 @@ class ServiceGroupCollector:
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
         try:
-            statuses = self.sg.get_all()
-        except BackendError as exc:
+            snapshot: Snapshot | None = self.sg.snapshot()
+        except BackendError as exc:  # the records database itself did not answer
             LOG.warning("metrics scrape: backend unavailable: %s", exc)
-            statuses = None
+            snapshot = None
         backend_up = GaugeMetricFamily(
             "servicegroup_backend_up",
             "1 if the records database and the liveness backend answered this scrape.",
             labels=["driver"],
         )
-        backend_up.add_metric([self.sg.driver.name], 0 if statuses is None else 1)
+        answered = snapshot is not None and snapshot.liveness_ok
+        backend_up.add_metric([self.sg.driver.name], 1 if answered else 0)
         yield backend_up
-        if statuses is not None:
-            yield from service_metrics(statuses)
+        if snapshot is not None:
+            yield from service_metrics(snapshot.statuses)
         yield GaugeMetricFamily(
             "servicegroup_scrape_duration_seconds",
             "Seconds this scrape took, backend round trip included.",
@@ -56,7 +57,9 @@ class ServiceGroupCollector:
 
 
 def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
-    up = _family("service_up", "1 if the service is up, else 0.")
+    up = _family(
+        "service_up", "1 if the service is up, 0 if down; absent while its state is unknown."
+    )
     info = GaugeMetricFamily(
         "servicegroup_service_info",
         "Always 1; labels carry the service's descriptive fields.",
@@ -73,7 +76,10 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
     for status in statuses:
         svc = status.service
         labels = [svc.binary, svc.host]
-        up.add_metric(labels, 1 if status.is_up else 0)
+        if status.state is not State.UNKNOWN:
+            # No sample rather than 0: an alert on service_up == 0 must not page
+            # for a whole fleet when only the liveness backend is unreachable.
+            up.add_metric(labels, 1 if status.is_up else 0)
         info.add_metric(
             [svc.binary, svc.host, svc.topic or "", svc.availability_zone or "", svc.uuid], 1
         )
