@@ -68,7 +68,7 @@ def driver_of(sg: ServiceGroup) -> MemcachedDriver:
 
 def raw_value(sg: ServiceGroup, service) -> bytes | None:
     driver = driver_of(sg)
-    return driver.clients[driver._server_of(service.uuid)].get(service.uuid)
+    return driver.servers[driver._server_of(service.uuid)].client().get(service.uuid)
 
 
 def test_alias_mc_loads_the_same_driver(sqlite_url, memcached_server, mc_group) -> None:
@@ -164,14 +164,15 @@ def test_a_value_that_cannot_be_read_is_unknown(sqlite_url, memcached_server, mc
     sg = mc_group(sqlite_url, [memcached_server])
     service = sg.register("host-1", "compute")
     driver = driver_of(sg)
-    driver.clients[0].set(service.uuid, b"not a heartbeat", expire=5, noreply=False)
+    driver.servers[0].client().set(service.uuid, b"not a heartbeat", expire=5, noreply=False)
     assert sg.get(service).state is State.UNKNOWN
 
 
 def count_calls(sg: ServiceGroup, method: str) -> list[list[Any]]:
-    """Spy on every server's client; one entry per request, holding its argument."""
+    """Spy on every server's client (of this thread); one entry per request and its keys."""
     calls: list[list[Any]] = []
-    for client in driver_of(sg).clients:
+    for server in driver_of(sg).servers:
+        client = server.client()
         real = getattr(client, method)
 
         def spy(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
