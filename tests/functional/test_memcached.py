@@ -364,3 +364,16 @@ def test_records_on_postgresql(postgresql_db, memcached_server, mc_group) -> Non
     sg.leave(service)
     assert sg.get(service).state is State.DOWN
     empty_tables(postgresql_db)
+
+
+def test_keys_land_where_hashclient_would_put_them(sqlite_url, memcached_pair, mc_group) -> None:
+    """Placement is pymemcache's, so ops tools using HashClient find the same keys."""
+    from pymemcache.client.hash import HashClient
+
+    sg = mc_group(sqlite_url, memcached_pair)
+    driver = driver_of(sg)
+    reference = HashClient([s.address for s in memcached_pair])
+    for i in range(50):
+        service = sg.register(f"host-{i}", "compute")
+        expected = "{}:{}".format(*reference._get_client(service.uuid).server)
+        assert driver.addresses[driver._server_of(service.uuid)] == expected
