@@ -1,0 +1,266 @@
+"""The `memcached` driver: one expiring key per service on one or more servers.
+
+memcached has no clock a client can read, so the heartbeat carries the
+writer's time (its Clock) in the value and the reader judges ages against its
+own Clock. Skew between a writer and a reader host therefore enters the age:
+a writer whose clock runs s seconds ahead stays up s seconds longer than it
+should, but never longer than the key's TTL (ceil(down time) + 1 s), which
+memcached enforces on its own clock; a writer s seconds behind looks s seconds
+older and flaps down once s exceeds down time - report interval. Keep hosts
+in NTP sync, as nova's memcache driver already required.
+
+Keys are `<key_prefix><service uuid>`: the uuid is stable across restarts,
+unique, and 36 ASCII characters whatever the host or binary name holds, so
+every key is a valid memcached key without escaping or hashing (the prefix is
+checked once at start-up). Values are `<epoch microseconds>|<version>`; later
+formats append fields and never reorder them.
+
+With several servers, keys are placed by pymemcache's RendezvousHash exactly
+as HashClient places them (node "host:port", key without prefix), but the
+driver talks to each server's client itself instead of going through
+HashClient: HashClient answers "nothing there" for a server it has marked
+failed or dead (even with ignore_exc=False, during retry_timeout) and re-hashes
+a dead server's keys onto the others. Either would turn an unreachable cache
+server into services that look down. Here the node list never changes, so a
+service always lives on the same server, and a server that cannot be asked
+makes exactly its services unknown.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from oslo_config import cfg
+from pymemcache.client.base import Client, normalize_server_spec
+from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+from sqlalchemy import Engine
+
+from servicegroup.clock import Clock
+from servicegroup.db.records import RecordSet
+from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading
+from servicegroup.exceptions import ConfigError
+from servicegroup.service import Service
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+MAX_KEY = 250
+UUID_LEN = 36
+# memcached reads an expiry above 30 days as an absolute Unix time.
+MAX_RELATIVE_TTL = 30 * 24 * 3600
+# A pooled connection the server closed (restart, idle timeout) fails on its
+# next use with one of these; the request never reached a live server, so it
+# is sent once more on a fresh connection. Refused connections and timeouts
+# are not retried, which keeps every call bounded by the configured timeouts.
+STALE_CONNECTION = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError)
+
+
+def _check_prefix(prefix: str) -> bytes:
+    """The prefix as key bytes, or ConfigError: a bad prefix would fail every beat."""
+    if not all(0x21 <= ord(ch) < 0x7F for ch in prefix):
+        raise ConfigError(
+            f"memcached.key_prefix: {prefix!r} must be printable ASCII without spaces"
+        )
+    if len(prefix) + UUID_LEN > MAX_KEY:
+        raise ConfigError(
+            f"memcached.key_prefix: at most {MAX_KEY - UUID_LEN} characters, "
+            f"so that prefix + uuid fits memcached's {MAX_KEY}-byte keys"
+        )
+    return prefix.encode("ascii")
+
+
+def _ttl(conf: cfg.ConfigOpts) -> int:
+    """Whole seconds, at least the effective down time (>= service_down_time).
+
+    max(service_down_time, 2.5 x report_interval) bounds the API's corrected
+    down time from above without repeating its rule. The TTL is only the
+    server-side hard bound; ages are judged from the stored time.
+    """
+    bound = max(conf.service_down_time, 2.5 * conf.report_interval)
+    ttl = math.ceil(bound) + 1
+    return 0 if ttl > MAX_RELATIVE_TTL else ttl
+
+
+def _parse(value: bytes | None) -> Pulse | None:
+    """A stored heartbeat as a Pulse; None for no key; UNKNOWN for a value we cannot read."""
+    if value is None:
+        return None
+    try:
+        micros = int(value.split(b"|", 1)[0])
+        return Pulse(EPOCH + micros * ONE_US)
+    except (ValueError, OverflowError):
+        return UNKNOWN
+
+
+class MemcachedDriver(Driver):
+    name = "memcached"
+    backend = "memcached"
+    backend_errors = (MemcacheError, OSError)
+
+    def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
+        super().__init__(conf, engine, clock)
+        group = conf.memcached
+        if not group.servers:
+            raise ConfigError("memcached.servers: at least one host:port is needed")
+        self.ttl = _ttl(conf)
+        prefix = _check_prefix(group.key_prefix)
+        self.addresses: list[str] = []
+        self.servers: list[_Server] = []
+        for server in group.servers:
+            spec = normalize_server_spec(server)
+            # HashClient's node name, so keys land where HashClient would put them.
+            self.addresses.append(f"{spec[0]}:{spec[1]}" if isinstance(spec, tuple) else spec)
+            self.servers.append(
+                _Server(
+                    spec,
+                    # pymemcache's default for both is None: wait forever.
+                    connect_timeout=group.connect_timeout,
+                    timeout=group.socket_timeout,
+                    no_delay=True,
+                    key_prefix=prefix,
+                    default_noreply=False,
+                )
+            )
+        self._hasher = RendezvousHash(list(self.addresses))
+        self._index = {address: i for i, address in enumerate(self.addresses)}
+        # uuid -> server index; placement never changes, and RendezvousHash is
+        # pure-Python murmur3 per server, too slow to redo for 10,000 keys a read.
+        self._placement: dict[str, int] = {}
+        self._placement_lock = threading.Lock()
+
+    # -- placement -------------------------------------------------------------
+
+    def _server_of(self, uuid: str) -> int:
+        if len(self.servers) == 1:
+            return 0
+        index = self._placement.get(uuid)
+        if index is None:
+            index = self._index[self._hasher.get_node(uuid)]
+            with self._placement_lock:
+                if len(self._placement) > 1_000_000:  # bound memory on endless churn
+                    self._placement.clear()
+                self._placement[uuid] = index
+        return index
+
+    def _call(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        func = getattr(self.servers[index].client(), method)
+        try:
+            return func(*args, **kwargs)
+        except STALE_CONNECTION:
+            # The client closed its socket on the error; this reconnects.
+            return func(*args, **kwargs)
+
+    # -- Driver ----------------------------------------------------------------
+
+    def beat(self, service: Service) -> None:
+        micros = (self.clock.now() - EPOCH) // ONE_US
+        value = b"%d|%d" % (micros, service.version)
+        index = self._server_of(service.uuid)
+        if not self._call(index, "set", service.uuid, value, expire=self.ttl, noreply=False):
+            raise MemcacheError(f"{self.addresses[index]} did not store the heartbeat")
+
+    def read(self, recordset: RecordSet) -> Reading:
+        # "Now" is taken before asking: a server that takes its full timeout
+        # to fail must not age the services of the servers that answered.
+        now = self.clock.now()
+        batches: dict[int, list[str]] = {}
+        for svc in recordset.services:
+            batches.setdefault(self._server_of(svc.uuid), []).append(svc.uuid)
+        pulses: dict[str, Pulse] = {}
+        failures: list[tuple[int, BaseException]] = []
+        # One get_many per server. Sequential: with one dead server a read
+        # costs that server's timeout once, bounded by the configured timeouts.
+        for index, uuids in batches.items():
+            try:
+                values = self._call(index, "get_many", uuids)
+            except self.backend_errors as exc:
+                failures.append((index, exc))
+                pulses.update(dict.fromkeys(uuids, UNKNOWN))
+                continue
+            for uuid, value in values.items():
+                pulse = _parse(value)
+                if pulse is not None:
+                    pulses[uuid] = pulse
+        if failures and len(failures) == len(batches):
+            raise self._none_answered(failures)
+        return Reading(now=now, pulses=pulses)
+
+    def forget(self, service: Service) -> None:
+        self._call(self._server_of(service.uuid), "delete", service.uuid, noreply=False)
+
+    def ping(self) -> None:
+        failures = []
+        for index in range(len(self.servers)):
+            try:
+                self._call(index, "version")
+            except self.backend_errors as exc:
+                failures.append((index, exc))
+        if len(failures) == len(self.servers):
+            raise self._none_answered(failures)
+
+    def describe(self) -> dict[str, Any]:
+        servers = []
+        for index, address in enumerate(self.addresses):
+            try:
+                version = self._call(index, "version")
+            except self.backend_errors as exc:
+                servers.append({"address": address, "answers": False, "error": _text(exc)})
+            else:
+                version = (
+                    version.decode(errors="replace") if isinstance(version, bytes) else version
+                )
+                servers.append({"address": address, "answers": True, "version": version})
+        return {"servers": servers, "ttl": self.ttl}
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    def _none_answered(self, failures: list[tuple[int, BaseException]]) -> MemcacheError:
+        detail = "; ".join(f"{self.addresses[i]}: {_text(exc)}" for i, exc in failures)
+        error = MemcacheError(f"no memcached server answered ({detail})")
+        error.__cause__ = failures[0][1]
+        return error
+
+
+class _Server:
+    """One memcached server, reached through a plain pymemcache Client per thread.
+
+    A Client is not thread-safe and a ServiceGroup is shared by reporter and
+    API threads. PooledClient would do, but its checkout costs a lock and a
+    context manager on every beat; a per-thread Client keeps a beat at the
+    cost of the raw Client.set, and never makes one thread wait on another's
+    slow read.
+    """
+
+    def __init__(self, spec: Any, **client_args: Any) -> None:
+        self.spec = spec
+        self.client_args = client_args
+        self._local = threading.local()
+        # Clients die with their thread; close() closes the ones still alive.
+        self._clients: weakref.WeakSet[Client] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def client(self) -> Client:
+        try:
+            return self._local.client
+        except AttributeError:
+            client = Client(self.spec, **self.client_args)
+            self._local.client = client
+            with self._lock:
+                self._clients.add(client)
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            client.close()
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
