@@ -291,7 +291,7 @@ def test_forgotten_service_is_not_recreated_after_expiry(
 def test_restart_takes_over_the_node_of_its_old_session(zk_group, sqlite_url, raw, root):
     old = zk_group(sqlite_url)
     svc = old.register("host1", "nova-compute")
-    old.join(svc).stop()  # one beat, then the old process freezes, session alive
+    old.heartbeat(svc)  # then the old process freezes, its session alive
     path = node_path(root, svc)
     assert raw.exists(path).ephemeralOwner == session_of(old)
 
@@ -382,13 +382,23 @@ def test_skewed_local_clocks_do_not_change_states(zk_group, sqlite_url):
 
 
 def bounded(call: Callable[[], Any], limit: float = 15.0) -> Any:
-    """Run `call`, failing (not hanging) the test if it never returns."""
+    """Run `call`, failing (not hanging) the test if it never returns; re-raise what it raises."""
     box: list[Any] = []
-    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+
+    def run() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as exc:
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(limit)
     assert not thread.is_alive(), "call hung"
-    return box[0]
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def test_zookeeper_gone_is_unknown_not_down(zk_group, sqlite_url, zookeeper_server_private):
