@@ -1,0 +1,393 @@
+"""The `zookeeper` driver (alias `zk`): liveness as ephemeral znodes, with kazoo.
+
+Layout
+    A beating service is an EPHEMERAL znode ``<root>/<binary>/<host>`` whose
+    data is JSON ``{"uuid", "version", "binary", "host"}``; the uuid tells a
+    live node from a stale one left by a deleted service of the same name.
+    Each path component is percent-encoded (``escape()``): ``quote(name,
+    safe="")`` turns '/', '%', spaces, unicode and every character ZooKeeper
+    forbids into ASCII escapes, and a leading '.' becomes ``%2E``, so the
+    illegal names '.' and '..' cannot occur and no escaped name starts with a
+    dot. The mapping is injective. Children of ``<root>`` that start with '.'
+    are the driver's own (``<root>/.clock``).
+
+Two ways to go down
+    * crash (process gone): ZooKeeper expires the session after
+      ``[zookeeper] session_timeout`` and deletes the node; reads then see no
+      node, so the service is down at once.
+    * hang (main loop stuck while kazoo's own thread keeps the session alive):
+      the node stays, but ``beat()`` is what rewrites it every
+      report_interval and bumps its mtime; once nobody rewrites it, its age
+      passes ``service_down_time`` and the API calls it down.
+    A crashed service is down after about min(session_timeout,
+    service_down_time), a hung one after service_down_time. A session timeout
+    much longer than service_down_time buys nothing; a much shorter one makes
+    a network blip expire sessions (nodes come back by themselves, see below).
+
+Clock
+    Ages are ZooKeeper-now minus the znode's mtime, both stamped by the
+    ZooKeeper leader's clock, never the local one. The driver learns
+    ZooKeeper's time from the mtime of its own writes: every beat's set_data
+    returns one, and a process that only reads piggy-backs a write of
+    ``<root>/.clock`` on its read pipeline at most every CLOCK_REFRESH seconds.
+    It keeps ``offset = zk_time - local monotonic`` (error: half a round
+    trip), so neither a skewed nor a stepped local wall clock enters.
+
+Sessions
+    One KazooClient per driver. beat() is one set_data in the steady state; a
+    missing node is created; a node still owned by an earlier session of the
+    same service (a restart before the old session expired) is taken over by
+    delete-and-create in one transaction, or it would vanish when that old
+    session expires. After a session is lost, a state listener re-creates the
+    nodes of every service this driver beat as soon as a new session is up,
+    without waiting for the next beat. Two live processes beating the same
+    binary/host take the node from each other: that is a configuration error
+    in any driver.
+
+Failure
+    The client is started in __init__ but a ZooKeeper that is down at start-up
+    does not fail construction: kazoo keeps reconnecting in the background
+    (a daemon started during an outage must come good without a supervisor
+    restart loop), and until then every call raises ConnectionLoss at once.
+    Reads never wait for a connection (a question is answered now: unknown);
+    writes ride out a short blip with a KazooRetry bounded by connect_timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    ConnectionLoss,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+)
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
+from kazoo.retry import KazooRetry
+from oslo_config import cfg
+from sqlalchemy import Engine
+
+from servicegroup.clock import Clock
+from servicegroup.db.records import RecordSet
+from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading
+from servicegroup.exceptions import ConfigError
+from servicegroup.service import Service
+
+LOG = logging.getLogger(__name__)
+
+CLOCK_NODE = ".clock"
+# How old the ZooKeeper clock offset may get in a process that never beats.
+# Beats refresh it for free; a reader pays one pipelined write this often.
+CLOCK_REFRESH = 10.0
+# Attempts of one write before giving up until the next beat.
+WRITE_ATTEMPTS = 3
+
+
+def escape(name: str) -> str:
+    """One znode name for one host/binary; see the module docstring."""
+    if not name:
+        raise ValueError("an empty name has no znode (validation forbids it)")
+    escaped = quote(name, safe="")
+    if escaped.startswith("."):
+        escaped = "%2E" + escaped[1:]
+    return escaped
+
+
+def _root(value: str) -> str:
+    """'' for '/', else the root without its trailing slash."""
+    if not value.startswith("/"):
+        raise ConfigError(f"[zookeeper] root must be an absolute znode path, not {value!r}")
+    root = value.rstrip("/")
+    if any(part in ("", ".", "..") for part in root.split("/")[1:]):
+        raise ConfigError(f"[zookeeper] root {value!r} is not a valid znode path")
+    return root
+
+
+def _utc(mtime_ms: int) -> datetime:
+    return datetime.fromtimestamp(mtime_ms / 1000.0, UTC)
+
+
+def _owner(data: bytes) -> str | None:
+    try:
+        return json.loads(data)["uuid"]
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    service: Service
+    path: str
+    data: bytes
+
+
+class ZooKeeperDriver(Driver):
+    name = "zookeeper"
+    backend = "ZooKeeper"
+    # KazooTimeoutError (a request outlived connect_timeout) is not a KazooException.
+    backend_errors = (KazooException, KazooTimeoutError)
+
+    def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
+        super().__init__(conf, engine, clock)
+        opts = conf.zookeeper
+        self.hosts: list[str] = list(opts.hosts)
+        self.root = _root(opts.root)
+        self.timeout: float = opts.connect_timeout
+        self._nodes: dict[str, _Node] = {}
+        self._forget_lock = threading.Lock()
+        # (zk_seconds - local monotonic, monotonic when sampled)
+        self._offset: tuple[float, float] | None = None
+        self._session_lost = False
+        handler = SequentialThreadingHandler()
+        self._client = KazooClient(
+            hosts=",".join(self.hosts),
+            timeout=opts.session_timeout,
+            handler=handler,
+            # Reconnect forever (a bounded policy closes the client for good),
+            # but never sleep so long between attempts that a ZooKeeper that
+            # is back expires our session before we knock again.
+            connection_retry=KazooRetry(
+                max_tries=-1,
+                delay=0.05,
+                max_delay=max(0.05, min(self.timeout, opts.session_timeout / 3)),
+                sleep_func=handler.sleep_func,
+            ),
+            # client.retry(): writes ride out a blip, never beyond connect_timeout.
+            command_retry=KazooRetry(
+                max_tries=10,
+                delay=0.02,
+                max_delay=max(0.02, self.timeout / 4),
+                deadline=self.timeout,
+                sleep_func=handler.sleep_func,
+            ),
+        )
+        self._client.add_listener(self._on_state)
+        self._client.start_async().wait(self.timeout)
+        if not self._client.connected:
+            LOG.warning(
+                "ZooKeeper at %s did not answer within %gs; retrying in the background",
+                ",".join(self.hosts),
+                self.timeout,
+            )
+
+    # -- Driver ----------------------------------------------------------------
+
+    def beat(self, service: Service) -> None:
+        node = self._nodes.get(service.uuid)
+        if node is None or node.service is not service:
+            node = self._node(service)
+            self._nodes[service.uuid] = node
+        self._client.retry(self._put, node)
+
+    def read(self, recordset: RecordSet) -> Reading:
+        # All gets go out before any answer is awaited: one pipelined round
+        # trip for any number of services. No get_children first: it would
+        # be another round trip and tells nothing the gets do not (a child
+        # list has no mtimes).
+        self._require_connected()
+        deadline = self.clock.monotonic() + self.timeout
+        clock_sample = self._clock_write_if_due()
+        pending = [
+            (svc, self._client.get_async(self._path(svc.binary, svc.host)))
+            for svc in recordset.services
+        ]
+        pulses: dict[str, Pulse] = {}
+        for svc, result in pending:
+            try:
+                data, stat = result.get(timeout=self._left(deadline))
+            except NoNodeError:
+                pulses[svc.uuid] = NEVER
+                continue
+            # A node of another uuid is a deleted namesake's, not this service's.
+            pulses[svc.uuid] = Pulse(_utc(stat.mtime)) if _owner(data) == svc.uuid else NEVER
+        if clock_sample is not None:
+            self._clock_finish(*clock_sample, deadline)
+        return Reading(now=self._zk_now(), pulses=pulses)
+
+    def forget(self, service: Service) -> None:
+        with self._forget_lock:
+            self._nodes.pop(service.uuid, None)
+            self._client.retry(self._delete, self._path(service.binary, service.host), service.uuid)
+
+    def ping(self) -> None:
+        self._require_connected()
+        self._client.exists_async(self.root or "/").get(timeout=self.timeout)
+
+    def describe(self) -> dict[str, Any]:
+        client_id = self._client.client_id
+        return {
+            "hosts": self.hosts,
+            "root": self.root or "/",
+            "state": str(self._client.state).lower(),
+            "session_id": None if client_id is None else f"0x{client_id[0]:x}",
+        }
+
+    def close(self) -> None:
+        # stop() closes the session, so our ephemeral nodes go at once.
+        try:
+            self._client.stop()
+        finally:
+            self._client.close()
+
+    # -- writes ----------------------------------------------------------------
+
+    def _put(self, node: _Node) -> None:
+        """set_data; create if missing; take over a node an older session still owns."""
+        for _ in range(WRITE_ATTEMPTS):
+            session = self._session_id()
+            started = self.clock.monotonic()
+            try:
+                stat = self._client.set_async(node.path, node.data).get(timeout=self.timeout)
+            except NoNodeError:
+                try:
+                    _path, stat = self._client.create_async(
+                        node.path, node.data, ephemeral=True, makepath=True, include_data=True
+                    ).get(timeout=self.timeout)
+                except NodeExistsError:
+                    continue  # someone (our session listener) was quicker: set it
+            else:
+                if stat.ephemeralOwner != session:
+                    if self._take_over(node, stat.version):
+                        return
+                    continue
+            self._sample(stat.mtime, started, self.clock.monotonic())
+            return
+        raise NodeExistsError(f"{node.path} kept changing hands; retrying at the next beat")
+
+    def _take_over(self, node: _Node, version: int) -> bool:
+        """Re-create under our session a node an older session owns; False if it moved meanwhile."""
+        tx = self._client.transaction()
+        tx.delete(node.path, version=version)
+        tx.create(node.path, node.data, ephemeral=True)
+        results = tx.commit_async().get(timeout=self.timeout)
+        failures = [r for r in results if isinstance(r, Exception)]
+        if not failures:
+            return True
+        if isinstance(failures[0], BadVersionError | NoNodeError | NodeExistsError):
+            return False
+        raise failures[0]
+
+    def _delete(self, path: str, uuid: str) -> None:
+        """Delete the node if it is this service's, even if the API lost the race with a beat."""
+        self._require_connected()
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                data, stat = self._client.get_async(path).get(timeout=self.timeout)
+                if _owner(data) not in (uuid, None):
+                    return  # a namesake registered since owns it
+                self._client.delete_async(path, version=stat.version).get(timeout=self.timeout)
+                return
+            except NoNodeError:
+                return
+            except BadVersionError:
+                continue
+        raise BadVersionError(f"{path} kept changing while being deleted")
+
+    # -- session ---------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        # Runs on kazoo's connection thread: must not block, so the
+        # re-creation runs on a thread of its own.
+        if state == KazooState.LOST:
+            self._session_lost = True
+        elif state == KazooState.CONNECTED and self._session_lost:
+            self._session_lost = False
+            self._client.handler.spawn(self._recreate)
+
+    def _recreate(self) -> None:
+        """A new session owns nothing: put back every node we were beating."""
+        for uuid in list(self._nodes):
+            with self._forget_lock:
+                node = self._nodes.get(uuid)
+                if node is None:
+                    continue  # forgotten meanwhile
+                try:
+                    self._client.retry(self._put, node)
+                except Exception as exc:  # the next beat tries again; the reporter logs it
+                    LOG.debug("re-creating %s after session loss failed: %s", node.path, exc)
+
+    def _session_id(self) -> int:
+        client_id = self._client.client_id
+        if client_id is None:
+            raise self._not_connected()
+        return client_id[0]
+
+    def _require_connected(self) -> None:
+        if not self._client.connected:
+            raise self._not_connected()
+
+    def _not_connected(self) -> ConnectionLoss:
+        state = str(self._client.state).lower()
+        return ConnectionLoss(f"not connected to ZooKeeper at {','.join(self.hosts)} ({state})")
+
+    # -- clock -----------------------------------------------------------------
+
+    def _sample(self, mtime_ms: int, sent: float, answered: float) -> None:
+        """Our write was stamped mtime between `sent` and `answered`: take the middle."""
+        self._offset = (mtime_ms / 1000.0 - (sent + answered) / 2.0, answered)
+
+    def _clock_write_if_due(self) -> tuple[Any, float, list[float]] | None:
+        """Start a write of <root>/.clock when the offset is stale, in the read's pipeline."""
+        offset = self._offset
+        sent = self.clock.monotonic()
+        if offset is not None and sent - offset[1] < CLOCK_REFRESH:
+            return None
+        answered: list[float] = []
+        result = self._client.set_async(self._clock_path, b"")
+        # Stamp the answer when it arrives, not when read() gets round to it
+        # after collecting every get.
+        result.rawlink(lambda _result: answered.append(self.clock.monotonic()))
+        return result, sent, answered
+
+    def _clock_finish(
+        self, result: Any, sent: float, answered: list[float], deadline: float
+    ) -> None:
+        try:
+            stat = result.get(timeout=self._left(deadline))
+        except NoNodeError:  # first reader ever under this root
+            sent = self.clock.monotonic()
+            try:
+                _path, stat = self._client.create_async(
+                    self._clock_path, b"", makepath=True, include_data=True
+                ).get(timeout=self._left(deadline))
+            except NodeExistsError:
+                stat = self._client.set_async(self._clock_path, b"").get(
+                    timeout=self._left(deadline)
+                )
+            answered = []
+        self._sample(stat.mtime, sent, answered[0] if answered else self.clock.monotonic())
+
+    def _zk_now(self) -> datetime:
+        offset = self._offset
+        assert offset is not None  # read() sampled it if it was missing
+        return datetime.fromtimestamp(self.clock.monotonic() + offset[0], UTC)
+
+    # -- paths -----------------------------------------------------------------
+
+    @property
+    def _clock_path(self) -> str:
+        return f"{self.root}/{CLOCK_NODE}"
+
+    def _path(self, binary: str, host: str) -> str:
+        return f"{self.root}/{escape(binary)}/{escape(host)}"
+
+    def _node(self, service: Service) -> _Node:
+        data = {
+            "uuid": service.uuid,
+            "version": service.version,
+            "binary": service.binary,
+            "host": service.host,
+        }
+        return _Node(service, self._path(service.binary, service.host), json.dumps(data).encode())
+
+    def _left(self, deadline: float) -> float:
+        return max(0.0, deadline - self.clock.monotonic())
