@@ -194,7 +194,10 @@ class ZooKeeperDriver(Driver):
         # be another round trip and tells nothing the gets do not (a child
         # list has no mtimes).
         self._require_connected()
-        deadline = self.clock.monotonic() + self.timeout
+        # "Now" is when the gets went out: a long read must not age the
+        # services whose answers came back last.
+        sent_at = self.clock.monotonic()
+        deadline = sent_at + self.timeout
         clock_sample = self._clock_write_if_due()
         pending = [
             (svc, self._client.get_async(self._path(svc.binary, svc.host)))
@@ -211,7 +214,7 @@ class ZooKeeperDriver(Driver):
             pulses[svc.uuid] = Pulse(_utc(stat.mtime)) if _owner(data) == svc.uuid else NEVER
         if clock_sample is not None:
             self._clock_finish(*clock_sample, deadline)
-        return Reading(now=self._zk_now(), pulses=pulses)
+        return Reading(now=self._zk_now(sent_at), pulses=pulses)
 
     def forget(self, service: Service) -> None:
         with self._forget_lock:
@@ -366,10 +369,11 @@ class ZooKeeperDriver(Driver):
             answered = []
         self._sample(stat.mtime, sent, answered[0] if answered else self.clock.monotonic())
 
-    def _zk_now(self) -> datetime:
+    def _zk_now(self, at: float) -> datetime:
+        """ZooKeeper's time at local monotonic instant `at`."""
         offset = self._offset
         assert offset is not None  # read() sampled it if it was missing
-        return datetime.fromtimestamp(self.clock.monotonic() + offset[0], UTC)
+        return datetime.fromtimestamp(at + offset[0], UTC)
 
     # -- paths -----------------------------------------------------------------
 
