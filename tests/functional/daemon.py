@@ -39,16 +39,25 @@ def write_config(path: Path, db_url: str, port: int, **defaults: object) -> Path
 class Daemon:
     """`python -m servicegroup.server --config-file F`, with its stderr kept in a file."""
 
-    def __init__(self, config_file: Path, port: int, log_file: Path) -> None:
+    def __init__(
+        self, config_file: Path, port: int, log_file: Path, argv: list[str] | None = None
+    ) -> None:
         self.config_file = config_file
         self.url = f"http://127.0.0.1:{port}"
         self.log_file = log_file
+        self.argv = argv or [
+            sys.executable,
+            "-m",
+            "servicegroup.server",
+            "--config-file",
+            str(config_file),
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         with open(self.log_file, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "servicegroup.server", "--config-file", self.config_file],
+                self.argv,
                 stdout=log,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
