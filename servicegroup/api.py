@@ -20,7 +20,7 @@ from servicegroup import drivers, validation
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import migration, records
 from servicegroup.db.engine import make_engine
-from servicegroup.drivers.base import NEVER, Pulse, Reading
+from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service, ServiceStatus, State
@@ -69,6 +69,7 @@ class ServiceGroup:
             raise
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
+        self._read_failing = False
 
     @classmethod
     def from_options(
@@ -270,14 +271,33 @@ class ServiceGroup:
         recordset = records.query(self.engine, uuids=uuids, **filters)
         if not recordset.services:
             return []
-        with self._driver_call():
-            reading: Reading = self.driver.read(recordset)
+        missing = NEVER
+        try:
+            with self._driver_call():
+                reading: Reading = self.driver.read(recordset)
+        except BackendError as exc:
+            # The records are fine; only liveness cannot be read. Say so
+            # ("unknown") rather than calling a healthy fleet down.
+            self._log_read_failure(exc)
+            reading, missing = Reading(None, {}), UNKNOWN
+        else:
+            self._log_read_recovery()
         statuses = []
         for svc in recordset.services:
-            pulse = reading.pulses.get(svc.uuid, NEVER)
+            pulse = reading.pulses.get(svc.uuid, missing)
             state = judge(svc, pulse, reading.now, self.down_time)
             statuses.append(ServiceStatus(svc, state, pulse.last_heartbeat))
         return statuses
+
+    def _log_read_failure(self, exc: BackendError) -> None:
+        if not self._read_failing:
+            self._read_failing = True
+            LOG.warning("cannot read liveness from %s, states are unknown: %s", exc.backend, exc)
+
+    def _log_read_recovery(self) -> None:
+        if self._read_failing:
+            self._read_failing = False
+            LOG.info("reading liveness from %s again", self.driver.backend)
 
     def _uuid(self, service: ServiceRef) -> str:
         if isinstance(service, Service):

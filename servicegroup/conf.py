@@ -54,9 +54,10 @@ default_opts = [
     cfg.StrOpt(
         "state_dir",
         default=_default_state_dir(),
-        sample_default="$XDG_STATE_HOME/servicegroup",
+        sample_default="~/.local/state/servicegroup",
         help="Directory for local state, such as the default SQLite database. Created on "
-        "first use.",
+        "first use. Defaults to servicegroup under $XDG_STATE_HOME when that is set; "
+        "a leading ~ is expanded.",
     ),
 ]
 
@@ -205,6 +206,6 @@ def effective_down_time(conf: cfg.ConfigOpts) -> float:
 def database_url(conf: cfg.ConfigOpts) -> str:
     if conf.database.connection:
         return conf.database.connection
-    state_dir = Path(conf.state_dir)
+    state_dir = Path(conf.state_dir).expanduser()
     state_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state_dir / 'servicegroup.sqlite'}"

@@ -23,7 +23,7 @@ from tests.servers import IN_CI, MemcachedServer, Server, ServerUnavailable, Zoo
 
 # Admin URLs of the machine's database servers; override to point elsewhere.
 POSTGRESQL_ADMIN = os.environ.get(
-    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")

@@ -1,0 +1,483 @@
+"""`servicegroup`: the admin command line.
+
+It talks to the records database and the liveness driver directly, through
+the same ServiceGroup the daemon uses, so an operator can inspect and fix a
+fleet while the daemon is down.
+
+Configuration
+    ``--config-file F`` (repeatable) and ``--config-dir D`` are handed to
+    oslo.config unchanged, and may be given before or after the command.
+    Without ``--config-file``, oslo.config's default locations for the
+    project apply: the first of ``~/.servicegroup/servicegroup.conf``,
+    ``~/servicegroup.conf``, ``/etc/servicegroup/servicegroup.conf``,
+    ``/etc/servicegroup.conf`` that exists (and a ``servicegroup.conf.d``
+    directory beside it). An explicit ``--config-file`` replaces those
+    defaults, it does not add to them. Environment variables such as
+    ``OS_DATABASE__CONNECTION`` override files, as everywhere in oslo.config.
+
+Exit codes (mapped in one place, `_EXIT_CODES`)
+    0  success
+    1  the command could not be done: service not found, backend unreachable,
+       schema out of date, unusable configuration, internal error
+    2  the command line is wrong: usage error, or a value that breaks a field
+       rule (bad UUID, empty host, unknown state, ...)
+    130  interrupted
+
+Every error is one line on stderr, ``servicegroup: error: ...``; a traceback
+is printed only with ``--debug``.
+
+``version min|max BINARY`` prints ``none`` (exit 0) when no service of that
+binary exists (or, with --up-only, none is up): "no version" is an answer,
+not a failure, and scripts can test for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TextIO
+
+from oslo_config import cfg
+from sqlalchemy import exc as sa_exc
+
+from servicegroup import conf as sg_conf
+from servicegroup.exceptions import InvalidInput, ServiceGroupError
+from servicegroup.service import ServiceStatus
+
+PROG = "servicegroup"
+PROJECT = "servicegroup"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+TABLE_COLUMNS = (
+    ("id", "id"),
+    ("host", "host"),
+    ("binary", "binary"),
+    ("topic", "topic"),
+    ("az", "availability_zone"),
+    ("version", "version"),
+    ("state", "state"),
+    ("disabled", "disabled"),
+    ("forced_down", "forced_down"),
+    ("last_heartbeat", "last_heartbeat"),
+)
+
+
+class UsageError(Exception):
+    """argparse's complaint, raised instead of exiting so main() reports it like any error."""
+
+
+# The one place errors become exit codes. Most specific first: the first
+# matching class decides the code, and the prefix (if any) says what failed
+# when the exception's own text does not.
+_EXIT_CODES: tuple[tuple[type[Exception], int, str], ...] = (
+    (UsageError, EXIT_USAGE, ""),
+    (InvalidInput, EXIT_USAGE, ""),
+    (ServiceGroupError, EXIT_FAILURE, ""),  # NotFound, BackendError, ConfigError, SchemaOutOfDate
+    (cfg.Error, EXIT_FAILURE, "configuration: "),  # file missing or unparsable, bad value
+    (sa_exc.ArgumentError, EXIT_FAILURE, "[database] connection: "),  # not a usable URL
+    # A backend's client library is not installed (psycopg, PyMySQL, kazoo, ...).
+    (ImportError, EXIT_FAILURE, "missing dependency: "),
+)
+
+
+# -- argument parsing ----------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints usage plus a message and exits; we want one line and
+        # the exit code decided in main().
+        command = self.prog.removeprefix(PROG).strip()
+        where = f"{command}: " if command else ""
+        hint = f"{self.prog} --help"
+        raise UsageError(f"{where}{message} (see '{hint}')")
+
+
+def _add_config_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
+    """The options oslo.config owns, accepted both before and after the command.
+
+    Before the command they land in `config_file`; after it, in
+    `late_config_file`, because argparse lets a subcommand's namespace
+    overwrite the parent's values for the same dest.
+    """
+    prefix = "late_" if late else ""
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--config-file",
+        dest=f"{prefix}config_file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="configuration file; repeat to layer several (later files win). "
+        "Default: the first of ~/.servicegroup/servicegroup.conf, ~/servicegroup.conf, "
+        "/etc/servicegroup/servicegroup.conf, /etc/servicegroup.conf",
+    )
+    group.add_argument(
+        "--config-dir",
+        dest=f"{prefix}config_dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory of *.conf files, read after the config files",
+    )
+    group.add_argument(
+        "--debug",
+        dest=f"{prefix}debug",
+        action="store_true",
+        help="debug logging, and a traceback for internal errors",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Administer a servicegroup: migrate its database, run the daemon, "
+        "list and change services.",
+        epilog="Exit codes: 0 success, 1 failure (not found, backend or database "
+        "unreachable, schema out of date, bad configuration), 2 usage or invalid input.",
+    )
+    _add_config_options(parser, late=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def leaf(
+        sub: argparse._SubParsersAction, name: str, func: Callable[..., int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        _add_config_options(p, late=True)
+        p.set_defaults(func=func)
+        return p
+
+    # db
+    db = commands.add_parser("db", help="database schema", description="database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    leaf(db_sub, "upgrade", cmd_db_upgrade, "migrate the database to the latest revision")
+    leaf(db_sub, "version", cmd_db_version, "show the current and latest revision")
+
+    # serve
+    leaf(commands, "serve", cmd_serve, "run the HTTP daemon in the foreground")
+
+    # service
+    svc = commands.add_parser("service", help="list and change services")
+    svc_sub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+
+    p = leaf(svc_sub, "list", cmd_service_list, "list services with their state")
+    p.add_argument("--binary", help="only services of this binary")
+    p.add_argument("--host", help="only services on this host")
+    p.add_argument("--topic", help="only services with this topic")
+    p.add_argument(
+        "--availability-zone",
+        "--az",
+        dest="availability_zone",
+        metavar="AZ",
+        help="only services in this availability zone",
+    )
+    p.add_argument("--state", choices=("up", "down", "unknown"), help="only services in this state")
+    _add_format(p)
+
+    p = leaf(svc_sub, "show", cmd_service_show, "show one service")
+    p.add_argument("id", metavar="ID", help="service id (UUID)")
+    _add_format(p)
+
+    p = leaf(svc_sub, "enable", cmd_service_enable, "enable a service (clears the reason)")
+    p.add_argument("id", metavar="ID", help="service id (UUID)")
+
+    p = leaf(svc_sub, "disable", cmd_service_disable, "disable a service")
+    p.add_argument("id", metavar="ID", help="service id (UUID)")
+    p.add_argument("--reason", help="why, shown to other operators")
+
+    p = leaf(
+        svc_sub, "force-down", cmd_service_force_down, "mark a service down whatever it reports"
+    )
+    p.add_argument("id", metavar="ID", help="service id (UUID)")
+    p.add_argument("--unset", action="store_true", help="clear forced_down instead")
+
+    p = leaf(svc_sub, "delete", cmd_service_delete, "delete a service record")
+    p.add_argument("id", metavar="ID", help="service id (UUID)")
+
+    # version
+    ver = commands.add_parser("version", help="lowest or highest version of a binary")
+    ver_sub = ver.add_subparsers(dest="version_command", metavar="WHICH", required=True)
+    for which in ("min", "max"):
+        p = leaf(
+            ver_sub,
+            which,
+            cmd_version,
+            f"print the {'lowest' if which == 'min' else 'highest'} version of BINARY, "
+            "or 'none' when there is no such service",
+        )
+        p.add_argument("binary", metavar="BINARY")
+        p.add_argument("--up-only", action="store_true", help="consider only services that are up")
+    return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table (default, for people) or json (for scripts)",
+    )
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_db_upgrade(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    from servicegroup.db import migration
+
+    with _engine(conf) as engine:
+        before = migration.current(engine)
+        migration.upgrade(engine)
+        after = migration.current(engine)
+    if before == after:
+        print(f"database already at revision {after}")
+    else:
+        print(f"database upgraded from {before or 'none'} to revision {after}")
+    return EXIT_OK
+
+
+def cmd_db_version(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    from servicegroup.db import migration
+
+    with _engine(conf) as engine:
+        current = migration.current(engine)
+    print(f"current: {current or 'none'}")
+    print(f"head: {migration.head()}")
+    return EXIT_OK
+
+
+def cmd_serve(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    try:
+        from servicegroup.server.app import serve
+    except ImportError as exc:
+        raise ServiceGroupError(f"serve: the HTTP server cannot be loaded: {exc}") from exc
+    return serve(conf)
+
+
+def cmd_service_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        statuses = group.get_all(
+            binary=args.binary,
+            host=args.host,
+            topic=args.topic,
+            availability_zone=args.availability_zone,
+            state=args.state,
+        )
+    if args.format == "json":
+        _print_json({"services": [s.as_dict() for s in statuses]})
+    else:
+        _print_table(statuses)
+    return EXIT_OK
+
+
+def cmd_service_show(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        status = group.get(args.id)
+    data = status.as_dict()
+    if args.format == "json":
+        _print_json(data)
+    else:
+        width = max(len(key) for key in data) + 1
+        for key, value in data.items():
+            print(f"{key + ':':<{width}} {_cell(value)}")
+    return EXIT_OK
+
+
+def cmd_service_enable(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        svc = group.set_disabled(args.id, False)
+    print(f"enabled {svc.binary} on {svc.host} ({svc.uuid})")
+    return EXIT_OK
+
+
+def cmd_service_disable(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        svc = group.set_disabled(args.id, True, args.reason)
+    print(f"disabled {svc.binary} on {svc.host} ({svc.uuid})")
+    return EXIT_OK
+
+
+def cmd_service_force_down(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        svc = group.set_forced_down(args.id, not args.unset)
+    what = "cleared forced_down of" if args.unset else "forced down"
+    print(f"{what} {svc.binary} on {svc.host} ({svc.uuid})")
+    return EXIT_OK
+
+
+def cmd_service_delete(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        svc = group.get(args.id).service
+        group.delete(svc)
+    print(f"deleted {svc.binary} on {svc.host} ({svc.uuid})")
+    return EXIT_OK
+
+
+def cmd_version(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        if args.version_command == "min":
+            value = group.get_min_version(args.binary, up_only=args.up_only)
+        else:
+            value = group.get_max_version(args.binary, up_only=args.up_only)
+    print("none" if value is None else value)
+    return EXIT_OK
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _group(conf: cfg.ConfigOpts) -> Iterator[Any]:
+    # Imported here so that `--help` and usage errors stay fast and cannot fail
+    # on a broken driver or database library.
+    from servicegroup.api import ServiceGroup
+
+    with ServiceGroup(conf) as group:
+        yield group
+
+
+@contextlib.contextmanager
+def _engine(conf: cfg.ConfigOpts) -> Iterator[Any]:
+    from servicegroup.db import records
+    from servicegroup.db.engine import make_engine
+
+    engine = make_engine(
+        sg_conf.database_url(conf),
+        connect_timeout=conf.database.connect_timeout,
+        pool_size=conf.database.pool_size,
+    )
+    try:
+        with records.sql_errors():
+            yield engine
+    finally:
+        engine.dispose()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _print_table(statuses: Sequence[ServiceStatus], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    rows = [[_cell(s.as_dict()[key]) for _, key in TABLE_COLUMNS] for s in statuses]
+    header = [title for title, _ in TABLE_COLUMNS]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip(), file=out)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _make_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    """Hand the config options to oslo.config, which owns their meaning.
+
+    The defaults are searched for with prog fixed to 'servicegroup', so they do
+    not depend on how the program was started (argv[0] is 'pytest' in tests).
+    """
+    files = [*args.config_file, *args.late_config_file]
+    dirs = [*args.config_dir, *args.late_config_dir]
+    oslo_args: list[str] = []
+    for path in files:
+        oslo_args += ["--config-file", path]
+    for path in dirs:
+        oslo_args += ["--config-dir", path]
+    defaults = cfg.find_config_files(project=PROJECT, prog=PROG)
+    return sg_conf.make_conf(oslo_args, config_files=defaults)
+
+
+@contextlib.contextmanager
+def _logging(level: int, fmt: str) -> Iterator[None]:
+    """Log to stderr for the duration of one main() call, then put things back.
+
+    main() may run many times in one process (tests, embedding), so it must
+    not pile up handlers on the root logger.
+    """
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this call, captured or not
+    handler.setFormatter(logging.Formatter(fmt))
+    # stevedore logs an ERROR for every plugin it fails to import while merely
+    # listing driver names; the unknown-driver error already says what exists.
+    stevedore_log = logging.getLogger("stevedore")
+    old_levels = root.level, stevedore_log.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    if level > logging.DEBUG:
+        stevedore_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_levels[0])
+        stevedore_log.setLevel(old_levels[1])
+
+
+def _classify(exc: Exception) -> tuple[int, str] | None:
+    for cls, code, prefix in _EXIT_CODES:
+        if isinstance(exc, cls):
+            return code, prefix
+    return None
+
+
+def _error(message: str) -> None:
+    # Keep it one line whatever the exception text holds (driver errors can be multi-line).
+    text = " ".join(str(message).split())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code; never raises, so no traceback leaks."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        debug = args.debug or args.late_debug
+        serving = args.func is cmd_serve
+        if debug:
+            level, fmt = logging.DEBUG, "%(levelname)s %(name)s: %(message)s"
+        elif serving:
+            # A daemon under systemd: the journal adds time and unit, we add the rest.
+            level, fmt = logging.INFO, "%(levelname)s %(name)s: %(message)s"
+        else:
+            level, fmt = logging.WARNING, f"{PROG}: %(levelname)s: %(message)s"
+        with _logging(level, fmt):
+            conf = _make_conf(args)
+            return int(args.func(conf, args))
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `servicegroup service list | head`: the reader left; not an error worth a word.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        known = _classify(exc)
+        if debug and (known is None or known[0] != EXIT_USAGE):
+            traceback.print_exc()
+        if known is None:
+            _error(f"internal error: {type(exc).__name__}: {exc}")
+            return EXIT_FAILURE
+        code, prefix = known
+        _error(f"{prefix}{exc}")
+        return code
