@@ -1,0 +1,86 @@
+"""api.judge, the one state rule every driver's readings go through."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from servicegroup.api import judge
+from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse
+from servicegroup.service import Service, State
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, 500000, tzinfo=UTC)
+DOWN_TIME = 60.0
+
+BASE = Service(
+    uuid="6f1c5c0e-8f4e-4d5e-9a57-6d2b8b1c7a10",
+    host="compute-1",
+    binary="nova-compute",
+    topic=None,
+    availability_zone=None,
+    version=1,
+    report_count=0,
+    disabled=False,
+    disabled_reason=None,
+    forced_down=False,
+    last_seen_up=None,
+    created_at=NOW - timedelta(days=1),
+    updated_at=None,
+    deleted=False,
+    deleted_at=None,
+)
+
+
+def beat(seconds_ago: float) -> Pulse:
+    return Pulse(NOW - timedelta(seconds=seconds_ago))
+
+
+FRESH = beat(1)
+
+CASES = [
+    # id, service changes, pulse, now, expected
+    ("fresh beat", {}, FRESH, NOW, State.UP),
+    ("beat this instant", {}, beat(0), NOW, State.UP),
+    ("age == down_time is still up", {}, beat(DOWN_TIME), NOW, State.UP),
+    ("one microsecond past down_time", {}, beat(DOWN_TIME + 1e-6), NOW, State.DOWN),
+    ("stale beat", {}, beat(3600), NOW, State.DOWN),
+    # A beat "from the future" (clocks disagree in the backend): not a reason for down.
+    ("beat ahead of now", {}, beat(-5), NOW, State.UP),
+    ("never beat", {}, NEVER, NOW, State.DOWN),
+    ("known, but backend gave no now", {}, FRESH, None, State.DOWN),
+    ("backend could not say", {}, UNKNOWN, NOW, State.UNKNOWN),
+    ("backend could not say, no now", {}, UNKNOWN, None, State.UNKNOWN),
+    ("forced_down wins over a fresh beat", {"forced_down": True}, FRESH, NOW, State.DOWN),
+    ("forced_down wins over unknown", {"forced_down": True}, UNKNOWN, NOW, State.DOWN),
+    ("deleted wins over a fresh beat", {"deleted": True}, FRESH, NOW, State.DOWN),
+    ("deleted wins over unknown", {"deleted": True}, UNKNOWN, NOW, State.DOWN),
+    # disabled means "schedule nothing here", not "dead": liveness is unaffected.
+    ("disabled and beating", {"disabled": True}, FRESH, NOW, State.UP),
+    ("disabled and silent", {"disabled": True}, NEVER, NOW, State.DOWN),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "pulse", "now", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_judge(changes: dict, pulse: Pulse, now: datetime | None, expected: State) -> None:
+    service = dataclasses.replace(BASE, **changes)
+    assert judge(service, pulse, now, DOWN_TIME) is expected
+
+
+def test_judge_ignores_the_record_last_seen_up() -> None:
+    # Only the driver's pulse counts: the record's column is the db driver's
+    # business, and for other drivers it is stale by design.
+    service = dataclasses.replace(BASE, last_seen_up=NOW)
+    assert judge(service, NEVER, NOW, DOWN_TIME) is State.DOWN
+    service = dataclasses.replace(BASE, last_seen_up=NOW - timedelta(days=1))
+    assert judge(service, FRESH, NOW, DOWN_TIME) is State.UP
+
+
+def test_judge_uses_sub_second_down_times() -> None:
+    assert judge(BASE, beat(0.25), NOW, 0.3) is State.UP
+    assert judge(BASE, beat(0.35), NOW, 0.3) is State.DOWN

@@ -1,0 +1,159 @@
+"""The field rules, one by one: every rule names its field, so HTTP and CLI can say why."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from servicegroup import validation
+from servicegroup.exceptions import InvalidInput
+
+NAME_FIELDS = ("host", "binary", "topic", "availability_zone")
+
+
+def rejected(call, *args, **kwargs) -> InvalidInput:
+    with pytest.raises(InvalidInput) as info:
+        call(*args, **kwargs)
+    return info.value
+
+
+@pytest.mark.parametrize("field", NAME_FIELDS)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "compute-1",
+        "a",
+        "x" * validation.MAX_NAME_LENGTH,
+        "rack 7/compute.1",  # spaces, '/' and '.' are legal: backends must escape them
+        "nœud-é-東京",
+        "100%_{braces}*?",
+        "inner  spaces",
+    ],
+)
+def test_name_accepts_printable_names(field: str, value: str) -> None:
+    assert validation.name(field, value) == value
+
+
+@pytest.mark.parametrize("field", NAME_FIELDS)
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("", "must not be empty"),
+        ("x" * (validation.MAX_NAME_LENGTH + 1), "at most 255 characters"),
+        ("tab\there", "printable"),
+        ("new\nline", "printable"),
+        ("nul\x00", "printable"),
+        ("bell\x07", "printable"),
+        ("del\x7f", "printable"),
+        ("\u200bzero-width", "printable"),
+        (" leading", "leading or trailing whitespace"),
+        ("trailing ", "leading or trailing whitespace"),
+        ("  both  ", "leading or trailing whitespace"),
+        ("\u3000ideographic-space", "printable"),
+        (42, "must be a string"),
+        (b"bytes", "must be a string"),
+        (["list"], "must be a string"),
+    ],
+)
+def test_name_rejects(field: str, value: object, rule: str) -> None:
+    err = rejected(validation.name, field, value)
+    assert err.field == field
+    assert rule in err.rule
+    assert str(err) == f"{field}: {err.rule}"
+
+
+def test_name_length_counts_characters_not_bytes() -> None:
+    # 255 three-byte characters: the columns are VARCHAR(255) characters on every dialect.
+    value = "東" * validation.MAX_NAME_LENGTH
+    assert validation.name("host", value) == value
+
+
+def test_name_required_and_optional() -> None:
+    err = rejected(validation.name, "host", None)
+    assert (err.field, err.rule) == ("host", "is required")
+    assert validation.name("topic", None, required=False) is None
+    # Optional does not mean lax: a given value still obeys every rule.
+    assert rejected(validation.name, "topic", "", required=False).field == "topic"
+
+
+@pytest.mark.parametrize("value", [0, 1, 41, validation.MAX_VERSION])
+def test_version_accepts(value: int) -> None:
+    assert validation.version(value) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        (True, "must be an integer"),  # bool is an int subclass, never a version
+        (False, "must be an integer"),
+        (1.0, "must be an integer"),
+        ("3", "must be an integer"),
+        (None, "must be an integer"),
+        (-1, "non-negative"),
+        (validation.MAX_VERSION + 1, f"at most {validation.MAX_VERSION}"),
+    ],
+)
+def test_version_rejects(value: object, rule: str) -> None:
+    err = rejected(validation.version, value)
+    assert err.field == "version"
+    assert rule in err.rule
+
+
+def test_version_names_the_field_it_is_given() -> None:
+    assert rejected(validation.version, -1, field="min_version").field == "min_version"
+
+
+def test_reason() -> None:
+    assert validation.reason(None) is None
+    assert validation.reason("") == ""
+    # Free text, kept as the admin typed it.
+    assert validation.reason(" maintenance\n") == " maintenance\n"
+    reason = "r" * validation.MAX_REASON_LENGTH
+    assert validation.reason(reason) == reason
+    err = rejected(validation.reason, "r" * (validation.MAX_REASON_LENGTH + 1))
+    assert (err.field, err.rule) == ("disabled_reason", "must be at most 255 characters")
+    err = rejected(validation.reason, 5)
+    assert (err.field, err.rule) == ("disabled_reason", "must be a string")
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_flag_accepts_bools(value: bool) -> None:
+    assert validation.flag("disabled", value) is value
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "false", None, 1.0])
+def test_flag_rejects_truthy_lookalikes(value: object) -> None:
+    err = rejected(validation.flag, "forced_down", value)
+    assert (err.field, err.rule) == ("forced_down", "must be true or false")
+
+
+def test_service_id_normalises() -> None:
+    raw = uuid.uuid4()
+    assert validation.service_id(str(raw).upper()) == str(raw)
+    assert validation.service_id(raw.hex) == str(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [("not-a-uuid", "must be a UUID"), ("", "must be a UUID"), (42, "must be a UUID string")],
+)
+def test_service_id_rejects(value: object, rule: str) -> None:
+    err = rejected(validation.service_id, value)
+    assert (err.field, err.rule) == ("id", rule)
+
+
+@pytest.mark.parametrize("value", [None, "up", "down", "unknown"])
+def test_state_accepts(value: str | None) -> None:
+    assert validation.state(value) == value
+
+
+@pytest.mark.parametrize("value", ["UP", "alive", "", 1])
+def test_state_rejects(value: object) -> None:
+    err = rejected(validation.state, value)
+    assert (err.field, err.rule) == ("state", "must be one of up, down, unknown")
+
+
+def test_invalid_input_is_a_value_error() -> None:
+    # Plain Python callers may already catch ValueError for bad arguments.
+    assert isinstance(rejected(validation.version, -1), ValueError)
