@@ -352,6 +352,8 @@ class ToozDriver(Driver):
             self._leave(coord, group)
             return
         with member.lock:
+            if member.closed:  # the expirer got there first; stopping it left the group
+                return
             member.closed = True
             self._leave(member.coord, group)
 

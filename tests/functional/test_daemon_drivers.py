@@ -77,5 +77,6 @@ def test_serve_with_every_driver(daemon: tuple[str, Daemon]) -> None:
         lambda: client.get(f"/v1/services/{service_id}").json()["state"] == "down",
         "the silent service to go down through the daemon",
     )
-    assert client.delete(f"/v1/services/{service_id}").status_code == 204
+    deleted = client.delete(f"/v1/services/{service_id}")
+    assert deleted.status_code == 204, (deleted.text, proc.log())
     assert client.get(f"/v1/services/{service_id}").status_code == 404
