@@ -330,6 +330,7 @@ class Hook:
         self.failures = 0
         self.dropped = 0
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(HOOK_QUEUE_SIZE)
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"hook {command}", daemon=True)
         self._thread.start()
 
@@ -341,7 +342,11 @@ class Hook:
             LOG.warning("hook %r is behind; dropped event %s", self.command, event.get("id"))
 
     def close(self) -> None:
-        # Waiting for the queue to drain could take hooks x timeout; don't.
+        """Stop after the current run; queued events are dropped (hooks are best effort).
+
+        Waiting for the queue to drain could take queue size x timeout.
+        """
+        self._closed.set()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
 
@@ -349,9 +354,12 @@ class Hook:
         self._thread.join(timeout)
 
     def _work(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
+        while not self._closed.is_set():
+            try:
+                event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event is None or self._closed.is_set():
                 return
             self.run(event)
 

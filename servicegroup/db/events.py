@@ -114,9 +114,15 @@ def append(conn: Connection, drafts: Sequence[Draft]) -> list[int]:
     if not drafts:
         return []
     where = event_sequence.c.name == SEQUENCE
+    # Increment in SQL, then read back our own write: under MySQL's REPEATABLE
+    # READ a plain SELECT would read the transaction's snapshot, which may
+    # predate the lock and so miss the previous appender's ids.
+    count = len(drafts)
+    conn.execute(
+        update(event_sequence).where(where).values(last_id=event_sequence.c.last_id + count)
+    )
     last = conn.execute(select(event_sequence.c.last_id).where(where)).scalar_one()
-    ids = list(range(last + 1, last + 1 + len(drafts)))
-    conn.execute(update(event_sequence).where(where).values(last_id=ids[-1]))
+    ids = list(range(last - count + 1, last + 1))
     now = conn.execute(select(server_now())).scalar_one()
     conn.execute(
         insert(service_events),
