@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from servicegroup import ServiceGroup
 from servicegroup.db import events as db_events
 from servicegroup.db.models import services
-from servicegroup.events import LEASE_NAME, Sweeper, decide, write_transitions
+from servicegroup.events import Sweeper, decide, write_transitions
 from servicegroup.exceptions import InvalidInput
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
 
@@ -288,7 +287,3 @@ def test_sweep_on_every_backend(backend: Backend, request: pytest.FixtureRequest
         ("down", "up"): 1,
         ("up", "down"): 1,
     }
-
-
-def _unused(_: Any) -> None:
-    """Keeps the imported fixture name referenced for linters that do not know pytest."""
