@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -18,9 +19,11 @@ from oslo_config import cfg
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, validation
 from servicegroup.clock import SYSTEM_CLOCK, Clock
+from servicegroup.db import events as db_events
 from servicegroup.db import migration, records
 from servicegroup.db.engine import make_engine
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
+from servicegroup.events import EventBatch, Watcher
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service, ServiceStatus, Snapshot, State
@@ -63,6 +66,7 @@ class ServiceGroup:
         try:
             with records.sql_errors():
                 migration.check(self.engine)
+                db_events.ensure_sequence(self.engine)
             self.driver = driver_cls(conf, self.engine, clock)
         except Exception:
             self.engine.dispose()
@@ -275,6 +279,58 @@ class ServiceGroup:
             "backend": self.driver.backend,
             **self.driver.describe(),
         }
+
+    # -- events ----------------------------------------------------------------
+
+    def events(
+        self,
+        since: int | None = None,
+        binary: str | None = None,
+        host: str | None = None,
+        wait: float = 0.0,
+        limit: int = db_events.MAX_PAGE,
+    ) -> EventBatch:
+        """Events after `since` (oldest kept first), waiting up to `wait` s for one.
+
+        Blocks the calling thread while it waits; the HTTP daemon waits
+        asynchronously instead (server/app.py).
+        """
+        since = validation.cursor(since)
+        binary = validation.name("binary", binary, required=False)
+        host = validation.name("host", host, required=False)
+        deadline = time.monotonic() + validation.wait(wait)
+        limit = validation.limit(limit)
+        while True:
+            batch = self.read_events(since, binary, host, limit)
+            remaining = deadline - time.monotonic()
+            if batch.events or remaining <= 0:
+                return batch
+            time.sleep(min(self.event_poll_interval, remaining))
+
+    def read_events(
+        self, since: int, binary: str | None, host: str | None, limit: int = db_events.MAX_PAGE
+    ) -> EventBatch:
+        """One read of the stream, inputs already validated."""
+        with records.sql_errors():
+            found = db_events.read(self.engine, since, binary, host, limit)
+        return EventBatch(found, found[-1].id if found else since)
+
+    @property
+    def event_poll_interval(self) -> float:
+        return min(0.2, self.conf.events.sweep_interval / 2)
+
+    def watch(
+        self,
+        callback: Any,
+        since: int | None = None,
+        binary: str | None = None,
+        host: str | None = None,
+    ) -> Watcher:
+        """Follow the stream on a thread, calling callback(event) for each; stop() ends it."""
+        validation.cursor(since)
+        validation.name("binary", binary, required=False)
+        validation.name("host", host, required=False)
+        return Watcher(self, callback, since, binary, host, poll=self.event_poll_interval).start()
 
     # -- internals -------------------------------------------------------------
 

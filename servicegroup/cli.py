@@ -204,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(svc_sub, "delete", cmd_service_delete, "delete a service record")
     p.add_argument("id", metavar="ID", help="service id (UUID)")
 
+    # events
+    p = leaf(commands, "events", cmd_events, "print service up/down events, optionally following")
+    p.add_argument("--since", type=int, default=None, metavar="ID", help="only events after ID")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--binary", help="only events of this binary")
+    p.add_argument("--host", help="only events of this host")
+    _add_format(p)
+
     # version
     ver = commands.add_parser("version", help="lowest or highest version of a binary")
     ver_sub = ver.add_subparsers(dest="version_command", metavar="WHICH", required=True)
@@ -321,6 +329,40 @@ def cmd_service_delete(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         group.delete(svc)
     print(f"deleted {svc.binary} on {svc.host} ({svc.uuid})")
     return EXIT_OK
+
+
+def cmd_events(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Page through the stream; with --follow, long-poll for more (JSON: one line per event)."""
+    with _group(conf) as group:
+        cursor, shown = args.since, []
+        while True:
+            wait = 1.0 if args.follow else 0.0
+            batch = group.events(since=cursor, binary=args.binary, host=args.host, wait=wait)
+            cursor = batch.cursor
+            rows = [e.as_dict() for e in batch.events]
+            if args.format == "json" and args.follow:
+                for row in rows:
+                    print(json.dumps(row), flush=True)
+            elif args.follow:
+                for row in rows:
+                    print(_event_line(row), flush=True)
+            else:
+                shown += rows
+                if not rows:
+                    break
+    if args.format == "json":
+        _print_json({"events": shown, "cursor": cursor or 0})
+    else:
+        for row in shown:
+            print(_event_line(row))
+    return EXIT_OK
+
+
+def _event_line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['id']}  {row['time']}  {row['binary']}  {row['host']}  "
+        f"{row['previous'] or '-'} -> {row['state']}  {row['cause']}  {row['service_id']}"
+    )
 
 
 def cmd_version(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:

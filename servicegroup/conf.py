@@ -147,6 +147,54 @@ tooz_opts = [
     ),
 ]
 
+events_opts = [
+    cfg.FloatOpt(
+        "sweep_interval",
+        default=1.0,
+        min=0.001,
+        help="Seconds between two sweeps: the leading daemon reads every service's state "
+        "once per sweep and records each change as an event.",
+    ),
+    cfg.FloatOpt(
+        "leader_lease",
+        min=0.001,
+        help="Seconds a daemon's sweeper leadership lasts unless renewed (every sweep). "
+        "Default: 3 x sweep_interval. Kept below service_down_time - sweep_interval, so a "
+        "dead leader is replaced before its services' own deaths could go unnoticed.",
+    ),
+    cfg.IntOpt(
+        "down_after",
+        default=1,
+        min=1,
+        help="Consecutive sweeps that must see a service down (or unknown) before the event "
+        "is emitted: flap damping.",
+    ),
+    cfg.IntOpt(
+        "up_after",
+        default=1,
+        min=1,
+        help="Consecutive sweeps that must see a service up before the event is emitted.",
+    ),
+    cfg.FloatOpt(
+        "retention",
+        default=7 * 24 * 3600.0,
+        min=1.0,
+        help="Seconds events are kept; the leader prunes older ones.",
+    ),
+    cfg.MultiStrOpt(
+        "hooks",
+        default=[],
+        help="Command run by the leader on each event, with the event as JSON on stdin. "
+        "Split like a shell would (shlex), but run without a shell. Repeat for several.",
+    ),
+    cfg.FloatOpt(
+        "hook_timeout",
+        default=10.0,
+        min=0.001,
+        help="Seconds a hook may run before it is killed and counted as failed.",
+    ),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "database": database_opts,
@@ -154,6 +202,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "zookeeper": zookeeper_opts,
     "memcached": memcached_opts,
     "tooz": tooz_opts,
+    "events": events_opts,
 }
 
 

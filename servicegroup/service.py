@@ -37,6 +37,8 @@ class Service:
     updated_at: datetime | None
     deleted: bool
     deleted_at: datetime | None
+    # The state last written to the event stream (None: not yet observed).
+    observed_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,3 +85,35 @@ def state(value: Any, field: str = "state") -> str | None:
     if value not in STATES:
         raise InvalidInput(field, f"must be one of {', '.join(STATES)}")
     return value
+
+
+MAX_WAIT = 60.0
+MAX_EVENTS_PAGE = 1000
+
+
+def cursor(value: Any, field: str = "since") -> int:
+    """An event id to read after; None means from the oldest event kept."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be an integer")
+    if value < 0:
+        raise InvalidInput(field, "must be a non-negative integer")
+    return value
+
+
+def wait(value: Any, field: str = "wait") -> float:
+    """Long-poll seconds: bounded, so a waiting client cannot pin a server forever."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, "must be a number of seconds")
+    if not 0 <= value <= MAX_WAIT:
+        raise InvalidInput(field, f"must be between 0 and {MAX_WAIT:g} seconds")
+    return float(value)
+
+
+def limit(value: Any, field: str = "limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be an integer")
+    if not 1 <= value <= MAX_EVENTS_PAGE:
+        raise InvalidInput(field, f"must be between 1 and {MAX_EVENTS_PAGE}")
+    return value

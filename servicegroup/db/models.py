@@ -100,6 +100,55 @@ class ServiceRecord(Base):
     updated_at: Mapped[datetime | None] = mapped_column(Timestamp)
     deleted_at: Mapped[datetime | None] = mapped_column(Timestamp)
     deleted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The state last written to the event stream (up/down/unknown), so the
+    # sweeper's transitions are compare-and-set on SQL, not on one process's
+    # memory: a new leader resumes from here without duplicating or losing.
+    observed_state: Mapped[str | None] = mapped_column(String(16))
+    observed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ServiceEvent(Base):
+    """One state change of a service, append-only; `id` is the readers' cursor.
+
+    Ids come from the event_sequence row, not from autoincrement: SQLite reuses
+    rowids once the newest rows are pruned, which would rewind cursors.
+    """
+
+    __tablename__ = "service_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    service_id: Mapped[str] = mapped_column(String(36))
+    host: Mapped[str] = mapped_column(String(255))
+    binary: Mapped[str] = mapped_column(String(255))
+    previous: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class EventSequence(Base):
+    """One row per sequence; every appending transaction locks it first (see db/events.py)."""
+
+    __tablename__ = "event_sequence"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Lease(Base):
+    """A named lease, taken and renewed by compare-and-set against the SQL server's clock."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 services = ServiceRecord.__table__
+service_events = ServiceEvent.__table__
+event_sequence = EventSequence.__table__
+leases = Lease.__table__

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Row, func, select, update
 from sqlalchemy import exc as sa_exc
 
 from servicegroup.clock import as_utc
+from servicegroup.db import events
 from servicegroup.db.models import server_now, services
 from servicegroup.exceptions import BackendError, NotFound
 from servicegroup.service import Service
@@ -71,6 +72,7 @@ def to_service(row: Row[Any] | Any) -> Service:
         updated_at=as_utc(m["updated_at"]),
         deleted=bool(m["deleted"]),
         deleted_at=as_utc(m["deleted_at"]),
+        observed_state=m["observed_state"],
     )
 
 
@@ -96,6 +98,8 @@ def register(
                 where = (services.c.host == host) & (services.c.binary == binary) & _live
                 row = conn.execute(select(services).where(where)).first()
                 if row is None:
+                    # The registration and its event commit together (db/events.py).
+                    events.lock_sequence(conn)
                     new_uuid = str(uuid_mod.uuid4())
                     conn.execute(
                         services.insert().values(
@@ -106,8 +110,13 @@ def register(
                             availability_zone=availability_zone,
                             version=version,
                             created_at=server_now(),
+                            # Never heartbeated, so down: what judge() says.
+                            observed_state="down",
+                            observed_at=server_now(),
                         )
                     )
+                    draft = events.Draft(new_uuid, host, binary, None, "down", "registered")
+                    events.append(conn, [draft])
                     created = True
                 else:
                     changes: dict[str, Any] = {"version": version}
@@ -152,25 +161,79 @@ def query(engine: Engine, uuids: list[str] | None = None, **filters: str | None)
 
 
 def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
-    """Apply an admin change to a live record and return it, in one transaction."""
+    """Apply an admin change to a live record and return it, in one transaction.
+
+    A change of disabled or forced_down is an event, appended in the same
+    transaction: readers see it at once, not at the next sweep, and never
+    see an event for a change that rolled back.
+    """
     where = (services.c.uuid == uuid) & _live
     with sql_errors(), engine.begin() as conn:
-        result = conn.execute(
-            update(services).where(where).values(updated_at=server_now(), **changes)
-        )
-        if result.rowcount == 0:
+        flagged = "disabled" in changes or "forced_down" in changes
+        if flagged:
+            events.lock_sequence(conn)  # also serializes admin changes to these flags
+        before = conn.execute(select(services).where(where)).first()
+        if before is None:
             raise NotFound("service", uuid)
+        conn.execute(update(services).where(where).values(updated_at=server_now(), **changes))
+        if flagged:
+            drafts = _admin_events(before._mapping, changes)
+            if any(d.cause == "forced_down" for d in drafts):
+                events.set_observed(conn, uuid, None, "down", check_old=False)
+            events.append(conn, drafts)
         return to_service(conn.execute(select(services).where(where)).one())
+
+
+def _admin_events(before: Any, changes: dict[str, Any]) -> list[events.Draft]:
+    """One event per flag that really changed; the state stays what was observed.
+
+    Only forcing down changes the state (to down, at once). Clearing it says
+    nothing about liveness: the sweeper's next look emits down -> up if the
+    service is beating.
+    """
+    observed = before["observed_state"]
+    causes = {
+        "disabled": ("enabled", "disabled"),
+        "forced_down": ("forced_down_unset", "forced_down"),
+    }
+    drafts = []
+    for flag, (off, on) in causes.items():
+        if flag in changes and bool(changes[flag]) != bool(before[flag]):
+            forcing = flag == "forced_down" and changes[flag]
+            state = "down" if forcing else observed or "unknown"
+            drafts.append(
+                events.Draft(
+                    before["uuid"],
+                    before["host"],
+                    before["binary"],
+                    observed,
+                    state,
+                    on if changes[flag] else off,
+                )
+            )
+    return drafts
 
 
 def soft_delete(engine: Engine, uuid: str) -> None:
     where = (services.c.uuid == uuid) & _live
     with sql_errors(), engine.begin() as conn:
-        result = conn.execute(
-            update(services).where(where).values(deleted=services.c.id, deleted_at=server_now())
+        events.lock_sequence(conn)
+        before = conn.execute(select(services).where(where)).first()
+        if before is None:
+            raise NotFound("service", uuid)
+        m = before._mapping
+        conn.execute(
+            update(services)
+            .where(where)
+            .values(
+                deleted=services.c.id,
+                deleted_at=server_now(),
+                observed_state="down",
+                observed_at=server_now(),
+            )
         )
-    if result.rowcount == 0:
-        raise NotFound("service", uuid)
+        draft = events.Draft(uuid, m["host"], m["binary"], m["observed_state"], "down", "deleted")
+        events.append(conn, [draft])
 
 
 def version_range(engine: Engine, binary: str) -> tuple[int | None, int | None]:

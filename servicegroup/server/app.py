@@ -7,6 +7,7 @@ in the API (validation.py), errors out in one place (errors.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -21,14 +22,17 @@ from fastapi import FastAPI, Path, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
+from starlette.concurrency import run_in_threadpool
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup
 from servicegroup.db import records
+from servicegroup.events import Sweeper
 from servicegroup.exceptions import InvalidInput, NotFound
 from servicegroup.server import errors, metrics
 from servicegroup.server.schemas import (
     NAME_DOC,
+    EventList,
     Health,
     RegisterBody,
     ServiceList,
@@ -105,8 +109,8 @@ def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
     return JSONResponse(status.as_dict(), status_code=code)
 
 
-def create_app(sg: ServiceGroup) -> FastAPI:
-    """The ASGI app over `sg`; the caller owns sg and closes it."""
+def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
+    """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them."""
     app = FastAPI(
         title="servicegroup",
         version=_version(),
@@ -116,7 +120,7 @@ def create_app(sg: ServiceGroup) -> FastAPI:
     )
     errors.install(app)
     cache = ServiceCache(ttl=sg.down_time)
-    registry = metrics.make_registry(sg)
+    registry = metrics.make_registry(sg, sweeper)
 
     @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
     def healthz() -> JSONResponse:
@@ -228,6 +232,33 @@ def create_app(sg: ServiceGroup) -> FastAPI:
         low, high = sg.get_version_range(binary, up_only)
         return JSONResponse({"binary": binary, "min": low, "max": high})
 
+    @app.get("/v1/events", response_model=EventList, responses=errors.responses(*_READ))
+    async def list_events(
+        since: Annotated[int | None, Query(json_schema_extra={"minimum": 0})] = None,
+        binary: NameFilter = None,
+        host: NameFilter = None,
+        wait: Annotated[float, Query(json_schema_extra={"minimum": 0, "maximum": 60})] = 0.0,
+        limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 1000})] = 1000,
+    ) -> JSONResponse:
+        """Events after `since`, oldest first; long-polls up to `wait` s when there are none.
+
+        Async on purpose: a waiting client holds no worker thread, only a
+        short DB read in the threadpool every poll interval.
+        """
+        cursor = validation.cursor(since)
+        seconds = validation.wait(wait)
+        validation.name("binary", binary, required=False)
+        validation.name("host", host, required=False)
+        validation.limit(limit)
+        deadline = time.monotonic() + seconds
+        while True:
+            batch = await run_in_threadpool(sg.read_events, cursor, binary, host, limit)
+            remaining = deadline - time.monotonic()
+            if batch.events or remaining <= 0:
+                rows = [e.as_dict() for e in batch.events]
+                return JSONResponse({"events": rows, "cursor": batch.cursor})
+            await asyncio.sleep(min(sg.event_poll_interval, remaining))
+
     return app
 
 
@@ -239,9 +270,11 @@ def serve(conf: cfg.ConfigOpts) -> int:
     (port in use) are already logged by uvicorn and come back as 1.
     """
     sg = ServiceGroup(conf)
+    sweeper = Sweeper(sg, conf)
     try:
+        sweeper.start()
         config = uvicorn.Config(
-            create_app(sg),
+            create_app(sg, sweeper),
             host=conf.api.host,
             port=conf.api.port,
             log_config=None,
@@ -263,6 +296,7 @@ def serve(conf: cfg.ConfigOpts) -> int:
         # uvicorn exits 3 on startup failures; to an operator a refusal is a refusal.
         return 1 if exc.code else 0
     finally:
+        sweeper.stop()
         sg.close()
     LOG.info("servicegroup stopped")
     return 0

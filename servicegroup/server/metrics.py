@@ -12,11 +12,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from servicegroup.api import ServiceGroup
+from servicegroup.events import Sweeper
 from servicegroup.exceptions import BackendError
 from servicegroup.service import ServiceStatus, Snapshot, State
 
@@ -29,8 +30,9 @@ SERVICE_LABELS = ["binary", "host"]
 class ServiceGroupCollector:
     """Per-service and per-binary gauges from one sg.get_all() per scrape."""
 
-    def __init__(self, sg: ServiceGroup) -> None:
+    def __init__(self, sg: ServiceGroup, sweeper: Sweeper | None = None) -> None:
         self.sg = sg
+        self.sweeper = sweeper
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -49,6 +51,8 @@ class ServiceGroupCollector:
         yield backend_up
         if snapshot is not None:
             yield from service_metrics(snapshot.statuses)
+        if self.sweeper is not None:
+            yield from sweeper_metrics(self.sweeper)
         yield GaugeMetricFamily(
             "servicegroup_scrape_duration_seconds",
             "Seconds this scrape took, backend round trip included.",
@@ -100,14 +104,52 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
     yield from (up, info, disabled, forced, version, beat, by_state)
 
 
+def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
+    """From the sweeper's own counters: no backend call, so always there."""
+    stats = sweeper.stats
+    leader = GaugeMetricFamily(
+        "servicegroup_sweep_leader", "1 if this daemon holds the lease and sweeps."
+    )
+    leader.add_metric([], int(stats.leader))
+    yield leader
+    yield GaugeMetricFamily(
+        "servicegroup_sweep_duration_seconds",
+        "Seconds the last sweep of this daemon took (0 until it has led one).",
+        value=stats.last_duration,
+    )
+    transitions = CounterMetricFamily(
+        "servicegroup_transitions",
+        "State changes this daemon's sweeper recorded as events, by binary and new state.",
+        labels=["binary", "to"],
+    )
+    for (binary, to), count in sorted(stats.transitions.items()):
+        transitions.add_metric([binary, to], count)
+    yield transitions
+    failures = CounterMetricFamily(
+        "servicegroup_hook_failures",
+        "Hook runs that failed: non-zero exit, timeout, or could not start.",
+        labels=["hook"],
+    )
+    dropped = CounterMetricFamily(
+        "servicegroup_hook_dropped",
+        "Events a hook never saw because its queue was full.",
+        labels=["hook"],
+    )
+    for hook in sweeper.hooks.hooks:
+        failures.add_metric([hook.command], hook.failures)
+        dropped.add_metric([hook.command], hook.dropped)
+    yield failures
+    yield dropped
+
+
 def _family(name: str, documentation: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"servicegroup_{name}", documentation, labels=SERVICE_LABELS)
 
 
-def make_registry(sg: ServiceGroup) -> CollectorRegistry:
+def make_registry(sg: ServiceGroup, sweeper: Sweeper | None = None) -> CollectorRegistry:
     """A registry of our own: no process/platform defaults, no global state."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceGroupCollector(sg))
+    registry.register(ServiceGroupCollector(sg, sweeper))
     return registry
 
 

@@ -86,6 +86,33 @@ class VersionRange(BaseModel):
     max: int | None
 
 
+class EventOut(BaseModel):
+    """Documents Event.as_dict(): one state change of a service."""
+
+    id: int = Field(description="Increasing; pass the last one seen as `since`.")
+    service_id: str = Field(json_schema_extra={"format": "uuid"})
+    host: str
+    binary: str
+    previous: str | None = Field(
+        description="State before (up, down, unknown); null when first registered.",
+        json_schema_extra={"enum": [*validation.STATES, None]},
+    )
+    state: str = Field(
+        description="State after; equal to previous for disabled/enabled/forced_down_unset.",
+        json_schema_extra={"enum": list(validation.STATES)},
+    )
+    cause: str = Field(
+        description="registered, deleted, disabled, enabled, forced_down, forced_down_unset, "
+        "heartbeat, heartbeat_timeout, leave, backend_unavailable."
+    )
+    time: datetime = Field(description="When it was recorded, on the SQL server's clock.")
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    cursor: int = Field(description="Send as `since` next: last id returned, or the since given.")
+
+
 class Health(BaseModel):
     """sg.health(): driver and backend names plus whatever the driver describes."""
 

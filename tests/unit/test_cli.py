@@ -491,3 +491,22 @@ def test_systemd_unit_runs_a_command_the_cli_accepts() -> None:
     args = cli.build_parser().parse_args(argv[1:])
     assert args.func is cli.cmd_serve
     assert args.late_config_file == ["/etc/servicegroup/servicegroup.conf"]
+
+
+def test_events_lists_the_stream_as_table_and_json(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "events", *cfg_args(fleet))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 6  # four registrations, forced down, disabled
+    assert "host-c" in lines[4] and "down -> down  forced_down" in lines[4]
+    code, out, _ = run(
+        capsys, "events", *cfg_args(fleet), "--since", "4", "--host", "host-c", "--format", "json"
+    )
+    body = json.loads(out)
+    assert [e["cause"] for e in body["events"]] == ["forced_down", "disabled"]
+    assert body["cursor"] == 6
+    code, _, err = run(capsys, "events", *cfg_args(fleet), "--since", "-1")
+    assert code == 2
+    assert_one_line_error(err, "since")

@@ -210,3 +210,34 @@ def test_promtool_check_metrics_is_silent(
     )
     assert result.returncode == 0, result
     assert result.stdout == b"" and result.stderr == b"", result
+
+
+def test_sweeper_metrics_pass_promtool(sg: ServiceGroup, fleet: dict[str, Any]) -> None:
+    from servicegroup.events import Sweeper
+
+    tool = promtool()
+    sg.conf.set_override("hooks", ["/bin/false"], group="events")
+    sweeper = Sweeper(sg, sg.conf)
+    try:
+        sweeper.sweep()  # leads; the beating service goes down -> up
+        sweeper.hooks.hooks[0].run({"id": 0})  # one failure to count
+        text = metrics.render(metrics.make_registry(sg, sweeper)).decode()
+    finally:
+        sweeper.hooks.close()
+    got = samples(text)
+    assert got["servicegroup_sweep_leader"][0].value == 1.0
+    assert got["servicegroup_sweep_duration_seconds"][0].value > 0
+    transitions = {
+        (s.labels["binary"], s.labels["to"]): s.value
+        for s in got["servicegroup_transitions"]
+        if s.name.endswith("_total")
+    }
+    assert transitions == {("nova-compute", "up"): 1.0}
+    failures = [s for s in got["servicegroup_hook_failures"] if s.name.endswith("_total")]
+    # The worker may also have run the swept event through the hook by now.
+    assert [s.labels for s in failures] == [{"hook": "/bin/false"}]
+    assert failures[0].value >= 1.0
+    result = subprocess.run(
+        [tool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout == b"" and result.stderr == b"", result

@@ -1,0 +1,282 @@
+"""The event stream and the sweeper's lease, in SQL, for every driver.
+
+Why ids are a cursor without holes appearing later
+    A reader asks for "events after id N". If two transactions could append
+    concurrently, the one holding the lower id might commit after a reader
+    already moved past a higher id, and that event would be skipped for good.
+    So every appending transaction first locks the single event_sequence row
+    (`lock_sequence`: an UPDATE, which PostgreSQL and InnoDB hold as a row lock
+    until commit, and SQLite turns into its one writer lock), and takes its ids
+    from that row. Appends are therefore serialized: id order == commit order,
+    and a reader that has seen id N can never later find a committed id < N.
+    Ids come from the row rather than autoincrement because SQLite hands out
+    max(rowid)+1, which goes backwards once the newest events are pruned.
+
+    Lock order is always lease -> event_sequence -> services rows, in every
+    writer (sweeper and admin actions), so appenders cannot deadlock.
+
+Why the leader lease lives in SQL whatever the driver
+    Records always live in SQL, so a lease row needs no extra dependency,
+    behaves the same on every driver and is testable everywhere; keeping it is
+    one tiny UPDATE per sweep. It is "a database lock" done safely: it expires
+    on the SQL server's clock (a dead leader loses it without anyone's help),
+    and each takeover bumps `epoch`, so a writer can fence on (holder, epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, String, func, insert, literal, select, update
+from sqlalchemy import exc as sa_exc
+
+from servicegroup.clock import as_utc
+from servicegroup.db.models import event_sequence, leases, server_now, service_events, services
+from servicegroup.service import rfc3339
+
+SEQUENCE = "events"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    service_id: str
+    host: str
+    binary: str
+    previous: str | None
+    state: str
+    cause: str
+    time: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of an event: HTTP, CLI, hooks and watchers all use it."""
+        return {
+            "id": self.id,
+            "service_id": self.service_id,
+            "host": self.host,
+            "binary": self.binary,
+            "previous": self.previous,
+            "state": self.state,
+            "cause": self.cause,
+            "time": rfc3339(self.time),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event before it has an id and a time."""
+
+    service_id: str
+    host: str
+    binary: str
+    previous: str | None
+    state: str
+    cause: str
+
+
+# -- the sequence ----------------------------------------------------------------
+
+
+def ensure_sequence(engine: Engine) -> None:
+    """Create the sequence row if someone emptied the table (the migration creates it)."""
+    with engine.connect() as conn:
+        if conn.execute(select(event_sequence.c.name)).first() is not None:
+            return
+    with contextlib.suppress(sa_exc.IntegrityError), engine.begin() as conn:
+        conn.execute(insert(event_sequence).from_select(["name", "last_id"], _reseed()))
+
+
+def _reseed() -> Any:
+    return select(
+        literal(SEQUENCE, String(32)),
+        func.coalesce(func.max(service_events.c.id), 0),
+    )
+
+
+def lock_sequence(conn: Connection) -> None:
+    """Take the append lock; must be the first write of an appending transaction."""
+    stmt = (
+        update(event_sequence)
+        .where(event_sequence.c.name == SEQUENCE)
+        .values(last_id=event_sequence.c.last_id)
+    )
+    if conn.execute(stmt).rowcount == 0:
+        conn.execute(insert(event_sequence).from_select(["name", "last_id"], _reseed()))
+
+
+def append(conn: Connection, drafts: Sequence[Draft]) -> list[int]:
+    """Insert drafts with the next ids; the caller already holds lock_sequence()."""
+    if not drafts:
+        return []
+    where = event_sequence.c.name == SEQUENCE
+    # Increment in SQL, then read back our own write: under MySQL's REPEATABLE
+    # READ a plain SELECT would read the transaction's snapshot, which may
+    # predate the lock and so miss the previous appender's ids.
+    count = len(drafts)
+    conn.execute(
+        update(event_sequence).where(where).values(last_id=event_sequence.c.last_id + count)
+    )
+    last = conn.execute(select(event_sequence.c.last_id).where(where)).scalar_one()
+    ids = list(range(last - count + 1, last + 1))
+    now = conn.execute(select(server_now())).scalar_one()
+    conn.execute(
+        insert(service_events),
+        [
+            {
+                "id": event_id,
+                "service_id": d.service_id,
+                "host": d.host,
+                "binary": d.binary,
+                "previous": d.previous,
+                "state": d.state,
+                "cause": d.cause,
+                "created_at": now,
+            }
+            for event_id, d in zip(ids, drafts, strict=True)
+        ],
+    )
+    return ids
+
+
+def set_observed(
+    conn: Connection, uuid: str, old: str | None, new: str, *, check_old: bool = True
+) -> bool:
+    """Compare-and-set a service's observed state; False when someone got there first."""
+    where = services.c.uuid == uuid
+    if check_old:
+        where &= (
+            services.c.observed_state.is_(None) if old is None else services.c.observed_state == old
+        )
+    stmt = update(services).where(where).values(observed_state=new, observed_at=server_now())
+    return conn.execute(stmt).rowcount == 1
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def read(
+    engine: Engine,
+    since: int = 0,
+    binary: str | None = None,
+    host: str | None = None,
+    limit: int = MAX_PAGE,
+) -> list[Event]:
+    stmt = select(service_events).where(service_events.c.id > since)
+    if binary is not None:
+        stmt = stmt.where(service_events.c.binary == binary)
+    if host is not None:
+        stmt = stmt.where(service_events.c.host == host)
+    stmt = stmt.order_by(service_events.c.id).limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [_event(row) for row in rows]
+
+
+def last_id(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.coalesce(func.max(service_events.c.id), 0))).scalar_one()
+
+
+def _event(row: Any) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["id"],
+        service_id=m["service_id"],
+        host=m["host"],
+        binary=m["binary"],
+        previous=m["previous"],
+        state=m["state"],
+        cause=m["cause"],
+        time=as_utc(m["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+def prune(engine: Engine, retention: float) -> int:
+    """Delete events older than `retention` seconds on the server's clock."""
+    with engine.begin() as conn:
+        now = conn.execute(select(server_now())).scalar_one()
+        cutoff = now - timedelta(seconds=retention)
+        return conn.execute(
+            service_events.delete().where(service_events.c.created_at < cutoff)
+        ).rowcount
+
+
+# -- the lease -------------------------------------------------------------------
+
+
+def acquire(engine: Engine, name: str, holder: str, epoch: int | None, duration: float) -> int:
+    """Renew our lease or take an expired one; the epoch we hold, or 0 if another does.
+
+    Renewal needs (holder, epoch) to match, so a holder that lost the lease
+    and got it back is told so by a new epoch.
+    """
+    with engine.begin() as conn:
+        now = conn.execute(select(server_now())).scalar_one()
+        expires = now + timedelta(seconds=duration)
+        where = leases.c.name == name
+        if epoch is not None:
+            mine = where & (leases.c.holder == holder) & (leases.c.epoch == epoch)
+            renewed = conn.execute(update(leases).where(mine).values(expires_at=expires))
+            if renewed.rowcount == 1:
+                return epoch
+        taken = conn.execute(
+            update(leases)
+            .where(where & (leases.c.expires_at < now))
+            .values(holder=holder, epoch=leases.c.epoch + 1, expires_at=expires)
+        )
+        if taken.rowcount == 1:
+            return conn.execute(select(leases.c.epoch).where(where)).scalar_one()
+        if conn.execute(select(leases.c.name).where(where)).first() is not None:
+            return 0
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(leases).values(name=name, holder=holder, epoch=1, expires_at=expires)
+            )
+    except sa_exc.IntegrityError:
+        return 0  # another daemon created it first; it leads
+    return 1
+
+
+def fence(conn: Connection, name: str, holder: str, epoch: int, duration: float) -> bool:
+    """Re-check and extend our lease inside a writing transaction.
+
+    The UPDATE locks the lease row until commit, so a takeover cannot commit
+    between this check and our writes: a deposed leader writes nothing.
+    """
+    now = conn.execute(select(server_now())).scalar_one()
+    stmt = (
+        update(leases)
+        .where(
+            (leases.c.name == name)
+            & (leases.c.holder == holder)
+            & (leases.c.epoch == epoch)
+            & (leases.c.expires_at >= now)
+        )
+        .values(expires_at=now + timedelta(seconds=duration))
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def holder_of(engine: Engine, name: str) -> tuple[str, int] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(leases.c.holder, leases.c.epoch).where(leases.c.name == name))
+        found = row.first()
+    return None if found is None else (found[0], found[1])
+
+
+def rows(events: Iterable[Event]) -> list[dict[str, Any]]:
+    return [e.as_dict() for e in events]
+
+
+@contextlib.contextmanager
+def appending(engine: Engine) -> Iterator[Connection]:
+    """A transaction that already holds the append lock."""
+    with engine.begin() as conn:
+        lock_sequence(conn)
+        yield conn

@@ -1,0 +1,482 @@
+"""Up/down events: the sweeper that records them, hooks, and a watcher.
+
+One daemon at a time sweeps: it holds the "sweeper" lease in SQL (see
+db/events.py for why SQL, whatever the driver). Every sweep it renews the
+lease, takes ONE snapshot (sg.snapshot(): one SELECT, one liveness read),
+decides what changed (`decide`, a pure function) and writes each change as a
+compare-and-set on services.observed_state plus an appended event, in a
+transaction fenced by the lease. So:
+
+- two sweepers never duplicate an event: the CAS from the old state succeeds
+  once; a deposed leader's fence fails and it writes nothing;
+- a new leader loses nothing: it starts from observed_state in SQL, so a
+  service that died during the hand-over is still "up" there and its down
+  event is written by whoever sweeps next.
+
+Admin actions are not the sweeper's business: records.py appends them in the
+same transaction as the record change, from whichever process makes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import shlex
+import socket
+import subprocess
+import threading
+import time
+import uuid as uuid_mod
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from oslo_config import cfg
+
+from servicegroup.db import events as db_events
+from servicegroup.db import records
+from servicegroup.db.events import Draft, Event
+from servicegroup.exceptions import BackendError
+from servicegroup.service import ServiceStatus, State
+
+if TYPE_CHECKING:
+    from servicegroup.api import ServiceGroup
+
+LOG = logging.getLogger(__name__)
+
+LEASE_NAME = "sweeper"
+HOOK_QUEUE_SIZE = 1000
+PRUNE_EVERY = 60.0  # seconds between two prunes by the leader
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    events: list[Event]
+    # Pass it back as `since` to continue: the last id returned, or the since given.
+    cursor: int
+
+
+# -- deciding what to emit -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    status: ServiceStatus
+    previous: str | None  # None: never observed; recorded silently, not an event
+    state: str
+    cause: str
+
+    def draft(self) -> Draft:
+        svc = self.status.service
+        return Draft(svc.uuid, svc.host, svc.binary, self.previous, self.state, self.cause)
+
+
+def cause_of(status: ServiceStatus) -> str:
+    """Why a service is in its judged state, in the words events use."""
+    if status.state is State.UP:
+        return "heartbeat"
+    if status.state is State.UNKNOWN:
+        return "backend_unavailable"
+    if status.service.forced_down:
+        return "forced_down"
+    if status.last_heartbeat is None:
+        # The backend holds no heartbeat at all: leave(), or (zookeeper) the
+        # session of a dead process expired and took its node.
+        return "leave"
+    return "heartbeat_timeout"
+
+
+def decide(
+    statuses: Sequence[ServiceStatus],
+    pending: Mapping[str, tuple[str, int]],
+    down_after: int = 1,
+    up_after: int = 1,
+) -> tuple[list[Transition], dict[str, tuple[str, int]]]:
+    """The sweeper's one decision: which transitions to emit from this snapshot.
+
+    `pending` maps a uuid to (candidate state, consecutive sweeps seen) for
+    changes still being damped; the new map is returned. A change to up needs
+    `up_after` agreeing sweeps, to down or unknown `down_after`. (Rules such as
+    mass-expiry protection belong here too.)
+    """
+    transitions: list[Transition] = []
+    new_pending: dict[str, tuple[str, int]] = {}
+    for status in statuses:
+        svc = status.service
+        now = status.state.value
+        observed = svc.observed_state
+        if observed is None:
+            transitions.append(Transition(status, None, now, "observed"))
+            continue
+        if now == observed:
+            continue
+        candidate, seen = pending.get(svc.uuid, (now, 0))
+        seen = seen + 1 if candidate == now else 1
+        needed = up_after if now == State.UP.value else down_after
+        if seen >= needed:
+            transitions.append(Transition(status, observed, now, cause_of(status)))
+        else:
+            new_pending[svc.uuid] = (now, seen)
+    return transitions, new_pending
+
+
+def write_transitions(
+    engine: Any,
+    transitions: Sequence[Transition],
+    holder: str,
+    epoch: int,
+    lease: float,
+) -> list[Transition] | None:
+    """Write transitions as CAS + events under the lease; None if we no longer lead.
+
+    A CAS that misses means another writer (an admin action, another
+    sweeper) changed observed_state since our snapshot: that transition is
+    dropped, and the next sweep decides again from what SQL now says.
+    """
+    with records.sql_errors(), engine.begin() as conn:
+        if not db_events.fence(conn, LEASE_NAME, holder, epoch, lease):
+            return None
+        db_events.lock_sequence(conn)
+        done = [
+            t
+            for t in transitions
+            if db_events.set_observed(conn, t.status.service.uuid, t.previous, t.state)
+        ]
+        db_events.append(conn, [t.draft() for t in done if t.previous is not None])
+    return [t for t in done if t.previous is not None]
+
+
+def lease_duration(conf: cfg.ConfigOpts, down_time: float) -> float:
+    """The leader lease, kept short enough that a dead leader is replaced in time.
+
+    A successor takes over at most lease + sweep_interval after the leader's
+    last renewal; keeping that under service_down_time means the hand-over
+    is quicker than any service death it must report.
+    """
+    interval = conf.events.sweep_interval
+    lease = conf.events.leader_lease or 3 * interval
+    ceiling = down_time - interval
+    if lease > ceiling:
+        fixed = max(ceiling, interval)
+        LOG.warning(
+            "[events] leader_lease %.3fs + sweep_interval %.3fs exceeds service_down_time "
+            "%.3fs; using a lease of %.3fs",
+            lease,
+            interval,
+            down_time,
+            fixed,
+        )
+        lease = fixed
+    return lease
+
+
+# -- the sweeper -----------------------------------------------------------------
+
+
+@dataclass
+class SweepStats:
+    """What /metrics shows about this daemon's sweeper."""
+
+    leader: bool = False
+    epoch: int = 0
+    sweeps: int = 0
+    last_duration: float = 0.0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+class Sweeper:
+    """Runs in every daemon; sweeps only while it holds the lease."""
+
+    def __init__(self, sg: ServiceGroup, conf: cfg.ConfigOpts, holder: str | None = None) -> None:
+        self.sg = sg
+        self.interval: float = conf.events.sweep_interval
+        self.lease = lease_duration(conf, sg.down_time)
+        self.down_after: int = conf.events.down_after
+        self.up_after: int = conf.events.up_after
+        self.retention: float = conf.events.retention
+        self.holder = holder or f"{socket.gethostname()}:{uuid_mod.uuid4().hex[:12]}"
+        self.hooks = HookRunner(list(conf.events.hooks), conf.events.hook_timeout)
+        self.stats = SweepStats()
+        self._epoch: int | None = None
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._hook_cursor = 0
+        self._next_prune = 0.0
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Sweeper:
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.hooks.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.sweep()
+                if self._failing:
+                    self._failing = False
+                    LOG.info("sweeper: database answers again")
+            except BackendError as exc:
+                if not self._failing:
+                    self._failing = True
+                    LOG.warning("sweeper: cannot sweep: %s", exc)
+            except Exception:
+                LOG.exception("sweeper: unexpected error; sweeping goes on")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def sweep(self) -> list[Transition]:
+        """One sweep; the transitions written (none unless we lead)."""
+        started = time.perf_counter()
+        engine = self.sg.engine
+        with records.sql_errors():
+            epoch = db_events.acquire(engine, LEASE_NAME, self.holder, self._epoch, self.lease)
+        if not epoch:
+            self._set_leader(None)
+            return []
+        self._set_leader(epoch)
+        snapshot = self.sg.snapshot()
+        transitions, self._pending = decide(
+            snapshot.statuses, self._pending, self.down_after, self.up_after
+        )
+        written: list[Transition] = []
+        if transitions:
+            result = write_transitions(engine, transitions, self.holder, epoch, self.lease)
+            if result is None:
+                self._set_leader(None)
+                return []
+            written = result
+        for t in written:
+            self.stats.transitions[t.status.service.binary, t.state] += 1
+            LOG.info(
+                "%s on %s: %s -> %s (%s)",
+                t.status.service.binary,
+                t.status.service.host,
+                t.previous,
+                t.state,
+                t.cause,
+            )
+        self._feed_hooks()
+        self._prune()
+        self.stats.sweeps += 1
+        self.stats.last_duration = time.perf_counter() - started
+        return written
+
+    def _set_leader(self, epoch: int | None) -> None:
+        if epoch == self._epoch:
+            return
+        if epoch is None:
+            LOG.warning("sweeper: no longer the leader (epoch %s)", self._epoch)
+        else:
+            LOG.info("sweeper: leading the sweep as %s (epoch %s)", self.holder, epoch)
+            # Start hooks at the stream's end: hooks are best effort, the
+            # stream is the record (a predecessor fed the earlier events).
+            if self.hooks:
+                with records.sql_errors():
+                    self._hook_cursor = db_events.last_id(self.sg.engine)
+            self._next_prune = 0.0
+        self._epoch = epoch
+        self._pending = {}
+        self.stats.leader = epoch is not None
+        self.stats.epoch = epoch or 0
+
+    def _feed_hooks(self) -> None:
+        if not self.hooks:
+            return
+        with records.sql_errors():
+            new = db_events.read(self.sg.engine, since=self._hook_cursor)
+        for event in new:
+            self.hooks.submit(event.as_dict())
+        if new:
+            self._hook_cursor = new[-1].id
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + min(PRUNE_EVERY, self.retention / 10)
+        with records.sql_errors():
+            removed = db_events.prune(self.sg.engine, self.retention)
+        if removed:
+            LOG.info("sweeper: pruned %d events older than %.0fs", removed, self.retention)
+
+
+# -- hooks -----------------------------------------------------------------------
+
+
+class Hook:
+    """One command with its own bounded queue and worker thread.
+
+    Separate workers mean a slow or hanging hook delays nobody but itself;
+    the bounded queue means it cannot eat memory either: a full queue drops
+    the event and counts it.
+    """
+
+    def __init__(self, command: str, timeout: float) -> None:
+        self.command = command
+        self.argv = shlex.split(command)
+        self.timeout = timeout
+        self.runs = 0
+        self.failures = 0
+        self.dropped = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(HOOK_QUEUE_SIZE)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=f"hook {command}", daemon=True)
+        self._thread.start()
+
+    def submit(self, event: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            LOG.warning("hook %r is behind; dropped event %s", self.command, event.get("id"))
+
+    def close(self) -> None:
+        """Stop after the current run; queued events are dropped (hooks are best effort).
+
+        Waiting for the queue to drain could take queue size x timeout.
+        """
+        self._closed.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while not self._closed.is_set():
+            try:
+                event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event is None or self._closed.is_set():
+                return
+            self.run(event)
+
+    def run(self, event: dict[str, Any]) -> bool:
+        self.runs += 1
+        try:
+            result = subprocess.run(
+                self.argv,
+                input=json.dumps(event).encode(),
+                capture_output=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return self._failed(event, f"timed out after {self.timeout:g}s")
+        except OSError as exc:
+            return self._failed(event, str(exc))
+        if result.returncode != 0:
+            tail = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            return self._failed(event, f"exit {result.returncode} {' '.join(tail)}".strip())
+        return True
+
+    def _failed(self, event: dict[str, Any], why: str) -> bool:
+        self.failures += 1
+        LOG.warning("hook %r failed on event %s: %s", self.command, event.get("id"), why)
+        return False
+
+
+class HookRunner:
+    def __init__(self, commands: list[str], timeout: float) -> None:
+        self.hooks = [Hook(command, timeout) for command in commands if command.strip()]
+
+    def __bool__(self) -> bool:
+        return bool(self.hooks)
+
+    def submit(self, event: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            hook.submit(event)
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.close()
+
+
+# -- following the stream --------------------------------------------------------
+
+
+class Watcher:
+    """Calls `callback(event)` for each new event, on a thread, until stop().
+
+    A callback that raises does not stop it: the error is logged once (and
+    again only after a success), counted, and the next event follows.
+    The cursor moves past every event, failed or not; a consumer that needs
+    exactly-once keeps its own cursor with its own state (doc/events.md).
+    """
+
+    def __init__(
+        self,
+        sg: ServiceGroup,
+        callback: Callable[[Event], object],
+        since: int | None = None,
+        binary: str | None = None,
+        host: str | None = None,
+        poll: float = 0.1,
+    ) -> None:
+        self.sg = sg
+        self.callback = callback
+        self.cursor = since or 0
+        self.binary = binary
+        self.host = host
+        self.poll = poll
+        self.errors = 0
+        self._logged = False
+        self._read_failing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event watcher", daemon=True)
+
+    def start(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = self.sg.events(since=self.cursor, binary=self.binary, host=self.host)
+                self._read_failing = False
+            except BackendError as exc:
+                if not self._read_failing:
+                    self._read_failing = True
+                    LOG.warning("event watcher: cannot read events: %s", exc)
+                self._stop.wait(self.poll)
+                continue
+            for event in batch.events:
+                if self._stop.is_set():
+                    return
+                self._deliver(event)
+                self.cursor = event.id
+            self.cursor = max(self.cursor, batch.cursor)
+            if not batch.events:
+                self._stop.wait(self.poll)
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            self.callback(event)
+        except Exception:
+            self.errors += 1
+            if not self._logged:
+                self._logged = True
+                LOG.exception("event watcher: callback failed on event %s", event.id)
+        else:
+            self._logged = False

@@ -1,0 +1,289 @@
+"""The event stream on real databases: admin events, sweeps, cursors, lease, CAS.
+
+Sweeps are driven by hand (Sweeper.sweep()) wherever the test is about what
+a sweep writes, so no test depends on a background thread's timing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from servicegroup import ServiceGroup
+from servicegroup.db import events as db_events
+from servicegroup.db.models import services
+from servicegroup.events import Sweeper, decide, write_transitions
+from servicegroup.exceptions import InvalidInput
+from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
+
+PATIENCE = 10.0
+EVENT_OPTS = {"events__sweep_interval": 0.05}
+
+
+def wait_for(predicate, what: str, patience: float = PATIENCE) -> None:
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def story(sg: ServiceGroup, since: int = 0) -> list[tuple[str | None, str, str]]:
+    return [(e.previous, e.state, e.cause) for e in sg.events(since=since).events]
+
+
+def sweep_until(sweeper: Sweeper, sg: ServiceGroup, want: tuple, since: int = 0) -> None:
+    def seen() -> bool:
+        sweeper.sweep()
+        return want in story(sg, since)
+
+    wait_for(seen, f"event {want}")
+
+
+@pytest.fixture
+def group(sql_url: str, make_group) -> ServiceGroup:
+    return make_group(sql_url, **EVENT_OPTS)
+
+
+def test_admin_actions_are_events_at_once(group: ServiceGroup) -> None:
+    svc = group.register("host-1", "compute")
+    group.register("host-1", "compute", version=2)  # not new: no event
+    group.set_disabled(svc, True, "maintenance")
+    group.set_disabled(svc, True, "still")  # no change of the flag: no event
+    group.set_forced_down(svc, True)
+    group.set_forced_down(svc, False)
+    group.update(svc, disabled=False, version=3)
+    group.delete(svc)
+    assert story(group) == [
+        (None, "down", "registered"),
+        ("down", "down", "disabled"),
+        ("down", "down", "forced_down"),
+        ("down", "down", "forced_down_unset"),
+        ("down", "down", "enabled"),
+        ("down", "down", "deleted"),
+    ]
+    batch = group.events()
+    assert [e.id for e in batch.events] == sorted(e.id for e in batch.events)
+    assert {e.service_id for e in batch.events} == {svc.uuid}
+    assert batch.events[0].as_dict()["time"].endswith("Z")
+
+
+def test_sweep_records_down_and_up(group: ServiceGroup) -> None:
+    sweeper = Sweeper(group, group.conf)
+    svc = group.register("host-1", "compute")
+    group.heartbeat(svc)
+    sweep_until(sweeper, group, ("down", "up", "heartbeat"))
+    sweep_until(sweeper, group, ("up", "down", "heartbeat_timeout"))
+    reporter = group.join(svc)
+    wait_for(lambda: group.is_up(svc), "the service up again")
+    start = group.events().cursor
+    sweep_until(sweeper, group, ("down", "up", "heartbeat"), since=start)
+    reporter.stop()
+    group.leave(svc)
+    sweep_until(sweeper, group, ("up", "down", "leave"), since=start)
+    counts = Counter((p, s) for p, s, _ in story(group))
+    assert counts[("down", "up")] == 2 and counts[("up", "down")] == 2
+    assert sweeper.stats.leader and sweeper.stats.transitions[("compute", "up")] == 2
+    sweeper.hooks.close()
+
+
+def test_forced_down_then_unset_while_beating(group: ServiceGroup) -> None:
+    sweeper = Sweeper(group, group.conf)
+    svc = group.register("host-1", "compute")
+    group.join(svc)
+    sweep_until(sweeper, group, ("down", "up", "heartbeat"))
+    group.set_forced_down(svc, True)
+    mark = group.events().cursor
+    assert story(group, mark - 1) == [("up", "down", "forced_down")]
+    sweeper.sweep()  # sees down, but SQL already says down: nothing new
+    assert story(group, mark) == []
+    group.set_forced_down(svc, False)
+    sweep_until(sweeper, group, ("down", "up", "heartbeat"), since=mark)
+    assert story(group, mark) == [
+        ("down", "down", "forced_down_unset"),
+        ("down", "up", "heartbeat"),
+    ]
+    sweeper.hooks.close()
+
+
+def test_cursor_semantics(group: ServiceGroup) -> None:
+    assert group.events().cursor == 0
+    a = group.register("host-a", "compute")
+    b = group.register("host-b", "scheduler")
+    group.set_disabled(a, True)
+    everything = group.events()
+    ids = [e.id for e in everything.events]
+    assert everything.cursor == ids[-1] and len(ids) == 3
+    assert [e.id for e in group.events(since=ids[0]).events] == ids[1:]
+    empty = group.events(since=ids[-1])
+    assert empty.events == [] and empty.cursor == ids[-1]
+    assert [e.service_id for e in group.events(binary="scheduler").events] == [b.uuid]
+    assert [e.cause for e in group.events(host="host-a").events] == ["registered", "disabled"]
+    assert group.events(since=ids[-1], host="host-b").cursor == ids[-1]
+    assert [e.id for e in group.events(limit=2).events] == ids[:2]
+    for bad in ({"wait": 61}, {"wait": -1}, {"since": -1}, {"limit": 0}):
+        with pytest.raises(InvalidInput) as info:
+            group.events(**bad)
+        assert info.value.field == next(iter(bad))
+
+
+def test_wait_returns_early_when_an_event_arrives(group: ServiceGroup) -> None:
+    cursor = group.events().cursor
+    timer = threading.Timer(0.2, group.register, ("host-late", "compute"))
+    timer.start()
+    batch = group.events(since=cursor, wait=30)  # a hang here fails on the pytest timeout
+    timer.join()
+    assert [e.host for e in batch.events] == ["host-late"]
+    empty = group.events(since=batch.cursor, wait=0.1)
+    assert empty.events == [] and empty.cursor == batch.cursor
+
+
+def test_pruning_drops_old_events(sql_url: str, make_group) -> None:
+    group = make_group(sql_url, events__retention=1.0, **EVENT_OPTS)
+    group.register("host-1", "compute")
+    assert db_events.prune(group.engine, 1.0) == 0
+    wait_for(lambda: db_events.prune(group.engine, 1.0) == 1, "the event to age")
+    # Ids keep increasing after the newest events were pruned.
+    group.register("host-2", "compute")
+    assert group.events().events[0].id == 2
+
+
+# -- the lease -------------------------------------------------------------------
+
+
+def test_lease_expiry_takeover_and_fencing(group: ServiceGroup) -> None:
+    engine = group.engine
+    assert db_events.acquire(engine, "t", "a", None, 0.3) == 1
+    assert db_events.acquire(engine, "t", "b", None, 0.3) == 0  # held by a
+    assert db_events.acquire(engine, "t", "a", 1, 0.3) == 1  # renewed
+    wait_for(lambda: db_events.acquire(engine, "t", "b", None, 30) == 2, "b to take over")
+    assert db_events.holder_of(engine, "t") == ("b", 2)
+    assert db_events.acquire(engine, "t", "a", 1, 0.3) == 0  # a was deposed
+    with engine.begin() as conn:
+        assert not db_events.fence(conn, "t", "a", 1, 0.3)
+        assert db_events.fence(conn, "t", "b", 2, 30)
+
+
+def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGroup) -> None:
+    svc = group.register("host-1", "compute")
+    old = Sweeper(group, group.conf, holder="old")
+    old.lease = 0.2
+    new = Sweeper(group, group.conf, holder="new")
+    assert old.sweep() == [] and old.stats.leader
+    group.heartbeat(svc)
+    # The old leader decides a transition, then stalls past its lease.
+    transitions, _ = decide(group.snapshot().statuses, {})
+    assert [(t.previous, t.state) for t in transitions] == [("down", "up")]
+    wait_for(lambda: bool(new.sweep()) or new.stats.leader, "the new leader")
+    before = story(group)
+    assert write_transitions(group.engine, transitions, "old", old.stats.epoch, 0.2) is None
+    assert story(group) == before
+    # The same transition written twice by the leader: the CAS lets one through.
+    again = write_transitions(group.engine, transitions, "new", new.stats.epoch, 1.0)
+    assert again == []
+    assert Counter(story(group))[("down", "up", "heartbeat")] == 1
+    old.hooks.close()
+    new.hooks.close()
+
+
+def test_new_leader_resumes_from_observed_state(group: ServiceGroup) -> None:
+    svc = group.register("host-1", "compute")
+    group.heartbeat(svc)
+    first = Sweeper(group, group.conf, holder="first")
+    sweep_until(first, group, ("down", "up", "heartbeat"))
+    # first dies; the service dies during the hand-over.
+    with group.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE leases SET expires_at = :t"), {"t": "2000-01-01 00:00:00"})
+    wait_for(lambda: not group.is_up(svc), "the service to go down")
+    second = Sweeper(group, group.conf, holder="second")
+    sweep_until(second, group, ("up", "down", "heartbeat_timeout"))
+    assert first.sweep() == []  # deposed
+    second.sweep()
+    assert Counter(story(group)) == {
+        (None, "down", "registered"): 1,
+        ("down", "up", "heartbeat"): 1,
+        ("up", "down", "heartbeat_timeout"): 1,
+    }
+    first.hooks.close()
+    second.hooks.close()
+
+
+def test_rows_from_before_events_are_seeded_silently(group: ServiceGroup) -> None:
+    svc = group.register("host-1", "compute")
+    with group.engine.begin() as conn:
+        conn.execute(sa.update(services).values(observed_state=None))
+    sweeper = Sweeper(group, group.conf)
+    sweeper.sweep()
+    assert group.get(svc).service.observed_state == "down"
+    assert story(group) == [(None, "down", "registered")]
+    sweeper.hooks.close()
+
+
+def test_concurrent_appenders_commit_in_id_order(sql_url: str, make_group) -> None:
+    """Writers race; a reader polling all along must never see a hole filled later.
+
+    If ids could commit out of order, some poll would return ids above a gap
+    that a later poll fills in: the reader's cursor would have skipped it.
+    """
+    writers = [make_group(sql_url, **EVENT_OPTS) for _ in range(4)]
+    reader = make_group(sql_url, **EVENT_OPTS)
+    per_writer = 15
+    errors: list[BaseException] = []
+
+    def write(sg: ServiceGroup, n: int) -> None:
+        try:
+            for i in range(per_writer):
+                svc = sg.register(f"host-{n}-{i}", "compute")
+                sg.set_disabled(svc, True)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(sg, n)) for n, sg in enumerate(writers)]
+    for t in threads:
+        t.start()
+    cursor, seen = 0, []
+    while any(t.is_alive() for t in threads) or len(seen) < 2 * per_writer * len(writers):
+        batch = reader.events(since=cursor)
+        ids = [e.id for e in batch.events]
+        assert ids == list(range(cursor + 1, cursor + 1 + len(ids))), (cursor, ids)
+        seen += ids
+        cursor = batch.cursor
+        if errors:
+            break
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(seen) == 2 * per_writer * len(writers)
+    # Every registration precedes that service's disabled event.
+    order = {(e.service_id, e.cause): e.id for e in reader.events(limit=1000).events}
+    assert all(order[u, "registered"] < order[u, "disabled"] for u, c in order if c == "disabled")
+
+
+# -- other drivers ---------------------------------------------------------------
+
+
+def test_sweep_on_every_backend(backend: Backend, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    sg = backend.group(**EVENT_OPTS)
+    sweeper = Sweeper(sg, sg.conf)
+    request.addfinalizer(sweeper.hooks.close)
+    svc = sg.register("host-1", "compute")
+    reporter = sg.join(svc)
+    sweep_until(sweeper, sg, ("down", "up", "heartbeat"))
+    reporter.stop()  # heartbeats stop; the record stays
+    want = ("up", "down")
+
+    def down_seen() -> bool:
+        sweeper.sweep()
+        return any((p, s) == want for p, s, _ in story(sg))
+
+    wait_for(down_seen, "the down event")
+    assert Counter((p, s) for p, s, _ in story(sg)) == {
+        (None, "down"): 1,
+        ("down", "up"): 1,
+        ("up", "down"): 1,
+    }

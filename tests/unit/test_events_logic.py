@@ -1,0 +1,190 @@
+"""The sweeper's decision (a pure function over snapshots) and the hook runner."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from servicegroup.events import Hook, HookRunner, cause_of, decide
+from servicegroup.service import Service, ServiceStatus, State
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PATIENCE = 10.0
+
+
+def svc(observed: str | None, uuid: str = "u1", forced: bool = False) -> Service:
+    return Service(
+        uuid=uuid,
+        host="h",
+        binary="b",
+        topic=None,
+        availability_zone=None,
+        version=0,
+        report_count=0,
+        disabled=False,
+        disabled_reason=None,
+        forced_down=forced,
+        last_seen_up=None,
+        created_at=NOW,
+        updated_at=None,
+        deleted=False,
+        deleted_at=None,
+        observed_state=observed,
+    )
+
+
+def status(observed: str | None, state: State, beat: datetime | None = NOW, **kw) -> ServiceStatus:
+    return ServiceStatus(svc(observed, **kw), state, beat)
+
+
+def run(snapshots, down_after=1, up_after=1):
+    """Feed successive snapshots, applying written transitions like SQL would."""
+    observed = snapshots[0][0]
+    pending: dict = {}
+    emitted = []
+    for _, state in snapshots:
+        transitions, pending = decide(
+            [status(observed, state)], pending, down_after=down_after, up_after=up_after
+        )
+        for t in transitions:
+            emitted.append((t.previous, t.state))
+            observed = t.state
+    return emitted
+
+
+def test_no_change_no_transition() -> None:
+    assert run([("up", State.UP)] * 3) == []
+
+
+def test_each_change_is_one_transition() -> None:
+    seq = [("up", State.UP), (None, State.DOWN), (None, State.DOWN), (None, State.UP)]
+    assert run(seq) == [("up", "down"), ("down", "up")]
+
+
+def test_unknown_and_back() -> None:
+    seq = [("up", State.UNKNOWN), (None, State.UP)]
+    assert run(seq) == [("up", "unknown"), ("unknown", "up")]
+
+
+def test_down_damping_needs_consecutive_sweeps() -> None:
+    flap = [("up", State.DOWN), (None, State.UP), (None, State.DOWN), (None, State.UP)]
+    assert run(flap, down_after=2) == []
+    steady = [("up", State.DOWN), (None, State.DOWN), (None, State.DOWN)]
+    assert run(steady, down_after=2) == [("up", "down")]
+    assert run(steady, down_after=3) == [("up", "down")]
+    assert run(steady, down_after=4) == []
+
+
+def test_up_damping_is_separate_from_down() -> None:
+    seq = [("down", State.UP), (None, State.UP), (None, State.DOWN), (None, State.DOWN)]
+    assert run(seq, up_after=2, down_after=1) == [("down", "up"), ("up", "down")]
+
+
+def test_damping_counter_resets_on_a_different_candidate() -> None:
+    seq = [("up", State.DOWN), (None, State.UNKNOWN), (None, State.DOWN), (None, State.DOWN)]
+    assert run(seq, down_after=2) == [("up", "down")]
+
+
+def test_never_observed_is_seeded_silently() -> None:
+    transitions, _ = decide([status(None, State.UP)], {})
+    assert [(t.previous, t.state, t.cause) for t in transitions] == [(None, "up", "observed")]
+
+
+def test_causes() -> None:
+    assert cause_of(status("down", State.UP)) == "heartbeat"
+    assert cause_of(status("up", State.UNKNOWN, None)) == "backend_unavailable"
+    assert cause_of(status("up", State.DOWN)) == "heartbeat_timeout"
+    assert cause_of(status("up", State.DOWN, None)) == "leave"
+    assert cause_of(status("up", State.DOWN, forced=True)) == "forced_down"
+
+
+# -- hooks -----------------------------------------------------------------------
+
+
+def script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"import sys, json, time\n{body}\n")
+    return f"{sys.executable} {path}"
+
+
+def wait_for(predicate, what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_hook_gets_the_event_as_json_on_stdin(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    hook = Hook(script(tmp_path, "h.py", f"open({str(out)!r}, 'w').write(sys.stdin.read())"), 10)
+    assert hook.run({"id": 7, "state": "down"})
+    assert json.loads(out.read_text()) == {"id": 7, "state": "down"}
+    hook.close()
+
+
+def test_failing_and_timed_out_hooks_are_counted(tmp_path: Path) -> None:
+    failing = Hook(script(tmp_path, "f.py", "sys.exit(3)"), 10)
+    slow = Hook(script(tmp_path, "s.py", "time.sleep(30)"), 0.2)
+    missing = Hook("/nonexistent/hook", 10)
+    for hook in (failing, slow, missing):
+        assert not hook.run({"id": 1})
+        assert hook.failures == 1
+        hook.close()
+
+
+def test_slow_hook_delays_neither_the_caller_nor_other_hooks(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    out = tmp_path / "fast.log"
+    slow = script(
+        tmp_path,
+        "slow.py",
+        f"while not __import__('os').path.exists({str(release)!r}): time.sleep(0.01)",
+    )
+    fast = script(tmp_path, "fast.py", f"open({str(out)!r}, 'a').write(sys.stdin.read() + '\\n')")
+    runner = HookRunner([slow, fast], timeout=30)
+    submitted = threading.Event()
+
+    def submit() -> None:
+        for i in range(3):
+            runner.submit({"id": i})
+        submitted.set()
+
+    threading.Thread(target=submit).start()
+    # The slow hook is still blocked on its first event, yet all were handed
+    # over and the fast hook ran all three.
+    wait_for(submitted.is_set, "submit() to return")
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 3, "the fast hook")
+    assert not release.exists() and runner.hooks[0].runs == 1
+    release.touch()
+    wait_for(lambda: runner.hooks[0].runs == 3, "the slow hook to catch up")
+    runner.close()
+    for hook in runner.hooks:
+        hook.join(PATIENCE)
+    assert runner.hooks[0].failures == 0
+
+
+def test_full_queue_drops_and_counts(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("servicegroup.events.HOOK_QUEUE_SIZE", 2)
+    release = tmp_path / "release"
+    hook = Hook(
+        script(
+            tmp_path,
+            "b.py",
+            f"while not __import__('os').path.exists({str(release)!r}): time.sleep(0.01)",
+        ),
+        30,
+    )
+    hook.submit({"id": 0})
+    wait_for(lambda: hook.runs == 1, "the first run to start")
+    for i in range(1, 5):
+        hook.submit({"id": i})
+    assert hook.dropped == 2
+    release.touch()
+    hook.close()
+    hook.join(PATIENCE)
