@@ -26,7 +26,7 @@ from servicegroup import validation
 from servicegroup.api import ServiceGroup
 from servicegroup.db import records
 from servicegroup.exceptions import InvalidInput, NotFound
-from servicegroup.server import errors, metrics
+from servicegroup.server import auth, errors, metrics
 from servicegroup.server.schemas import (
     NAME_DOC,
     Health,
@@ -105,8 +105,11 @@ def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
     return JSONResponse(status.as_dict(), status_code=code)
 
 
-def create_app(sg: ServiceGroup) -> FastAPI:
-    """The ASGI app over `sg`; the caller owns sg and closes it."""
+def create_app(sg: ServiceGroup, tokens: auth.Tokens | None = None) -> FastAPI:
+    """The ASGI app over `sg`; the caller owns sg and closes it.
+
+    Tokens default to those in sg's configuration ([api] *_tokens).
+    """
     app = FastAPI(
         title="servicegroup",
         version=_version(),
@@ -117,6 +120,7 @@ def create_app(sg: ServiceGroup) -> FastAPI:
     errors.install(app)
     cache = ServiceCache(ttl=sg.down_time)
     registry = metrics.make_registry(sg)
+    guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens)
 
     @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
     def healthz() -> JSONResponse:
@@ -125,13 +129,14 @@ def create_app(sg: ServiceGroup) -> FastAPI:
 
     @app.get(
         "/metrics",
+        dependencies=[guard.read],
         response_class=PlainTextResponse,
         responses={
             200: {
                 "description": "Prometheus text exposition format 0.0.4.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **errors.json_responses(500),
+            **errors.json_responses(401, 403, 500),
         },
     )
     def get_metrics() -> Response:
@@ -139,6 +144,7 @@ def create_app(sg: ServiceGroup) -> FastAPI:
 
     @app.post(
         "/v1/services",
+        dependencies=[guard.agent],
         status_code=201,
         response_model=ServiceOut,
         responses={
@@ -152,7 +158,12 @@ def create_app(sg: ServiceGroup) -> FastAPI:
         cache.put(service)
         return _service_json(sg.get(service), 201 if created else 200)
 
-    @app.get("/v1/services", response_model=ServiceList, responses=errors.responses(*_READ))
+    @app.get(
+        "/v1/services",
+        dependencies=[guard.read],
+        response_model=ServiceList,
+        responses=errors.responses(*_READ),
+    )
     def list_services(
         binary: NameFilter = None,
         host: NameFilter = None,
@@ -171,12 +182,18 @@ def create_app(sg: ServiceGroup) -> FastAPI:
         )
         return JSONResponse({"services": [s.as_dict() for s in statuses]})
 
-    @app.get("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_BY_ID))
+    @app.get(
+        "/v1/services/{id}",
+        dependencies=[guard.read],
+        response_model=ServiceOut,
+        responses=errors.responses(*_BY_ID),
+    )
     def get_service(id: ServiceId) -> JSONResponse:
         return _service_json(sg.get(_uuid(id)))
 
     @app.post(
         "/v1/services/{id}/heartbeat",
+        dependencies=[guard.agent],
         status_code=204,
         response_class=Response,
         responses=errors.responses(*_BY_ID),
@@ -195,7 +212,24 @@ def create_app(sg: ServiceGroup) -> FastAPI:
             raise
         return Response(status_code=204)
 
-    @app.patch("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_WRITE))
+    @app.post(
+        "/v1/services/{id}/leave",
+        dependencies=[guard.agent],
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(*_BY_ID),
+    )
+    def leave(id: ServiceId) -> Response:
+        """Down at once, until the next heartbeat: a clean stop, not a silent one."""
+        sg.leave(_uuid(id))
+        return Response(status_code=204)
+
+    @app.patch(
+        "/v1/services/{id}",
+        dependencies=[guard.admin],
+        response_model=ServiceOut,
+        responses=errors.responses(*_WRITE),
+    )
     def update_service(id: ServiceId, body: UpdateBody) -> JSONResponse:
         uuid = _uuid(id)
         changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
@@ -205,6 +239,7 @@ def create_app(sg: ServiceGroup) -> FastAPI:
 
     @app.delete(
         "/v1/services/{id}",
+        dependencies=[guard.admin],
         status_code=204,
         response_class=Response,
         responses=errors.responses(*_BY_ID, 409),
@@ -218,7 +253,10 @@ def create_app(sg: ServiceGroup) -> FastAPI:
         return Response(status_code=204)
 
     @app.get(
-        "/v1/versions/{binary}", response_model=VersionRange, responses=errors.responses(*_READ)
+        "/v1/versions/{binary}",
+        dependencies=[guard.read],
+        response_model=VersionRange,
+        responses=errors.responses(*_READ),
     )
     def versions(
         binary: Annotated[str, Path(json_schema_extra=NAME_DOC)],
@@ -231,17 +269,20 @@ def create_app(sg: ServiceGroup) -> FastAPI:
     return app
 
 
-def serve(conf: cfg.ConfigOpts) -> int:
+def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop.
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
-    (port in use) are already logged by uvicorn and come back as 1.
+    (port in use) are already logged by uvicorn and come back as 1. An open
+    API (no agent or admin token) beyond loopback needs `insecure`.
     """
+    tokens = auth.Tokens.from_conf(conf)
+    auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
     sg = ServiceGroup(conf)
     try:
         config = uvicorn.Config(
-            create_app(sg),
+            create_app(sg, tokens),
             host=conf.api.host,
             port=conf.api.port,
             log_config=None,
