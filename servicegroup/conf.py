@@ -167,7 +167,16 @@ tooz_opts = [
         "backend_url",
         default="redis://127.0.0.1:6379",
         secret=True,
-        help="tooz coordination backend URL (redis://, zookeeper://, etcd3+http://, ...).",
+        help="tooz coordination backend URL (redis://, zookeeper://, etcd3+http://, ...). "
+        "Membership expiry parameters (redis membership_timeout, zookeeper timeout, ...) "
+        "are derived from service_down_time unless set here.",
+    ),
+    cfg.FloatOpt(
+        "request_timeout",
+        default=5.0,
+        min=0.001,
+        help="Seconds to wait for one tooz request (reads, pings, joins); also the redis "
+        "socket and connect timeouts unless backend_url sets them.",
     ),
 ]
 

@@ -1,0 +1,440 @@
+"""The `tooz` driver: liveness as group membership on any tooz backend.
+
+Group = binary, member = one service: ``<host>@<binary>`` (both escaped), with
+capabilities ``{uuid, version}``. A beat is the coordinator's heartbeat().
+
+What "up" means here: the member is in its group. Each backend expires
+members itself, so the driver tunes that expiry to service_down_time when it
+builds the URL (redis ``membership_timeout``, zookeeper session ``timeout``,
+etcd3/memcached ``membership_timeout``) unless the operator set it. tooz gives
+no beat time, so a present member's last_heartbeat is the reading's own "now":
+the API judges age 0 -> up, absent -> down. The redis beat key's TTL would
+give a real beat time, but only by reaching into tooz's private key layout
+and client for one backend; not worth a second, fragile code path.
+
+Why the member is per service, not per host: tooz keeps ONE liveness signal
+per member id (redis: one ``<ns>_beats:<member>`` key; zookeeper: one
+session). With member = host, a crashed conductor stays up for as long as
+the compute on the same host beats the shared key. So every service gets
+its own coordinator, lazily created and cached by (host, binary). The cost,
+for a daemon that beats many services: one coordinator each, i.e. one or
+two redis connections plus tooz's executor thread, or one ZooKeeper session
+with kazoo's threads, per service. Reads use one extra coordinator with a
+member id no escaped name can take (``%reader-...``).
+
+Silence must mean down on every backend, but a ZooKeeper session (kept alive
+by kazoo in the background) outlives a stopped reporter. So an expiry thread
+stops any coordinator that has not beaten for service_down_time, which
+leaves its groups: a silent service goes down after service_down_time
+whatever the backend, and a crashed one when the backend expires it.
+
+close() stops every coordinator, and tooz's stop() leaves the joined groups:
+closing a ServiceGroup is a process exit, so its services go down at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import uuid as uuid_mod
+from collections import defaultdict
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import tooz
+from oslo_config import cfg
+from sqlalchemy import Engine
+from tooz import coordination
+
+from servicegroup import conf as sg_conf
+from servicegroup.clock import Clock
+from servicegroup.db.records import RecordSet
+from servicegroup.drivers.base import Driver, Pulse, Reading
+from servicegroup.exceptions import ConfigError
+from servicegroup.service import Service
+
+LOG = logging.getLogger(__name__)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    # Some tooz calls let the client library's own errors through (the redis
+    # driver's futures do not translate them), so those count as backend
+    # failures too, when the library is installed.
+    errors: list[type[BaseException]] = [tooz.ToozError]
+    try:
+        import redis
+
+        errors.append(redis.RedisError)
+    except ImportError:  # pragma: no cover - redis is optional
+        pass
+    from kazoo.exceptions import KazooException
+    from kazoo.handlers.threading import KazooTimeoutError
+
+    errors += [KazooException, KazooTimeoutError]
+    return tuple(errors)
+
+
+def escape(name: str) -> str:
+    """An ASCII id without '/', '@' or a bare '.'/'..': safe as a znode name and a redis key."""
+    quoted = quote(name, safe="")
+    return quoted.replace(".", "%2E") if not quoted.strip(".") else quoted
+
+
+def member_id(host: str, binary: str) -> bytes:
+    return f"{escape(host)}@{escape(binary)}".encode("ascii")
+
+
+def group_id(binary: str) -> bytes:
+    return escape(binary).encode("ascii")
+
+
+def coordination_url(
+    url: str, down_time: float, request_timeout: float, *, reader: bool = False
+) -> str:
+    """backend_url with membership expiry set from service_down_time, unless already set.
+
+    Parameter names and types follow tooz's drivers: redis takes a float
+    membership_timeout (its `timeout` is int() and only feeds defaults, so it
+    is left alone); zookeeper's int `timeout` is the session timeout (and
+    the connect timeout of start(), hence a short one for the reader, which
+    never joins); etcd3 and memcached take an int membership_timeout. Int
+    parameters round up, so no service is ever called down early.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {key for key, _ in query}
+    scheme = parts.scheme
+    derived: dict[str, str] = {}
+    if scheme == "redis":
+        derived["membership_timeout"] = repr(float(down_time))
+        # Run requests in the calling thread: tooz's default worker thread
+        # costs a thread per coordinator and a second to stop, and redis
+        # requests are sequential on it anyway.
+        derived["executor"] = "synchronous"
+        derived["socket_timeout"] = repr(float(request_timeout))
+        derived["socket_connect_timeout"] = repr(float(request_timeout))
+    elif scheme in ("zookeeper", "kazoo"):
+        seconds = request_timeout if reader else down_time
+        derived["timeout"] = str(max(1, math.ceil(seconds)))
+    elif scheme in ("etcd3+http", "etcd3+https", "memcached"):
+        derived["membership_timeout"] = str(max(1, math.ceil(down_time)))
+    query += [(key, value) for key, value in derived.items() if key not in present]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = [
+        (key, "***" if "password" in key.lower() else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def _bound_redis_retries(coord: coordination.CoordinationDriver) -> None:
+    """No redis-py retries under tooz's own: together they stall a call on a dead server.
+
+    redis-py (>= 6) retries each command 3 times with up to seconds of
+    backoff, and tooz retries connection errors 15 times around that: a
+    heartbeat to a stopped Redis took over 40 s. tooz passes no retry option
+    to the client, so the client it builds gets a no-retry policy here; tooz's
+    own retries on refused connections stay (they are instant).
+    """
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        from tooz.drivers.redis import RedisDriver
+    except ImportError:  # pragma: no cover - redis is optional
+        return
+    if not isinstance(coord, RedisDriver):
+        return
+    make_client = coord._make_client
+
+    def no_retry_client(*args: Any, **kwargs: Any) -> Any:
+        client = make_client(*args, **kwargs)
+        client.set_retry(Retry(NoBackoff(), 0))
+        return client
+
+    coord._make_client = no_retry_client  # type: ignore[method-assign]
+
+
+def _kazoo_client(coord: coordination.CoordinationDriver) -> Any:
+    """The KazooClient behind a zookeeper coordinator, else None.
+
+    tooz's zookeeper heartbeat() is a kazoo get() with no timeout, which
+    waits for as long as ZooKeeper is unreachable; reads have timeouts, a
+    beat has not. So a beat first asks kazoo whether it is connected (an
+    attribute read, no I/O) and fails at once when it is not.
+    """
+    from tooz.drivers.zookeeper import KazooDriver
+
+    return coord._coord if isinstance(coord, KazooDriver) else None
+
+
+class _Member:
+    """One beating service: its own coordinator, and what we know of its membership."""
+
+    def __init__(self, coord: coordination.CoordinationDriver, service: Service) -> None:
+        self.coord = coord
+        self.kazoo = _kazoo_client(coord)
+        self.group = group_id(service.binary)
+        self.member_id = member_id(service.host, service.binary)
+        self.lock = threading.Lock()
+        # Capabilities last written; None until the first join.
+        self.caps: dict[str, Any] | None = None
+        self.suspect = False  # a beat failed: verify membership on the next one
+        self.verify_at = 0.0
+        self.last_ok = 0.0
+        self.closed = False
+
+
+_ABSENT = object()
+
+
+class ToozDriver(Driver):
+    name = "tooz"
+    backend = "tooz"
+    backend_errors = _errors()
+
+    def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
+        super().__init__(conf, engine, clock)
+        url = conf.tooz.backend_url
+        scheme = urlsplit(url).scheme
+        # Names only: loading every tooz backend would import (and log about)
+        # client libraries this deployment does not have.
+        known = {ep.name for ep in entry_points(group="tooz.backends")}
+        if scheme not in known:
+            raise ConfigError(
+                f"tooz.backend_url: unknown tooz backend {scheme!r}; "
+                f"installed: {', '.join(sorted(known))}"
+            )
+        self.down_time = sg_conf.effective_down_time(conf)
+        self.timeout: float = conf.tooz.request_timeout
+        self.url = coordination_url(url, self.down_time, self.timeout)
+        self.reader_url = coordination_url(url, self.down_time, self.timeout, reader=True)
+        # Beats come every report_interval < down_time / 2; a longer gap means
+        # the backend may have expired us, so check the membership then.
+        self._stale_after = self.down_time / 2
+        self._members: dict[tuple[str, str], _Member] = {}
+        self._lock = threading.Lock()
+        self._reader: coordination.CoordinationDriver | None = None
+        self._reader_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._expirer: threading.Thread | None = None
+
+    # -- beat ------------------------------------------------------------------
+
+    def beat(self, service: Service) -> None:
+        caps = {"uuid": service.uuid, "version": service.version}
+        while True:
+            member = self._member(service)
+            with member.lock:
+                if member.closed:  # expired or forgotten meanwhile: take a fresh one
+                    continue
+                # Heartbeat first: a reader between a join and the first beat
+                # would find no beat key (redis) and prune the new member.
+                try:
+                    if member.kazoo is not None and not member.kazoo.connected:
+                        raise coordination.ToozConnectionError("not connected to ZooKeeper")
+                    member.coord.heartbeat()
+                except BaseException:
+                    member.suspect = True
+                    raise
+                now = self.clock.monotonic()
+                gap, member.last_ok = now - member.last_ok, now
+                if (
+                    member.caps != caps
+                    or member.suspect
+                    or gap >= self._stale_after
+                    or now >= member.verify_at
+                ):
+                    self._ensure_joined(member, caps)
+                return
+
+    def _member(self, service: Service) -> _Member:
+        key = (service.host, service.binary)
+        member = self._members.get(key)
+        if member is not None:
+            return member
+        # Connect outside the lock: one slow backend connection must not hold
+        # up the beats of every other service in a daemon.
+        coord = self._coordinator(self.url, member_id(service.host, service.binary))
+        fresh = _Member(coord, service)
+        fresh.last_ok = self.clock.monotonic()
+        with self._lock:
+            member = self._members.setdefault(key, fresh)
+        if member is not fresh:
+            self._stop(coord)
+        self._start_expirer()
+        return member
+
+    def _ensure_joined(self, member: _Member, caps: dict[str, Any]) -> None:
+        """Create-or-update the membership; a member that was expired or removed joins again."""
+        coord, group = member.coord, member.group
+        if member.caps is None:
+            current: Any = _ABSENT  # first beat: joining says whether we were there
+        else:
+            try:
+                current = coord.get_member_capabilities(group, member.member_id).get(
+                    timeout=self.timeout
+                )
+            except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+                current = _ABSENT
+        if current is _ABSENT:
+            self._join(coord, group, caps)
+        elif current != caps:
+            coord.update_capabilities(group, caps).get(timeout=self.timeout)
+        member.caps = caps
+        member.suspect = False
+        member.verify_at = self.clock.monotonic() + self.down_time
+
+    def _join(self, coord: coordination.CoordinationDriver, group: bytes, caps: dict) -> None:
+        for _attempt in range(2):
+            try:
+                coord.join_group(group, caps).get(timeout=self.timeout)
+                return
+            except coordination.MemberAlreadyExist:
+                # Left over from an earlier coordinator with this id. On
+                # zookeeper that node belongs to the old session and vanishes
+                # when it expires, so take it over rather than update it.
+                with contextlib.suppress(coordination.MemberNotJoined):
+                    coord.leave_group(group).get(timeout=self.timeout)
+            except coordination.GroupNotCreated:
+                with contextlib.suppress(coordination.GroupAlreadyExist):
+                    coord.create_group(group).get(timeout=self.timeout)
+        coord.join_group(group, caps).get(timeout=self.timeout)
+
+    # -- read ------------------------------------------------------------------
+
+    def read(self, recordset: RecordSet) -> Reading:
+        """One get_members per binary, all sent before any is awaited."""
+        by_binary: dict[str, list[Service]] = defaultdict(list)
+        for service in recordset.services:
+            by_binary[service.binary].append(service)
+        reader = self._reader_coord()
+        pending = {binary: reader.get_members(group_id(binary)) for binary in by_binary}
+        deadline = self.clock.monotonic() + self.timeout
+        present: list[str] = []
+        for binary, result in pending.items():
+            try:
+                members = result.get(timeout=max(0.0, deadline - self.clock.monotonic()))
+            except coordination.GroupNotCreated:
+                continue  # nobody of this binary ever joined: all NEVER
+            present += [s.uuid for s in by_binary[binary] if member_id(s.host, s.binary) in members]
+        now = self.clock.now()
+        pulse = Pulse(now)
+        return Reading(now=now, pulses=dict.fromkeys(present, pulse))
+
+    def _reader_coord(self) -> coordination.CoordinationDriver:
+        with self._reader_lock:
+            if self._reader is None:
+                reader_id = f"%reader-{uuid_mod.uuid4().hex}".encode("ascii")
+                coord = self._coordinator(self.reader_url, reader_id)
+                self._reader = coord
+            return self._reader
+
+    # -- forget, ping, describe, close -------------------------------------------
+
+    def forget(self, service: Service) -> None:
+        with self._lock:
+            member = self._members.pop((service.host, service.binary), None)
+        group = group_id(service.binary)
+        if member is None:
+            # Beating elsewhere (or not at all): tooz only lets a member leave
+            # by itself, so borrow its id for one leave_group.
+            coord = self._coordinator(self.url, member_id(service.host, service.binary))
+            self._leave(coord, group)
+            return
+        with member.lock:
+            member.closed = True
+            self._leave(member.coord, group)
+
+    def _leave(self, coord: coordination.CoordinationDriver, group: bytes) -> None:
+        try:
+            coord.leave_group(group).get(timeout=self.timeout)
+        except (coordination.MemberNotJoined, coordination.GroupNotCreated):
+            pass
+        finally:
+            self._stop(coord)
+
+    def ping(self) -> None:
+        self._reader_coord().get_groups().get(timeout=self.timeout)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend_url": redact(self.url)}
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            members, self._members = list(self._members.values()), {}
+        for member in members:
+            with member.lock:
+                member.closed = True
+            self._stop(member.coord)
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            self._stop(reader)
+        if self._expirer is not None and self._expirer is not threading.current_thread():
+            self._expirer.join(self.timeout)
+
+    def _coordinator(self, url: str, member: bytes) -> coordination.CoordinationDriver:
+        coord = coordination.get_coordinator(url, member)
+        _bound_redis_retries(coord)
+        coord.start(start_heart=False)
+        return coord
+
+    def _stop(self, coord: coordination.CoordinationDriver) -> None:
+        try:
+            client = _kazoo_client(coord)
+            if client is not None and not client.connected:
+                # tooz's stop() leaves each group with no timeout; closed
+                # first, kazoo fails those calls at once instead.
+                client.stop()
+            coord.stop()
+        except Exception as exc:  # the backend may be gone; the connection is released anyway
+            LOG.debug("stopping tooz coordinator failed: %s", exc)
+
+    # -- expiry ----------------------------------------------------------------
+
+    def _start_expirer(self) -> None:
+        with self._lock:
+            if self._expirer is not None or self._closed.is_set():
+                return
+            self._expirer = threading.Thread(
+                target=self._expire_loop, name="tooz-expiry", daemon=True
+            )
+            self._expirer.start()
+
+    def _expire_loop(self) -> None:
+        tick = max(0.01, self.down_time / 10)
+        while not self._closed.wait(tick):
+            now = self.clock.monotonic()
+            with self._lock:
+                silent = [
+                    (key, m)
+                    for key, m in self._members.items()
+                    if now - m.last_ok >= self.down_time
+                ]
+            for key, member in silent:
+                if not member.lock.acquire(blocking=False):
+                    continue  # a beat is running: not silent
+                try:
+                    if member.closed or self.clock.monotonic() - member.last_ok < self.down_time:
+                        continue
+                    member.closed = True
+                    # Stopped before it leaves the cache: a beat that comes now
+                    # waits, then starts a fresh coordinator, which this stop
+                    # (leaving the same member id) can no longer undo.
+                    self._stop(member.coord)
+                    with self._lock:
+                        if self._members.get(key) is member:
+                            del self._members[key]
+                finally:
+                    member.lock.release()
