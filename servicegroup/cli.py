@@ -164,7 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(db_sub, "version", cmd_db_version, "show the current and latest revision")
 
     # serve
-    leaf(commands, "serve", cmd_serve, "run the HTTP daemon in the foreground")
+    p = leaf(commands, "serve", cmd_serve, "run the HTTP daemon in the foreground")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen on a non-loopback [api] host even with no agent or admin tokens",
+    )
+
+    # agent
+    _add_agent(leaf(commands, "agent", cmd_agent, "heartbeat for a service while a check passes"))
 
     # service
     svc = commands.add_parser("service", help="list and change services")
@@ -228,6 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_agent(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="the service's host name")
+    p.add_argument("--binary", required=True, help="the service's binary name")
+    p.add_argument("--topic")
+    p.add_argument("--availability-zone", "--az", dest="availability_zone", metavar="AZ")
+    p.add_argument("--version", type=int, default=0, help="the service's version (default 0)")
+    check = p.add_mutually_exclusive_group(required=True)
+    check.add_argument("--check", metavar="CMD", help="command that exits 0 while healthy")
+    check.add_argument("--pidfile", metavar="FILE", help="healthy while this pid runs")
+    check.add_argument("--http-check", metavar="URL", help="healthy while GET URL is 2xx")
+    p.add_argument(
+        "--interval", type=float, help="seconds between checks (default: report_interval)"
+    )
+    p.add_argument("--check-timeout", type=float, help="seconds a check may take (default 5)")
+    p.add_argument(
+        "--daemon-url",
+        metavar="URL",
+        help="go through the HTTP daemon; without it, straight to the configured backend",
+    )
+    p.add_argument("--token", help="bearer token for --daemon-url (default $SERVICEGROUP_TOKEN)")
+    p.add_argument(
+        "--leave-on-failure",
+        action="store_true",
+        help="take the service down at once when the check fails",
+    )
+
+
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
@@ -269,7 +304,47 @@ def cmd_serve(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         from servicegroup.server.app import serve
     except ImportError as exc:
         raise ServiceGroupError(f"serve: the HTTP server cannot be loaded: {exc}") from exc
-    return serve(conf)
+    return serve(conf, insecure=args.insecure)
+
+
+def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    import functools
+    import shlex
+
+    from servicegroup import agent
+
+    interval = args.interval if args.interval is not None else conf.report_interval
+    timeout = args.check_timeout or agent.DEFAULT_CHECK_TIMEOUT
+    for name, value in (("interval", interval), ("check-timeout", timeout)):
+        if value <= 0:
+            raise InvalidInput(name, "must be a positive number of seconds")
+    if args.check is not None:
+        if not shlex.split(args.check):
+            raise InvalidInput("check", "must be a command")
+        check = functools.partial(agent.check_command, shlex.split(args.check), timeout)
+    elif args.pidfile is not None:
+        check = functools.partial(agent.check_pidfile, args.pidfile)
+    else:
+        check = functools.partial(agent.check_http, args.http_check, timeout)
+    transport: agent.Transport
+    if args.daemon_url:
+        from servicegroup.client import Client
+
+        transport = agent.HttpTransport(Client(args.daemon_url, args.token, timeout=timeout))
+    else:
+        from servicegroup.api import ServiceGroup
+
+        transport = agent.DirectTransport(ServiceGroup(conf))
+    identity = {
+        key: getattr(args, key)
+        for key in ("host", "binary", "topic", "availability_zone", "version")
+    }
+    runner = agent.Agent(transport, identity, check, interval, args.leave_on_failure)
+    try:
+        with agent.stop_on_signals(runner):
+            return runner.run()
+    finally:
+        transport.close()
 
 
 def cmd_service_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
@@ -456,18 +531,23 @@ def _logging(level: int, fmt: str) -> Iterator[None]:
     handler.setFormatter(logging.Formatter(fmt))
     # stevedore logs an ERROR for every plugin it fails to import while merely
     # listing driver names; the unknown-driver error already says what exists.
-    stevedore_log = logging.getLogger("stevedore")
-    old_levels = root.level, stevedore_log.level
+    # httpx logs every request at INFO: one line per heartbeat of `agent`.
+    quiet = {
+        logging.getLogger("stevedore"): logging.CRITICAL,
+        logging.getLogger("httpx"): logging.WARNING,
+    }
+    old_levels = {logger: logger.level for logger in [root, *quiet]}
     root.addHandler(handler)
     root.setLevel(level)
     if level > logging.DEBUG:
-        stevedore_log.setLevel(logging.CRITICAL)
+        for logger, quiet_level in quiet.items():
+            logger.setLevel(quiet_level)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_levels[0])
-        stevedore_log.setLevel(old_levels[1])
+        for logger, old in old_levels.items():
+            logger.setLevel(old)
 
 
 def _classify(exc: Exception) -> tuple[int, str] | None:
@@ -493,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
         debug = args.debug or args.late_debug
-        serving = args.func is cmd_serve
+        serving = args.func in (cmd_serve, cmd_agent)
         if debug:
             level, fmt = logging.DEBUG, "%(levelname)s %(name)s: %(message)s"
         elif serving:

@@ -77,9 +77,42 @@ database_opts = [
     cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open in the pool."),
 ]
 
+
+def _token_opts(kind: str, may: str) -> list[cfg.Opt]:
+    """A token list and a list of token files for one access level of the HTTP API."""
+    return [
+        cfg.ListOpt(
+            f"{kind}_tokens",
+            default=[],
+            secret=True,
+            help=f"Bearer tokens that {may}. Prefer {kind}_token_files: tokens in this file "
+            "are readable by whoever can read the configuration.",
+        ),
+        cfg.ListOpt(
+            f"{kind}_token_files",
+            default=[],
+            help=f"Files of {kind} tokens, one per line; blank lines and lines starting "
+            "with # are ignored. Read when the daemon starts.",
+        ),
+    ]
+
+
 api_opts = [
-    cfg.HostAddressOpt("host", default="127.0.0.1", help="Address the daemon listens on."),
+    cfg.HostAddressOpt(
+        "host",
+        default="127.0.0.1",
+        help="Address the daemon listens on. A non-loopback address needs agent or admin "
+        "tokens, or `servicegroup serve --insecure`.",
+    ),
     cfg.PortOpt("port", default=DEFAULT_PORT, help="TCP port the daemon listens on."),
+    # With no token of any kind configured the API is open (fine on loopback).
+    *_token_opts("agent", "may register, heartbeat and leave"),
+    *_token_opts("admin", "may do everything, including PATCH and DELETE"),
+    *_token_opts(
+        "read",
+        "must be shown to read /v1 and /metrics (any agent or admin token works too); "
+        "without read tokens reads are open",
+    ),
 ]
 
 zookeeper_opts = [

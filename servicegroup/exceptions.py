@@ -48,3 +48,11 @@ class ConfigError(ServiceGroupError):
 
 class SchemaOutOfDate(ServiceGroupError):
     """The database is not at the latest migration; refuse rather than corrupt it."""
+
+
+class Unauthorized(ServiceGroupError):
+    """No bearer token, or one that matches no configured token (HTTP 401)."""
+
+
+class Forbidden(ServiceGroupError):
+    """A valid token whose kind may not do this (HTTP 403), e.g. an agent token on DELETE."""

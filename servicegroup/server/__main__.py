@@ -23,10 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Alembic narrates every schema check at INFO; a refusal should be one line.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        conf = make_conf(sys.argv[1:] if argv is None else list(argv))
+        args = sys.argv[1:] if argv is None else list(argv)
+        insecure = "--insecure" in args  # as for `servicegroup serve --insecure`
+        conf = make_conf([arg for arg in args if arg != "--insecure"])
         from servicegroup.server.app import serve
 
-        return serve(conf)
+        return serve(conf, insecure=insecure)
     except (ServiceGroupError, cfg.Error) as exc:
         print(f"servicegroup: {exc}", file=sys.stderr)
         return 1

@@ -29,7 +29,7 @@ from servicegroup.api import ServiceGroup
 from servicegroup.db import records
 from servicegroup.events import Sweeper
 from servicegroup.exceptions import InvalidInput, NotFound
-from servicegroup.server import errors, metrics
+from servicegroup.server import auth, errors, metrics
 from servicegroup.server.schemas import (
     NAME_DOC,
     EventList,
@@ -109,8 +109,13 @@ def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
     return JSONResponse(status.as_dict(), status_code=code)
 
 
-def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
-    """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them."""
+def create_app(
+    sg: ServiceGroup, sweeper: Sweeper | None = None, tokens: auth.Tokens | None = None
+) -> FastAPI:
+    """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them.
+
+    Tokens default to those in sg's configuration ([api] *_tokens).
+    """
     app = FastAPI(
         title="servicegroup",
         version=_version(),
@@ -121,6 +126,7 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
     errors.install(app)
     cache = ServiceCache(ttl=sg.down_time)
     registry = metrics.make_registry(sg, sweeper)
+    guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens)
 
     @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
     def healthz() -> JSONResponse:
@@ -129,13 +135,14 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
 
     @app.get(
         "/metrics",
+        dependencies=[guard.read],
         response_class=PlainTextResponse,
         responses={
             200: {
                 "description": "Prometheus text exposition format 0.0.4.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **errors.json_responses(500),
+            **errors.json_responses(401, 403, 500),
         },
     )
     def get_metrics() -> Response:
@@ -143,6 +150,7 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
 
     @app.post(
         "/v1/services",
+        dependencies=[guard.agent],
         status_code=201,
         response_model=ServiceOut,
         responses={
@@ -156,7 +164,12 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
         cache.put(service)
         return _service_json(sg.get(service), 201 if created else 200)
 
-    @app.get("/v1/services", response_model=ServiceList, responses=errors.responses(*_READ))
+    @app.get(
+        "/v1/services",
+        dependencies=[guard.read],
+        response_model=ServiceList,
+        responses=errors.responses(*_READ),
+    )
     def list_services(
         binary: NameFilter = None,
         host: NameFilter = None,
@@ -175,12 +188,18 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
         )
         return JSONResponse({"services": [s.as_dict() for s in statuses]})
 
-    @app.get("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_BY_ID))
+    @app.get(
+        "/v1/services/{id}",
+        dependencies=[guard.read],
+        response_model=ServiceOut,
+        responses=errors.responses(*_BY_ID),
+    )
     def get_service(id: ServiceId) -> JSONResponse:
         return _service_json(sg.get(_uuid(id)))
 
     @app.post(
         "/v1/services/{id}/heartbeat",
+        dependencies=[guard.agent],
         status_code=204,
         response_class=Response,
         responses=errors.responses(*_BY_ID),
@@ -199,7 +218,24 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
             raise
         return Response(status_code=204)
 
-    @app.patch("/v1/services/{id}", response_model=ServiceOut, responses=errors.responses(*_WRITE))
+    @app.post(
+        "/v1/services/{id}/leave",
+        dependencies=[guard.agent],
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(*_BY_ID),
+    )
+    def leave(id: ServiceId) -> Response:
+        """Down at once, until the next heartbeat: a clean stop, not a silent one."""
+        sg.leave(_uuid(id))
+        return Response(status_code=204)
+
+    @app.patch(
+        "/v1/services/{id}",
+        dependencies=[guard.admin],
+        response_model=ServiceOut,
+        responses=errors.responses(*_WRITE),
+    )
     def update_service(id: ServiceId, body: UpdateBody) -> JSONResponse:
         uuid = _uuid(id)
         changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
@@ -209,6 +245,7 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
 
     @app.delete(
         "/v1/services/{id}",
+        dependencies=[guard.admin],
         status_code=204,
         response_class=Response,
         responses=errors.responses(*_BY_ID, 409),
@@ -222,7 +259,10 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
         return Response(status_code=204)
 
     @app.get(
-        "/v1/versions/{binary}", response_model=VersionRange, responses=errors.responses(*_READ)
+        "/v1/versions/{binary}",
+        dependencies=[guard.read],
+        response_model=VersionRange,
+        responses=errors.responses(*_READ),
     )
     def versions(
         binary: Annotated[str, Path(json_schema_extra=NAME_DOC)],
@@ -232,7 +272,12 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
         low, high = sg.get_version_range(binary, up_only)
         return JSONResponse({"binary": binary, "min": low, "max": high})
 
-    @app.get("/v1/events", response_model=EventList, responses=errors.responses(*_READ))
+    @app.get(
+        "/v1/events",
+        response_model=EventList,
+        responses=errors.responses(*_READ),
+        dependencies=[guard.read],
+    )
     async def list_events(
         since: Annotated[int | None, Query(json_schema_extra={"minimum": 0})] = None,
         binary: NameFilter = None,
@@ -262,19 +307,22 @@ def create_app(sg: ServiceGroup, sweeper: Sweeper | None = None) -> FastAPI:
     return app
 
 
-def serve(conf: cfg.ConfigOpts) -> int:
+def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop.
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
-    (port in use) are already logged by uvicorn and come back as 1.
+    (port in use) are already logged by uvicorn and come back as 1. An open
+    API (no agent or admin token) beyond loopback needs `insecure`.
     """
+    tokens = auth.Tokens.from_conf(conf)
+    auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
     sg = ServiceGroup(conf)
     sweeper = Sweeper(sg, conf)
     try:
         sweeper.start()
         config = uvicorn.Config(
-            create_app(sg, sweeper),
+            create_app(sg, sweeper, tokens),
             host=conf.api.host,
             port=conf.api.port,
             log_config=None,

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicegroup.exceptions import BackendError, InvalidInput, NotFound
+from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
 from servicegroup.server.schemas import ErrorBody
 
 LOG = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 _DESCRIPTIONS = {
     400: "Invalid input: a field broke a rule, or the body is not JSON.",
-    401: "Not authenticated (reserved: this version does not authenticate).",
-    403: "Not allowed (reserved: this version does not authorize).",
+    401: "No bearer token, or not a valid one (only when the daemon has tokens).",
+    403: "The token's kind does not allow this (e.g. an agent token on PATCH).",
     404: "No such service (a malformed id is also not found), or no such path.",
     405: "Method not allowed on this path.",
     409: "A concurrent change conflicted with this one; retry.",
@@ -59,6 +59,10 @@ def to_error(exc: BaseException) -> tuple[int, str, str | None]:
         return 400, str(exc), exc.field
     if isinstance(exc, NotFound):
         return 404, str(exc), None
+    if isinstance(exc, Unauthorized):
+        return 401, str(exc), None
+    if isinstance(exc, Forbidden):
+        return 403, str(exc), None
     if isinstance(exc, BackendError):
         LOG.warning("backend unavailable: %s", exc)
         return 503, f"{exc.backend} backend unavailable", None
@@ -89,6 +93,8 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, str, str | None
 def error_response(exc: BaseException) -> JSONResponse:
     status, message, field = to_error(exc)
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
     body = {"error": {"code": status, "message": message, "field": field}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -170,6 +176,8 @@ def install(app: FastAPI) -> None:
     for exc_class in (
         InvalidInput,
         NotFound,
+        Unauthorized,
+        Forbidden,
         BackendError,
         IntegrityError,
         RequestValidationError,

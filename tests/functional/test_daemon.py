@@ -331,6 +331,7 @@ def test_openapi_describes_every_endpoint_and_error(client: httpx.Client) -> Non
         "/v1/services": {"get", "post"},
         "/v1/services/{id}": {"get", "patch", "delete"},
         "/v1/services/{id}/heartbeat": {"post"},
+        "/v1/services/{id}/leave": {"post"},
         "/v1/versions/{binary}": {"get"},
     }
     for path, methods in expected.items():

@@ -1,0 +1,175 @@
+"""Bearer tokens for the HTTP API: who may read, heartbeat, or administer.
+
+Three kinds of token, from `[api]` options or files they name: agent tokens
+may register, heartbeat and leave; admin tokens may do everything; read
+tokens, when any are set, are needed (or any other kind) to read. With no
+token configured at all the API is open, which is only safe on loopback:
+`check_exposure()` refuses anything else unless told `insecure`.
+
+A presented token is compared with EVERY configured token with
+hmac.compare_digest and no early exit, so the time taken says nothing about
+which token, or how much of one, matched. Tokens are never logged and never
+put in an error message.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from oslo_config import cfg
+
+from servicegroup.exceptions import ConfigError, Forbidden, Unauthorized
+
+LOG = logging.getLogger(__name__)
+
+
+class Level(enum.IntEnum):
+    """Access levels; each includes the ones below it."""
+
+    OPEN = 0  # /healthz, /openapi.json
+    READ = 1
+    AGENT = 2
+    ADMIN = 3
+
+
+_WHAT = {
+    Level.READ: "reading",
+    Level.AGENT: "registering, heartbeating and leaving",
+    Level.ADMIN: "changing or deleting services",
+}
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="`Authorization: Bearer <token>`. Agent tokens may register, heartbeat and "
+    "leave; admin tokens may do everything. Reads (and /metrics) need a token only when "
+    "the daemon has read tokens. With no token configured at all, nothing is checked.",
+)
+
+
+def read_token_file(path: str) -> list[str]:
+    """One token per line; blank lines and '#' comment lines are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # The file's path, never its content, goes into the message.
+        raise ConfigError(f"cannot read token file {path}: {exc.__class__.__name__}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The configured tokens of each level, as bytes for compare_digest."""
+
+    read: tuple[bytes, ...] = ()
+    agent: tuple[bytes, ...] = ()
+    admin: tuple[bytes, ...] = ()
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Tokens:
+        api = conf.api
+
+        def load(tokens: Iterable[str], files: Iterable[str]) -> tuple[bytes, ...]:
+            found = [t.strip() for t in tokens if t.strip()]
+            for path in files:
+                found += read_token_file(path)
+            return tuple(dict.fromkeys(t.encode() for t in found))
+
+        return cls(
+            read=load(api.read_tokens, api.read_token_files),
+            agent=load(api.agent_tokens, api.agent_token_files),
+            admin=load(api.admin_tokens, api.admin_token_files),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Any token at all turns authentication on for every /v1 write."""
+        return bool(self.read or self.agent or self.admin)
+
+    @property
+    def guards_writes(self) -> bool:
+        return bool(self.agent or self.admin)
+
+    def level_of(self, presented: str) -> Level | None:
+        """The highest level the token grants, None when it matches nothing.
+
+        Every configured token is compared, whatever matched before.
+        """
+        candidate = presented.encode()
+        level: Level | None = None
+        for granted, tokens in (
+            (Level.READ, self.read),
+            (Level.AGENT, self.agent),
+            (Level.ADMIN, self.admin),
+        ):
+            for token in tokens:
+                if hmac.compare_digest(candidate, token) and (level is None or granted > level):
+                    level = granted
+        return level
+
+    def check(self, needed: Level, presented: str | None) -> None:
+        """Raise Unauthorized (no or unknown token) or Forbidden (too low a level)."""
+        if needed is Level.OPEN or not self.enabled:
+            return
+        if needed is Level.READ and not self.read:
+            return
+        if presented is None:
+            raise Unauthorized(f"a bearer token is needed for {_WHAT[needed]}")
+        level = self.level_of(presented)
+        if level is None:
+            raise Unauthorized("the bearer token is not valid")
+        if level < needed:
+            raise Forbidden(f"this token does not allow {_WHAT[needed]}")
+
+
+class Guard:
+    """One FastAPI dependency per level: a route declares its level in one place."""
+
+    def __init__(self, tokens: Tokens) -> None:
+        self.tokens = tokens
+        self.read = self._require(Level.READ)
+        self.agent = self._require(Level.AGENT)
+        self.admin = self._require(Level.ADMIN)
+
+    def _require(self, level: Level) -> Any:
+        def check(credentials: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> None:  # noqa: B008
+            self.tokens.check(level, credentials.credentials if credentials else None)
+
+        return Depends(check)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def check_exposure(host: str, port: int, tokens: Tokens, insecure: bool) -> None:
+    """Refuse to serve an open API beyond loopback, unless the operator insists."""
+    if is_loopback(host) or tokens.guards_writes:
+        return
+    if not insecure:
+        raise ConfigError(
+            f"refusing to listen on {host} with no [api] agent_tokens or admin_tokens: "
+            "anyone who can reach it could change and delete services. Configure tokens, "
+            "listen on a loopback address, or pass --insecure"
+        )
+    LOG.warning(
+        "listening on %s:%s with no agent or admin tokens (--insecure): anyone who can reach "
+        "it can register, change and delete services",
+        host,
+        port,
+    )
