@@ -18,6 +18,7 @@ from oslo_config import cfg
 
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, validation
+from servicegroup.claims import ClaimsMixin
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import events as db_events
 from servicegroup.db import migration, records
@@ -45,11 +46,12 @@ def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float
     return State.UP if age <= down_time else State.DOWN
 
 
-class ServiceGroup:
+class ServiceGroup(ClaimsMixin):
     """Register services, heartbeat them, and ask who is up.
 
     Records live in SQL (`[database] connection`); liveness in the configured
-    driver. Safe to share between threads.
+    driver. Safe to share between threads. Claims (claim, renew, release,
+    fence...) come from ClaimsMixin (claims.py).
     """
 
     def __init__(self, conf: cfg.ConfigOpts, *, clock: Clock = SYSTEM_CLOCK) -> None:

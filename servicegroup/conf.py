@@ -228,6 +228,64 @@ events_opts = [
     ),
 ]
 
+claims_opts = [
+    cfg.MultiStrOpt(
+        "policies",
+        default=[],
+        help="What recovery does with the claims of a resource type and operation once "
+        "their owner is down (or forced down, or deleted), or they outlive max_duration "
+        "while it is up. One line per rule: `TYPE:OPERATION = ACTION[, max_duration=S]"
+        "[, grace=S][, hook=NAME]`, TYPE or OPERATION may be `*`; the most specific "
+        "rule wins. ACTION is release (anyone may claim it again), delete (the claim "
+        "disappears; its epoch is kept) or handoff (run the recovery hook NAME with the "
+        "claim as JSON, under a new epoch, retried with back-off until it succeeds). "
+        "Example: `compute:rebuilding = handoff, hook=reset-task, max_duration=600`.",
+    ),
+    cfg.StrOpt(
+        "default_policy",
+        default="release",
+        choices=["release", "delete"],
+        help="The action for claims that no [claims] policies line matches.",
+    ),
+    cfg.FloatOpt(
+        "grace",
+        default=5.0,
+        min=0.0,
+        help="Seconds between revoking a claim (its epoch moves on, so its former owner's "
+        "renewals and fenced writes fail) and recovering it, so that a barely-alive owner "
+        "can notice and stop (Consul calls it lock-delay). A policy's grace=S overrides "
+        "it. Skipped when the owner was forced down or deleted.",
+    ),
+    cfg.MultiStrOpt(
+        "recovery_hooks",
+        default=[],
+        help="Named recovery hook commands, one per line: `NAME = COMMAND`. The command "
+        "gets the claim as JSON on stdin and must exit 0 once the work is back in a "
+        "stable state; it must be idempotent. A hook NAME not listed here is looked up "
+        "as an entry point in the servicegroup.recovery namespace (a callable taking "
+        "the claim as a dict; `log` is built in).",
+    ),
+    cfg.FloatOpt(
+        "hook_timeout",
+        default=30.0,
+        min=0.001,
+        help="Seconds a recovery hook may run before it counts as timed out (a command "
+        "is killed) and is retried.",
+    ),
+    cfg.FloatOpt(
+        "retry_backoff",
+        default=1.0,
+        min=0.001,
+        help="Seconds before retrying a failed recovery hook; doubled after each failure.",
+    ),
+    cfg.FloatOpt(
+        "retry_backoff_max",
+        default=60.0,
+        min=0.001,
+        help="The longest wait between two attempts of a failing recovery hook.",
+    ),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "database": database_opts,
@@ -236,6 +294,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "memcached": memcached_opts,
     "tooz": tooz_opts,
     "events": events_opts,
+    "claims": claims_opts,
 }
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
+from servicegroup.claims import Recovery
 from servicegroup.db import events as db_events
 from servicegroup.db import records
 from servicegroup.db.events import Draft, Event
@@ -200,6 +201,7 @@ class Sweeper:
         self.holder = holder or f"{socket.gethostname()}:{uuid_mod.uuid4().hex[:12]}"
         self.hooks = HookRunner(list(conf.events.hooks), conf.events.hook_timeout)
         self.stats = SweepStats()
+        self.recovery = Recovery(sg, conf, self.holder)
         self._epoch: int | None = None
         self._pending: dict[str, tuple[str, int]] = {}
         self._hook_cursor = 0
@@ -218,6 +220,7 @@ class Sweeper:
         if self._thread is not None:
             self._thread.join()
         self.hooks.close()
+        self.recovery.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -267,6 +270,8 @@ class Sweeper:
                 t.cause,
             )
         self._feed_hooks()
+        # Claims whose owner this sweep (or an earlier one) saw go down.
+        self.recovery.run(lambda c: db_events.fence(c, LEASE_NAME, self.holder, epoch, self.lease))
         self._prune()
         self.stats.sweeps += 1
         self.stats.last_duration = time.perf_counter() - started

@@ -56,3 +56,32 @@ class Unauthorized(ServiceGroupError):
 
 class Forbidden(ServiceGroupError):
     """A valid token whose kind may not do this (HTTP 403), e.g. an agent token on DELETE."""
+
+
+class ClaimHeld(ServiceGroupError):
+    """Someone else holds a live claim on the resource (HTTP 409, kind claim_held).
+
+    `holder` is the Claim that stands in the way: its owner, operation, epoch
+    and since when, so the caller can say who to wait for or whom to chase.
+    """
+
+    kind = "claim_held"
+
+    def __init__(self, holder: object, message: str) -> None:
+        self.holder = holder
+        super().__init__(message)
+
+
+class ClaimLost(ServiceGroupError):
+    """The caller's claim token is stale: its epoch moved on, or it was released.
+
+    Nothing was written. The work it covered now belongs to someone else
+    (a new owner, or recovery); stop, and do not write under this token again.
+    """
+
+    kind = "claim_lost"
+
+    def __init__(self, claim: object, current: object | None, message: str) -> None:
+        self.claim = claim
+        self.current = current
+        super().__init__(message)

@@ -6,6 +6,7 @@ anything is written, so a rejected call never leaves half a record behind.
 
 from __future__ import annotations
 
+import json
 import uuid as uuid_mod
 from typing import Any
 
@@ -117,3 +118,71 @@ def limit(value: Any, field: str = "limit") -> int:
     if not 1 <= value <= MAX_EVENTS_PAGE:
         raise InvalidInput(field, f"must be between 1 and {MAX_EVENTS_PAGE}")
     return value
+
+
+# -- claims ------------------------------------------------------------------------
+
+MAX_KIND_LENGTH = 64
+MAX_DETAILS_BYTES = 4096
+_KIND_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def kind(field: str, value: Any) -> str:
+    """resource_type and operation: short words, since they appear in policy lines
+    (`TYPE:OPERATION = ...`) and metric labels, where ':', '=', ',' or spaces would
+    be ambiguous."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    if not value:
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > MAX_KIND_LENGTH:
+        raise InvalidInput(field, f"must be at most {MAX_KIND_LENGTH} characters")
+    if not set(value) <= _KIND_CHARS:
+        raise InvalidInput(field, "may contain only letters, digits, '_', '.' and '-'")
+    return value
+
+
+def resource_id(value: Any, field: str = "resource_id") -> str:
+    """Any printable name, like a host: instance uuids, stack names, paths."""
+    checked = name(field, value)
+    assert checked is not None
+    return checked
+
+
+def details(value: Any, field: str = "details") -> str | None:
+    """A JSON object of at most MAX_DETAILS_BYTES once encoded; returned encoded."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(field, "must be a JSON object")
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"must be JSON-serialisable: {exc}") from None
+    if len(text.encode()) > MAX_DETAILS_BYTES:
+        raise InvalidInput(field, f"must be at most {MAX_DETAILS_BYTES} bytes as JSON")
+    return text
+
+
+def epoch(value: Any, field: str = "epoch") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be an integer")
+    if not 1 <= value <= 2**63 - 1:
+        raise InvalidInput(field, "must be a positive 64-bit integer")
+    return value
+
+
+CLAIM_STATES = ("held", "recovering", "released", "deleted")
+
+
+def claim_state(value: Any, field: str = "state") -> str | None:
+    if value is None:
+        return None
+    if value not in CLAIM_STATES:
+        raise InvalidInput(field, f"must be one of {', '.join(CLAIM_STATES)}")
+    return value
+
+
+def incarnation(value: Any, field: str = "incarnation") -> str:
+    """A process start's own uuid; chosen by the claimant, so checked like a service id."""
+    return service_id(value, field)

@@ -26,6 +26,7 @@ Why the leader lease lives in SQL whatever the driver
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +53,8 @@ class Event:
     state: str
     cause: str
     time: datetime
+    # Claim events only: which claim, and what happened to it (db/claims.py).
+    details: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of an event: HTTP, CLI, hooks and watchers all use it."""
@@ -64,6 +67,7 @@ class Event:
             "state": self.state,
             "cause": self.cause,
             "time": rfc3339(self.time),
+            "details": self.details,
         }
 
 
@@ -77,6 +81,7 @@ class Draft:
     previous: str | None
     state: str
     cause: str
+    details: dict[str, Any] | None = None
 
 
 # -- the sequence ----------------------------------------------------------------
@@ -136,6 +141,7 @@ def append(conn: Connection, drafts: Sequence[Draft]) -> list[int]:
                 "state": d.state,
                 "cause": d.cause,
                 "created_at": now,
+                "details": None if d.details is None else json.dumps(d.details),
             }
             for event_id, d in zip(ids, drafts, strict=True)
         ],
@@ -193,6 +199,7 @@ def _event(row: Any) -> Event:
         state=m["state"],
         cause=m["cause"],
         time=as_utc(m["created_at"]),  # type: ignore[arg-type]
+        details=None if m["details"] is None else json.loads(m["details"]),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     false,
 )
@@ -126,6 +127,8 @@ class ServiceEvent(Base):
     state: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    # JSON object text; claim events say which claim and what happened to it.
+    details: Mapped[str | None] = mapped_column(Text)
 
 
 class EventSequence(Base):
@@ -148,7 +151,38 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class ClaimRecord(Base):
+    """The claim on one resource: who works on it, under which epoch (see db/claims.py).
+
+    One row per resource for ever: a released (or recovered, or deleted)
+    claim keeps its row so that its epoch never goes back.
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (UniqueConstraint("resource_type", "resource_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(36), index=True)
+    incarnation: Mapped[str] = mapped_column(String(36))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    details: Mapped[str | None] = mapped_column(Text)
+    # Why the claim left its owner (owner_down, max_duration, force_released...).
+    reason: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When recovery may act next: the end of the grace period, or of a back-off.
+    retry_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 services = ServiceRecord.__table__
 service_events = ServiceEvent.__table__
 event_sequence = EventSequence.__table__
 leases = Lease.__table__
+claims = ClaimRecord.__table__

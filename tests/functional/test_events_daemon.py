@@ -116,7 +116,7 @@ def test_long_poll(daemons: list[Daemon]) -> None:
     assert [e["cause"] for e in first["events"]] == ["registered"]
     assert first["cursor"] == first["events"][-1]["id"]
     assert set(first["events"][0]) == {
-        "id", "service_id", "host", "binary", "previous", "state", "cause", "time"
+        "id", "service_id", "host", "binary", "previous", "state", "cause", "time", "details"
     }  # fmt: skip
     empty = events(daemon, since=first["cursor"], wait=0.3)
     assert empty == {"events": [], "cursor": first["cursor"]}
