@@ -112,22 +112,34 @@ class ClaimsMixin:
                 self.engine, resource_type, resource_id, operation, owner, incarnation, encoded
             )
 
-    def renew(self, claim: Claim, details: dict[str, Any] | None = _UNSET) -> Claim:
-        """Say the work is progressing (and optionally replace details); ClaimLost if stale."""
-        _check_token(claim)
+    def renew(
+        self,
+        claim: Claim,
+        details: dict[str, Any] | None = _UNSET,
+        *,
+        incarnation: str | None = None,
+    ) -> Claim:
+        """Say the work is progressing (and optionally replace details); ClaimLost if stale.
+
+        Only the incarnation that made the claim may renew it (`incarnation`
+        defaults to this ServiceGroup's): a restarted process cannot pick up
+        its former self's tokens from lost_claims().
+        """
+        self._check_token(claim, incarnation)
         encoded = None if details is _UNSET else validation.details(details)
         with records.sql_errors():
             return db_claims.renew(self.engine, claim, encoded, details is not _UNSET)
 
-    def release(self, claim: Claim) -> Claim:
+    def release(self, claim: Claim, *, incarnation: str | None = None) -> Claim:
         """Free the resource: the work is done. ClaimLost if the token is stale."""
-        _check_token(claim)
+        self._check_token(claim, incarnation)
         with records.sql_errors():
             return db_claims.release(self.engine, claim)
 
     def is_current(self, claim: Claim) -> bool:
         """Whether the token still holds. Racy by nature: fence writes with fence(claim)."""
-        _check_token(claim)
+        if not isinstance(claim, Claim):
+            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
         with records.sql_errors():
             return db_claims.is_current(self.engine, claim)
 
@@ -168,10 +180,14 @@ class ClaimsMixin:
         with records.sql_errors():
             return db_claims.lost_of(self.engine, owner, incarnation)
 
-
-def _check_token(claim: Any) -> None:
-    if not isinstance(claim, Claim):
-        raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+    def _check_token(self, claim: Any, incarnation: str | None) -> None:
+        if not isinstance(claim, Claim):
+            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+        mine = validation.incarnation(incarnation or self.incarnation)
+        if claim.incarnation != mine:
+            with records.sql_errors():
+                current = db_claims.find_one(self.engine, *claim.key)
+            raise db_claims.lost(claim, current, "it was made by another incarnation")
 
 
 # -- policies --------------------------------------------------------------------

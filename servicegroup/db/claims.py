@@ -256,8 +256,10 @@ def _owner_write(engine: Engine, claim: Claim, values: dict[str, Any]) -> Claim:
     return current
 
 
-def lost(claim: Claim, current: Claim | None) -> ClaimLost:
-    if current is None or (current.state == DELETED and current.epoch == claim.epoch):
+def lost(claim: Claim, current: Claim | None, why: str | None = None) -> ClaimLost:
+    if why is not None:
+        pass
+    elif current is None or (current.state == DELETED and current.epoch == claim.epoch):
         why = "it no longer exists"
     elif current.epoch != claim.epoch:
         why = f"it is now at epoch {current.epoch} ({current.state}"
@@ -325,6 +327,12 @@ def fence_sql(claim: Claim, paramstyle: str = "named") -> tuple[str, Any]:
 
 
 # -- reading -------------------------------------------------------------------
+
+
+def find_one(engine: Engine, resource_type: str, resource_id: str) -> Claim | None:
+    with engine.connect() as conn:
+        row = _read(conn, resource_type, resource_id)
+    return None if row is None else to_claim(row)
 
 
 def get(engine: Engine, resource_type: str, resource_id: str) -> Claim:
