@@ -82,7 +82,8 @@ class UsageError(Exception):
 _EXIT_CODES: tuple[tuple[type[Exception], int, str], ...] = (
     (UsageError, EXIT_USAGE, ""),
     (InvalidInput, EXIT_USAGE, ""),
-    (ServiceGroupError, EXIT_FAILURE, ""),  # NotFound, BackendError, ConfigError, SchemaOutOfDate
+    # NotFound, BackendError, ConfigError, SchemaOutOfDate, ClaimHeld, ClaimLost
+    (ServiceGroupError, EXIT_FAILURE, ""),
     (cfg.Error, EXIT_FAILURE, "configuration: "),  # file missing or unparsable, bad value
     (sa_exc.ArgumentError, EXIT_FAILURE, "[database] connection: "),  # not a usable URL
     # A backend's client library is not installed (psycopg, PyMySQL, kazoo, ...).
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="only events of this host")
     _add_format(p)
 
+    # claim
+    _add_claim_commands(commands, leaf)
+
     # version
     ver = commands.add_parser("version", help="lowest or highest version of a binary")
     ver_sub = ver.add_subparsers(dest="version_command", metavar="WHICH", required=True)
@@ -234,6 +238,40 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("binary", metavar="BINARY")
         p.add_argument("--up-only", action="store_true", help="consider only services that are up")
     return parser
+
+
+def _add_claim_commands(commands: argparse._SubParsersAction, leaf: Callable[..., Any]) -> None:
+    claim = commands.add_parser("claim", help="list, show and release claims on work")
+    sub = claim.add_subparsers(dest="claim_command", metavar="ACTION", required=True)
+    p = leaf(sub, "list", cmd_claim_list, "list claims (held, recovering, released)")
+    p.add_argument("--owner", metavar="ID", help="only claims of this service (UUID)")
+    p.add_argument("--type", dest="resource_type", help="only claims on this resource type")
+    p.add_argument(
+        "--state", choices=("held", "recovering", "released", "deleted"), help="only this state"
+    )
+    _add_format(p)
+    p = leaf(sub, "show", cmd_claim_show, "show the claim on one resource")
+    p.add_argument("resource_type", metavar="TYPE")
+    p.add_argument("resource_id", metavar="ID")
+    _add_format(p)
+    p = leaf(
+        sub,
+        "release",
+        cmd_claim_release,
+        "release a claim at a given epoch, as its owner would: refused if it moved on",
+    )
+    p.add_argument("resource_type", metavar="TYPE")
+    p.add_argument("resource_id", metavar="ID")
+    p.add_argument("--epoch", type=int, required=True, help="the epoch you mean to release")
+    p = leaf(
+        sub,
+        "force-release",
+        cmd_claim_force_release,
+        "free a live claim whoever holds it (bumps the epoch, recorded as an event)",
+    )
+    p.add_argument("resource_type", metavar="TYPE")
+    p.add_argument("resource_id", metavar="ID")
+    p.add_argument("--reason", required=True, help="why, recorded in the event")
 
 
 def _add_agent(p: argparse.ArgumentParser) -> None:
@@ -438,6 +476,68 @@ def _event_line(row: dict[str, Any]) -> str:
         f"{row['id']}  {row['time']}  {row['binary']}  {row['host']}  "
         f"{row['previous'] or '-'} -> {row['state']}  {row['cause']}  {row['service_id']}"
     )
+
+
+CLAIM_COLUMNS = (
+    "resource_type",
+    "resource_id",
+    "operation",
+    "state",
+    "epoch",
+    "owner_host",
+    "owner_binary",
+    "claimed_at",
+    "reason",
+)
+
+
+def cmd_claim_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        found = group.list_claims(
+            owner=args.owner, resource_type=args.resource_type, state=args.state
+        )
+    rows = [c.as_dict() for c in found]
+    if args.format == "json":
+        _print_json({"claims": rows})
+        return EXIT_OK
+    header = [c.removeprefix("resource_") for c in CLAIM_COLUMNS]
+    cells = [[_cell(row[c]) for c in CLAIM_COLUMNS] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=True)]
+    for line in [header, *cells]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_claim_show(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        data = group.get_claim(args.resource_type, args.resource_id).as_dict()
+    if args.format == "json":
+        _print_json(data)
+    else:
+        width = max(len(key) for key in data) + 1
+        for key, value in data.items():
+            shown = json.dumps(value) if isinstance(value, dict) else _cell(value)
+            print(f"{key + ':':<{width}} {shown}")
+    return EXIT_OK
+
+
+def cmd_claim_release(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Fenced: releases only if the claim is still held at --epoch (ClaimLost otherwise)."""
+    from dataclasses import replace
+
+    with _group(conf) as group:
+        current = group.get_claim(args.resource_type, args.resource_id)
+        mine = replace(current, epoch=args.epoch)
+        done = group.release(mine, incarnation=current.incarnation)
+    print(f"released {done.resource_type} {done.resource_id} at epoch {done.epoch}")
+    return EXIT_OK
+
+
+def cmd_claim_force_release(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    with _group(conf) as group:
+        done = group.force_release(args.resource_type, args.resource_id, args.reason)
+    print(f"force-released {done.resource_type} {done.resource_id}; epoch now {done.epoch}")
+    return EXIT_OK
 
 
 def cmd_version(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from servicegroup.api import ServiceGroup
 from servicegroup.db import records
 from servicegroup.events import Sweeper
 from servicegroup.exceptions import InvalidInput, NotFound
-from servicegroup.server import auth, errors, metrics
+from servicegroup.server import auth, claims_api, errors, metrics
 from servicegroup.server.schemas import (
     NAME_DOC,
     EventList,
@@ -304,6 +304,7 @@ def create_app(
                 return JSONResponse({"events": rows, "cursor": batch.cursor})
             await asyncio.sleep(min(sg.event_poll_interval, remaining))
 
+    app.include_router(claims_api.make_router(sg, guard))
     return app
 
 

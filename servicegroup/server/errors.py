@@ -18,7 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
+from servicegroup.exceptions import (
+    BackendError,
+    ClaimHeld,
+    ClaimLost,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 from servicegroup.server.schemas import ErrorBody
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +39,8 @@ _DESCRIPTIONS = {
     403: "The token's kind does not allow this (e.g. an agent token on PATCH).",
     404: "No such service (a malformed id is also not found), or no such path.",
     405: "Method not allowed on this path.",
-    409: "A concurrent change conflicted with this one; retry.",
+    409: "A concurrent change conflicted with this one; retry. On /v1/claims, `kind` says "
+    "claim_held (someone else holds it) or claim_lost (the token is stale).",
     413: f"Request body larger than {MAX_BODY_BYTES} bytes.",
     422: "The body or a query parameter has the wrong shape or JSON type.",
     500: "Unexpected server error (logged by the server).",
@@ -66,6 +75,8 @@ def to_error(exc: BaseException) -> tuple[int, str, str | None]:
     if isinstance(exc, BackendError):
         LOG.warning("backend unavailable: %s", exc)
         return 503, f"{exc.backend} backend unavailable", None
+    if isinstance(exc, ClaimHeld | ClaimLost):
+        return 409, str(exc), None
     if isinstance(exc, IntegrityError):
         return 409, "conflicting concurrent change; retry", None
     if isinstance(exc, RequestValidationError):
@@ -95,7 +106,11 @@ def error_response(exc: BaseException) -> JSONResponse:
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
-    body = {"error": {"code": status, "message": message, "field": field}}
+    body: dict[str, Any] = {"error": {"code": status, "message": message, "field": field}}
+    if isinstance(exc, ClaimHeld | ClaimLost):
+        claim = exc.holder if isinstance(exc, ClaimHeld) else exc.current
+        body["error"]["kind"] = exc.kind
+        body["error"]["claim"] = None if claim is None else claim.as_dict()  # type: ignore[attr-defined]
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -179,6 +194,8 @@ def install(app: FastAPI) -> None:
         Unauthorized,
         Forbidden,
         BackendError,
+        ClaimHeld,
+        ClaimLost,
         IntegrityError,
         RequestValidationError,
         HTTPException,

@@ -17,6 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import CollectorRegistry
 
 from servicegroup.api import ServiceGroup
+from servicegroup.db import claims as db_claims
+from servicegroup.db import records
 from servicegroup.events import Sweeper
 from servicegroup.exceptions import BackendError
 from servicegroup.service import ServiceStatus, Snapshot, State
@@ -51,6 +53,8 @@ class ServiceGroupCollector:
         yield backend_up
         if snapshot is not None:
             yield from service_metrics(snapshot.statuses)
+        if snapshot is not None:
+            yield from claim_metrics(self.sg)
         if self.sweeper is not None:
             yield from sweeper_metrics(self.sweeper)
         yield GaugeMetricFamily(
@@ -104,6 +108,29 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
     yield from (up, info, disabled, forced, version, beat, by_state)
 
 
+def claim_metrics(sg: ServiceGroup) -> Iterator[Metric]:
+    """Live claims by type and state, and the oldest one's age: one GROUP BY per scrape."""
+    try:
+        with records.sql_errors():
+            counts, oldest = db_claims.stats(sg.engine)
+    except BackendError as exc:
+        LOG.warning("metrics scrape: cannot read claims: %s", exc)
+        return
+    live = GaugeMetricFamily(
+        "servicegroup_claims",
+        "Live claims (held, or being recovered) by resource type and state.",
+        labels=["resource_type", "state"],
+    )
+    for resource_type, state, count in sorted(counts):
+        live.add_metric([resource_type, state], count)
+    yield live
+    yield GaugeMetricFamily(
+        "servicegroup_claim_oldest_age_seconds",
+        "Age of the oldest live claim, on the SQL server's clock (0 when there is none).",
+        value=oldest or 0.0,
+    )
+
+
 def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
     """From the sweeper's own counters: no backend call, so always there."""
     stats = sweeper.stats
@@ -140,6 +167,15 @@ def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
         dropped.add_metric([hook.command], hook.dropped)
     yield failures
     yield dropped
+    recoveries = CounterMetricFamily(
+        "servicegroup_claim_recoveries",
+        "Claim recovery steps this daemon's sweeper took, by outcome: revoked, released, "
+        "deleted, and for hooks succeeded, failed, timed_out.",
+        labels=["outcome"],
+    )
+    for outcome in ("revoked", "released", "deleted", "succeeded", "failed", "timed_out"):
+        recoveries.add_metric([outcome], sweeper.recovery.outcomes[outcome])
+    yield recoveries
 
 
 def _family(name: str, documentation: str) -> GaugeMetricFamily:

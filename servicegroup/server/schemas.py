@@ -103,9 +103,15 @@ class EventOut(BaseModel):
     )
     cause: str = Field(
         description="registered, deleted, disabled, enabled, forced_down, forced_down_unset, "
-        "heartbeat, heartbeat_timeout, leave, backend_unavailable."
+        "heartbeat, heartbeat_timeout, leave, backend_unavailable; for claims "
+        "claim_revoked, claim_recovered, claim_recovery_failed, claim_force_released."
     )
     time: datetime = Field(description="When it was recorded, on the SQL server's clock.")
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="Claim events (cause claim_*): resource_type, resource_id, epoch, "
+        "reason, outcome... Null for service events.",
+    )
 
 
 class EventList(BaseModel):
@@ -126,6 +132,90 @@ class ErrorDetail(BaseModel):
     code: int = Field(description="The HTTP status code, repeated for log readers.")
     message: str
     field: str | None = Field(description="The offending input field, when there is one.")
+    kind: str | None = Field(
+        default=None,
+        description="On 409 from /v1/claims: claim_held (someone else holds it) or "
+        "claim_lost (your token is stale: stop working under it).",
+        json_schema_extra={"enum": ["claim_held", "claim_lost"]},
+    )
+    claim: dict[str, Any] | None = Field(
+        default=None,
+        description="With kind: the claim as it now stands (the holder, for claim_held).",
+    )
+
+
+# -- claims ------------------------------------------------------------------------
+
+KIND_DOC = {
+    "minLength": 1,
+    "maxLength": validation.MAX_KIND_LENGTH,
+    "pattern": "^[A-Za-z0-9_.-]+$",
+}
+UUID_DOC = {"format": "uuid"}
+
+
+class ClaimBody(_Body):
+    """Claim a resource for a service, under the calling process's incarnation."""
+
+    service_id: StrictStr = Field(json_schema_extra=_doc(**UUID_DOC))
+    incarnation: StrictStr = Field(
+        description="A uuid the calling process makes once when it starts: a restarted "
+        "process is never taken for its former self.",
+        json_schema_extra=_doc(**UUID_DOC),
+    )
+    resource_type: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
+    resource_id: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
+    operation: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Any JSON object, at most {validation.MAX_DETAILS_BYTES} bytes encoded.",
+    )
+
+
+class TokenBody(_Body):
+    """A claim token, as returned by POST /v1/claims: renew and release check all of it."""
+
+    service_id: StrictStr = Field(json_schema_extra=_doc(**UUID_DOC))
+    incarnation: StrictStr = Field(json_schema_extra=_doc(**UUID_DOC))
+    resource_type: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
+    resource_id: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
+    epoch: StrictInt = Field(json_schema_extra=_doc(minimum=1, maximum=2**63 - 1))
+
+
+class RenewBody(TokenBody):
+    details: dict[str, Any] | None = Field(
+        default=None, description="Replaces the claim's details when present."
+    )
+
+
+class ForceReleaseBody(_Body):
+    resource_type: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
+    resource_id: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
+    reason: StrictStr = Field(json_schema_extra=_doc(maxLength=validation.MAX_REASON_LENGTH))
+
+
+class ClaimOut(BaseModel):
+    """Documents Claim.as_dict()."""
+
+    resource_type: str
+    resource_id: str
+    operation: str
+    owner: str = Field(description="Service uuid of the (last) owner.", json_schema_extra=UUID_DOC)
+    owner_host: str | None
+    owner_binary: str | None
+    incarnation: str
+    epoch: int = Field(description="The fencing token: rises on every acquire and takeover.")
+    state: str = Field(json_schema_extra={"enum": list(validation.CLAIM_STATES)})
+    claimed_at: datetime
+    updated_at: datetime
+    details: dict[str, Any] | None
+    reason: str | None = Field(description="Why it left its owner, once it has.")
+    attempts: int = Field(description="Recovery hook runs so far.")
+    retry_at: datetime | None = Field(description="When recovery acts next, while recovering.")
+
+
+class ClaimList(BaseModel):
+    claims: list[ClaimOut]
 
 
 class ErrorBody(BaseModel):
