@@ -42,6 +42,7 @@ from servicegroup.db import claims as db_claims
 from servicegroup.db import events as db_events
 from servicegroup.db import records
 from servicegroup.db.claims import DELETED, HELD, RELEASED, Claim, fence, fence_sql
+from servicegroup.db.engine import writing
 from servicegroup.exceptions import BackendError, ConfigError, InvalidInput
 from servicegroup.service import Service
 
@@ -426,7 +427,7 @@ class Recovery:
         """One pass; the number of claims revoked or recovered (0 unless we lead)."""
         handoffs: list[tuple[Claim, Policy]] = []
         acted = 0
-        with records.sql_errors(), self.sg.engine.begin() as conn:
+        with records.sql_errors(), writing(self.sg.engine) as conn:
             if not fence_lease(conn):
                 return 0
             db_events.lock_sequence(conn)
@@ -514,7 +515,7 @@ class Recovery:
             "outcome": outcome.result,
         }
         try:
-            with records.sql_errors(), self.sg.engine.begin() as conn:
+            with records.sql_errors(), writing(self.sg.engine) as conn:
                 db_events.lock_sequence(conn)
                 if outcome.result == "succeeded":
                     if not db_claims.finish(conn, claim, RELEASED, "claim_recovered", details):

@@ -46,6 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from servicegroup.clock import as_utc
 from servicegroup.db import events
+from servicegroup.db.engine import writing
 from servicegroup.db.models import claims, server_now, services
 from servicegroup.exceptions import ClaimHeld, ClaimLost, NotFound
 from servicegroup.service import rfc3339
@@ -183,7 +184,7 @@ def acquire(
     }
     key = _key(resource_type, resource_id)
     for _ in range(ACQUIRE_ATTEMPTS):
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             taken = conn.execute(
                 update(claims)
                 .where(key & claims.c.state.in_(FREE))
@@ -196,7 +197,7 @@ def acquire(
             raise held(to_claim(row))
         if row is None:
             try:
-                with engine.begin() as conn:
+                with writing(engine) as conn:
                     conn.execute(
                         insert(claims).values(
                             resource_type=resource_type, resource_id=resource_id, epoch=1, **values
@@ -246,7 +247,7 @@ def release(engine: Engine, claim: Claim) -> Claim:
 
 def _owner_write(engine: Engine, claim: Claim, values: dict[str, Any]) -> Claim:
     values.setdefault("updated_at", server_now())
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         done = conn.execute(update(claims).where(_mine(claim)).values(**values)).rowcount
         row = _read(conn, claim.resource_type, claim.resource_id)
     current = None if row is None else to_claim(row)
@@ -422,7 +423,7 @@ def _draft(row: Any, cause: str, details: dict[str, Any]) -> events.Draft:
 
 def force_release(engine: Engine, resource_type: str, resource_id: str, reason: str) -> Claim:
     """Free a live claim whoever holds it, bump the epoch, and audit it as an event."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         # The sequence lock also serializes us with recovery; owners' writes
         # do not take it, so the UPDATE still re-checks epoch and state.
         events.lock_sequence(conn)
