@@ -653,11 +653,14 @@ def bench_bulk(work: Workload, reps: int) -> dict[str, Any]:
 @contextlib.contextmanager
 def sql_counter(engine: sa.Engine) -> Iterator[dict[str, int]]:
     """Count what a heartbeat costs the database: statements, pre-pings, commits, rollbacks."""
-    counts = {"statements": 0, "pings": 0, "commits": 0, "rollbacks": 0}
+    counts = {"statements": 0, "begins": 0, "pings": 0, "commits": 0, "rollbacks": 0}
     dialect = engine.dialect
 
-    def on_execute(*_args: Any) -> None:
-        counts["statements"] += 1
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # SQLite's explicit BEGIN IMMEDIATE (db/engine.py) is transaction
+        # control, counted apart like the commit; "statements" is the SQL work.
+        key = "begins" if statement.lstrip().upper().startswith("BEGIN") else "statements"
+        counts[key] += 1
 
     def wrap(name: str, key: str) -> Callable[..., Any]:
         original = getattr(dialect, name)
