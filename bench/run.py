@@ -1,0 +1,1138 @@
+"""servicegroup benchmarks, side by side with the nova-style pattern and the raw backend.
+
+    python bench/run.py --driver memcached --services 10000 --json out.json
+    python bench/run.py --all                # every driver (db on 3 dialects, zk, mc, tooz)
+    python bench/run.py --quick --driver db-sqlite   # seconds; what the test suite runs
+
+Run from the repository root. Backends are started with the same throwaway
+server code as the tests (tests/servers.py); SQL databases are scratch
+databases on the machine's PostgreSQL / MariaDB, dropped afterwards; Redis
+keys live in a unique tooz namespace, deleted afterwards.
+
+Method: the machine is shared and noisy, so every comparison runs in the same
+process, in the same run, ALTERNATING the variants (A, B, C, A, B, C ...) for
+several repetitions; figures are medians and ratios of medians. See
+doc/benchmarks.md for what each scenario measures and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid as uuid_mod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from servicegroup import ServiceGroup  # noqa: E402
+from servicegroup.db import migration  # noqa: E402
+from servicegroup.db.engine import make_engine  # noqa: E402
+from servicegroup.db.models import server_now, services  # noqa: E402
+from servicegroup.service import Service, State  # noqa: E402
+from tests.functional.daemon import Daemon, free_port  # noqa: E402
+from tests.servers import MemcachedServer, ServerUnavailable, ZooKeeperServer  # noqa: E402
+
+POSTGRESQL_ADMIN = os.environ.get(
+    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+DRIVERS = (
+    "db-sqlite",
+    "db-postgresql",
+    "db-mysql",
+    "zookeeper",
+    "memcached",
+    "tooz-redis",
+    "tooz-zookeeper",
+)
+# Every DOWN_EVERY-th service never beats: "who is up" must have a non-trivial answer.
+DOWN_EVERY = 10
+# Long enough that nothing expires while a scenario runs (detection sets its own).
+BENCH_DOWN_TIME = 3600.0
+NOVA_SAMPLE = 500
+# tooz keeps one coordinator per beating service: a redis connection each, or a
+# ZooKeeper session each (with kazoo's threads). So the tooz targets beat at
+# most this many services; BenchZooKeeper lifts ZooKeeper's default limit of
+# 60 connections per client address, which 100 sessions would exceed.
+TOOZ_BEATERS = {"tooz-redis": 500, "tooz-zookeeper": 100}
+WRK = shutil.which("wrk")
+LUA = Path(__file__).with_name("heartbeat.lua")
+CHILD = Path(__file__).with_name("child.py")
+
+
+class Unavailable(RuntimeError):
+    """A backend this target needs is not there: the target is skipped, and says why."""
+
+
+# -- measurement helpers -------------------------------------------------------
+
+
+def alternate(variants: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
+    """Time each variant once per repetition, in turn: A, B, C, A, B, C ...
+
+    Interleaving spreads the machine's noise over every variant alike, so the
+    ratio of medians stays meaningful when the absolute figures wander.
+    """
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 2)
+
+
+def machine() -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text()
+    total_kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
+    model = ""
+    with contextlib.suppress(OSError):
+        found = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        model = found.group(1) if found else ""
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "memory_mb": total_kb // 1024,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+# -- environment: servers and scratch databases --------------------------------
+
+
+class BenchZooKeeper(ZooKeeperServer):
+    """The tests' ZooKeeper, without the per-address connection limit (tooz: a session each)."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        with open(self.workdir / "zoo.cfg", "a") as cfg:
+            cfg.write("maxClientCnxns=0\n")
+        return cmd
+
+
+class Env:
+    """Servers started on demand and shared by every target; everything cleaned at exit."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.tmp = Path(tempfile.mkdtemp(prefix="sg-bench-"))
+        self.stack.callback(shutil.rmtree, self.tmp, True)
+        self._zk: ZooKeeperServer | None = None
+        self._mc: MemcachedServer | None = None
+
+    def close(self) -> None:
+        self.stack.close()
+
+    @property
+    def zk(self) -> ZooKeeperServer:
+        if self._zk is None:
+            self._zk = self._start(BenchZooKeeper())
+        return self._zk
+
+    @property
+    def mc(self) -> MemcachedServer:
+        if self._mc is None:
+            self._mc = self._start(MemcachedServer())
+        return self._mc
+
+    def _start(self, server: Any) -> Any:
+        try:
+            server.start()
+        except ServerUnavailable as exc:
+            server.cleanup()
+            raise Unavailable(f"{server.name}: {exc}") from exc
+        self.stack.callback(server.cleanup)
+        return server
+
+    @contextlib.contextmanager
+    def database(self, dialect: str) -> Iterator[str]:
+        """A fresh migrated database: a file for SQLite, a scratch database otherwise."""
+        if dialect == "sqlite":
+            path = self.tmp / f"sg-{uuid_mod.uuid4().hex[:8]}.sqlite"
+            url = f"sqlite:///{path}"
+            engine = make_engine(url)
+            migration.upgrade(engine)
+            engine.dispose()
+            try:
+                yield url
+            finally:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            return
+        admin_url = POSTGRESQL_ADMIN if dialect == "postgresql" else MYSQL_ADMIN
+        name = f"sg_bench_{uuid_mod.uuid4().hex[:12]}"
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        except sa.exc.SQLAlchemyError as exc:
+            admin.dispose()
+            raise Unavailable(f"{dialect}: {str(exc).splitlines()[0]}") from exc
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        migration.upgrade(engine)
+        engine.dispose()
+        try:
+            yield url
+        finally:
+            with admin.connect() as conn:
+                force = " WITH (FORCE)" if dialect == "postgresql" else ""
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
+            admin.dispose()
+
+
+@dataclass
+class Target:
+    """One driver on one backend: how to configure it, fill it, and read/write it raw."""
+
+    name: str
+    env: Env
+    tag: str = field(default_factory=lambda: uuid_mod.uuid4().hex[:8])
+
+    @property
+    def driver(self) -> str:
+        return self.name.split("-")[0]
+
+    @property
+    def dialect(self) -> str:
+        return self.name.split("-", 1)[1] if self.driver == "db" else "sqlite"
+
+    def options(self, **timing: float) -> dict[str, Any]:
+        """ServiceGroup.from_options keywords (also written to the daemon's config)."""
+        opts: dict[str, Any] = {"driver": self.driver, **timing}
+        if self.name == "zookeeper":
+            opts["zookeeper__hosts"] = [self.env.zk.address]
+            opts["zookeeper__root"] = f"/sgbench-{self.tag}"
+        elif self.name == "memcached":
+            opts["memcached__servers"] = [self.env.mc.address]
+            opts["memcached__key_prefix"] = f"sgbench-{self.tag}-"
+        elif self.name == "tooz-redis":
+            opts["tooz__backend_url"] = f"{REDIS_URL}?namespace=sgbench-{self.tag}"
+        elif self.name == "tooz-zookeeper":
+            opts["tooz__backend_url"] = (
+                f"zookeeper://{self.env.zk.address}?namespace=sgbench-{self.tag}"
+            )
+        return opts
+
+    def check(self) -> None:
+        if self.name == "tooz-redis":
+            import redis
+
+            try:
+                redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+            except redis.RedisError as exc:
+                raise Unavailable(f"Redis: {exc}") from exc
+        self.options()  # starts the servers it needs
+
+    def cleanup(self) -> None:
+        if self.name == "tooz-redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(f"sgbench-{self.tag}*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+            client.close()
+
+
+# -- a workload: N registered services, 90% of them beating ----------------------
+
+
+class Workload:
+    """N services of one binary in a fresh database, every DOWN_EVERY-th never beating."""
+
+    def __init__(self, target: Target, n: int, url: str) -> None:
+        self.target, self.n, self.url = target, n, url
+        self.binary = f"bench-{n}"
+        self.sg = ServiceGroup.from_options(
+            database__connection=url,
+            report_interval=BENCH_DOWN_TIME / 10,
+            service_down_time=BENCH_DOWN_TIME,
+            **target.options(),
+        )
+        self._closers: list[Callable[[], None]] = []
+        self.services = self._register()
+        self.beating = [s for i, s in enumerate(self.services) if i % DOWN_EVERY]
+        self._make_up(self.beating)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                closer()
+        self.sg.close()
+
+    def _register(self) -> list[Service]:
+        """Rows written in bulk: registration is not what is measured, and 10,000 is slow."""
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = [
+            {
+                "uuid": str(uuid_mod.uuid4()),
+                "host": f"host-{i:05d}.example.org",
+                "binary": self.binary,
+                "topic": "compute",
+                "availability_zone": f"az{i % 3}",
+                "version": 60 + i % 3,
+                "created_at": now,
+                "observed_state": "down",
+                "observed_at": now,
+            }
+            for i in range(self.n)
+        ]
+        with self.sg.engine.begin() as conn:
+            for start in range(0, len(rows), 1000):
+                conn.execute(services.insert(), rows[start : start + 1000])
+        return [s.service for s in self.sg.get_all(binary=self.binary)]
+
+    def _make_up(self, beating: list[Service]) -> None:
+        """Write every beating service's liveness the cheapest way the backend allows."""
+        driver = self.sg.driver
+        kind = self.target.name
+        if kind.startswith("db-"):
+            uuids = [s.uuid for s in beating]
+            with self.sg.engine.begin() as conn:
+                for start in range(0, len(uuids), 500):
+                    conn.execute(
+                        sa.update(services)
+                        .where(services.c.uuid.in_(uuids[start : start + 500]))
+                        .values(last_seen_up=server_now(), report_count=1)
+                    )
+        elif kind == "memcached":
+            for svc in beating:
+                driver.beat(svc)
+        elif kind == "zookeeper":
+            # Pipelined creates on the driver's own session: the nodes its
+            # beat() would make, without 10,000 sequential round trips.
+            client = driver._client
+            nodes = [driver._node(s) for s in beating]
+            client.ensure_path(nodes[0].path.rsplit("/", 1)[0])
+            pending = [client.create_async(n.path, n.data, ephemeral=True) for n in nodes]
+            for result in pending:
+                result.get(timeout=30)
+            driver.beat(beating[0])  # samples ZooKeeper's clock
+        else:  # tooz: one populating coordinator wearing each member's id in turn
+            from tooz import coordination
+
+            from servicegroup.drivers.tooz import group_id, member_id
+
+            coord = coordination.get_coordinator(driver.url, b"sgbench-populator")
+            coord.start(start_heart=False)
+            self._closers.append(coord.stop)
+            group = group_id(self.binary)
+            with contextlib.suppress(coordination.GroupAlreadyExist):
+                coord.create_group(group).get()
+            pending = []
+            for svc in beating:
+                coord._member_id = member_id(svc.host, svc.binary)
+                caps = {"uuid": svc.uuid, "version": svc.version}
+                pending.append(coord.join_group(group, caps))
+                if kind == "tooz-redis":
+                    coord.heartbeat()
+            for result in pending:
+                result.get()
+            # Redis prunes members whose beat key is gone; the key names follow
+            # the member id, which is how the populator made them.
+
+    def expected_up(self) -> set[str]:
+        return {s.uuid for s in self.beating}
+
+
+# -- raw floors: the cheapest hand-written read/write with the same client ------
+
+
+class RawSQL:
+    """One SELECT of the same rows (and the server's clock), on a held DBAPI connection."""
+
+    def __init__(self, engine: sa.Engine, binary: str) -> None:
+        stmt = sa.select(services, server_now().label("db_now")).where(
+            (services.c.binary == sa.bindparam("b")) & (services.c.deleted == 0)
+        )
+        compiled = stmt.compile(dialect=engine.dialect)
+        params = compiled.construct_params({"b": binary})
+        self.sql = str(compiled)
+        if engine.dialect.positional:
+            self.params: Any = tuple(params[k] for k in compiled.positiontup)
+        else:
+            self.params = params
+        self.conn = engine.raw_connection()
+        self.sqlite = engine.dialect.name == "sqlite"
+        cols = [c.name for c in services.columns]
+        self.i_uuid, self.i_seen = cols.index("uuid"), cols.index("last_seen_up")
+        self.i_host = cols.index("host")
+
+    def rows(self) -> list[Any]:
+        cur = self.conn.cursor()
+        cur.execute(self.sql, self.params)
+        rows = cur.fetchall()
+        cur.close()
+        self.conn.commit()  # end the read transaction, as a pooled connection would
+        return rows
+
+    def up_by_sql_clock(self, down_time: float) -> set[str]:
+        rows = self.rows()
+        up = set()
+        parse = datetime.fromisoformat
+        for row in rows:
+            seen, now = row[self.i_seen], row[-1]
+            if seen is None:
+                continue
+            if self.sqlite:
+                seen, now = parse(seen), parse(now)
+            if (now - seen).total_seconds() <= down_time:
+                up.add(row[self.i_uuid])
+        return up
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Raw:
+    """The raw floor of one target: read = SELECT + backend read; write = one backend write."""
+
+    def __init__(self, work: Workload) -> None:
+        self.work = work
+        self.sql = RawSQL(work.sg.engine, work.binary)
+        self.down = work.sg.down_time
+        self.kind = work.target.name
+        self._closers: list[Callable[[], None]] = [self.sql.close]
+        driver = work.sg.driver
+        if self.kind == "memcached":
+            from pymemcache.client.base import Client
+
+            self.mc = Client(
+                work.target.env.mc.address,
+                key_prefix=work.sg.conf.memcached.key_prefix.encode(),
+                no_delay=True,
+                default_noreply=False,
+            )
+            self._closers.append(self.mc.close)
+        elif self.kind == "zookeeper":
+            from kazoo.client import KazooClient
+
+            self.zk = KazooClient(hosts=work.target.env.zk.address)
+            self.zk.start(10)
+            self._closers += [self.zk.stop, self.zk.close]
+            self.zk_parent = driver._node(work.services[0]).path.rsplit("/", 1)[0]
+            self.zk_paths = {s.uuid: driver._node(s).path for s in work.services}
+            self.zk_data = {s.uuid: driver._node(s).data for s in work.services}
+        elif self.kind.startswith("tooz-"):
+            from tooz import coordination
+
+            from servicegroup.drivers.tooz import group_id, member_id
+
+            self.tooz = coordination.get_coordinator(driver.reader_url, b"sgbench-raw-reader")
+            self.tooz.start(start_heart=False)
+            self._closers.append(self.tooz.stop)
+            self.group = group_id(work.binary)
+            self.member_of = member_id
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                closer()
+
+    # reads -------------------------------------------------------------------
+
+    def backend_read(self, rows: list[Any]) -> set[str]:
+        """Up uuids from the backend alone, for the uuids in `rows`."""
+        i_uuid, i_host = self.sql.i_uuid, self.sql.i_host
+        if self.kind == "memcached":
+            uuids = [r[i_uuid] for r in rows]
+            values = self.mc.get_many(uuids)
+            now_us = time.time() * 1e6
+            limit = self.down * 1e6
+            return {u for u, v in values.items() if now_us - int(v.split(b"|", 1)[0]) <= limit}
+        if self.kind == "zookeeper":
+            now_ms = time.time() * 1000
+            children = self.zk.get_children(self.zk_parent)
+            pending = [self.zk.get_async(f"{self.zk_parent}/{c}") for c in children]
+            up = set()
+            for result in pending:
+                data, stat = result.get(timeout=10)
+                if now_ms - stat.mtime <= self.down * 1000:
+                    up.add(json.loads(data)["uuid"])
+            return up
+        if self.kind.startswith("tooz-"):
+            members = self.tooz.get_members(self.group).get(timeout=10)
+            binary = self.work.binary
+            return {r[i_uuid] for r in rows if self.member_of(r[i_host], binary) in members}
+        raise AssertionError(self.kind)
+
+    def read(self) -> set[str]:
+        """The floor of get_all: the same rows from SQL, plus the backend's word on them."""
+        if self.kind.startswith("db-"):
+            return self.sql.up_by_sql_clock(self.down)
+        return self.backend_read(self.sql.rows())
+
+    # writes ------------------------------------------------------------------
+
+    def writer(self) -> Callable[[Service], None]:
+        if self.kind.startswith("db-"):
+            engine = self.work.sg.engine
+            stmt = (
+                sa.update(services)
+                .where((services.c.uuid == sa.bindparam("u")) & (services.c.deleted == 0))
+                .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
+            )
+            compiled = stmt.compile(dialect=engine.dialect)
+            sql, conn = str(compiled), self.sql.conn
+
+            def write_sql(svc: Service) -> None:
+                params = compiled.construct_params({"u": svc.uuid})
+                if engine.dialect.positional:
+                    params = tuple(params[k] for k in compiled.positiontup)
+                cur = conn.cursor()
+                cur.execute(sql, params)
+                cur.close()
+                conn.commit()
+
+            return write_sql
+        if self.kind == "memcached":
+            ttl = self.work.sg.driver.ttl
+
+            def write_mc(svc: Service) -> None:
+                self.mc.set(svc.uuid, b"%d|%d" % (time.time_ns() // 1000, svc.version), ttl)
+
+            return write_mc
+        if self.kind == "zookeeper":
+
+            def write_zk(svc: Service) -> None:
+                self.zk.set(self.zk_paths[svc.uuid], self.zk_data[svc.uuid])
+
+            return write_zk
+        if self.kind == "tooz-redis":
+            client = self.tooz._client
+            ms_ttl = int(self.tooz.membership_timeout * 1000)
+
+            def write_redis(svc: Service) -> None:
+                beat = self.tooz._encode_beat_id(self.member_of(svc.host, svc.binary))
+                client.psetex(beat, ms_ttl, self.tooz.STILL_ALIVE)
+
+            return write_redis
+        # tooz-zookeeper: tooz's heartbeat is a kazoo get of the namespace root.
+        kazoo, base = self.tooz._coord, self.tooz._base_path()
+
+        def write_tooz_zk(_svc: Service) -> None:
+            kazoo.get(base)
+
+        return write_tooz_zk
+
+
+class ToozZkCompare:
+    """tooz's own get_members over the same members, in a tooz group on the same ZooKeeper."""
+
+    def __init__(self, work: Workload) -> None:
+        from tooz import coordination
+
+        from servicegroup.drivers.tooz import group_id, member_id
+
+        url = f"zookeeper://{work.target.env.zk.address}?namespace=sgbench-cmp-{work.target.tag}"
+        self.coord = coordination.get_coordinator(url, b"sgbench-cmp")
+        self.coord.start(start_heart=False)
+        self.group = group_id(work.binary)
+        with contextlib.suppress(coordination.GroupAlreadyExist):
+            self.coord.create_group(self.group).get()
+        pending = []
+        for svc in work.beating:
+            self.coord._member_id = member_id(svc.host, svc.binary)
+            pending.append(self.coord.join_group(self.group, {"uuid": svc.uuid}))
+        for result in pending:
+            result.get()
+
+    def read(self) -> set[bytes]:
+        return self.coord.get_members(self.group).get(timeout=10)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.coord.stop()
+
+
+# -- scenario 1: bulk liveness ------------------------------------------------------
+
+
+def bench_bulk(work: Workload, reps: int) -> dict[str, Any]:
+    sg, binary = work.sg, work.binary
+    raw = Raw(work)
+    compare = ToozZkCompare(work) if work.target.name == "zookeeper" else None
+    sample = work.services[:: max(1, len(work.services) // NOVA_SAMPLE)][:NOVA_SAMPLE]
+    try:
+        # Correctness first: every way of asking agrees on who is up.
+        expected = work.expected_up()
+        got = {s.service.uuid for s in sg.get_all(binary=binary) if s.state is State.UP}
+        nova = {s.uuid for s in sample if sg.is_up(s.uuid)}
+        raw_up = raw.read()
+        agree = {
+            "get_all": got == expected,
+            "nova_sample": nova == {s.uuid for s in sample} & expected,
+            "raw": raw_up == expected,
+        }
+        rows = raw.sql.rows()
+        variants: dict[str, Callable[[], Any]] = {
+            "get_all": lambda: sg.get_all(binary=binary),
+            "raw": raw.read,
+            "nova_sample": lambda: [sg.is_up(s.uuid) for s in sample],
+            "raw_sql_only": raw.sql.rows,
+        }
+        if not work.target.name.startswith("db-"):
+            variants["raw_backend_only"] = lambda: raw.backend_read(rows)
+        if compare is not None:
+            agree["tooz"] = len(compare.read()) == len(expected)
+            variants["tooz_get_members"] = compare.read
+        elif work.target.name.startswith("tooz-"):
+            variants["tooz_get_members"] = lambda: raw.tooz.get_members(raw.group).get()
+        times = alternate(variants, reps)
+    finally:
+        raw.close()
+        if compare is not None:
+            compare.close()
+    med = {name: statistics.median(values) for name, values in times.items()}
+    nova_full = med["nova_sample"] / len(sample) * work.n
+    return {
+        "services": work.n,
+        "up": len(expected),
+        "reps": reps,
+        "agree": agree,
+        "get_all_ms": ms(med["get_all"]),
+        "get_all_min_ms": ms(min(times["get_all"])),
+        "raw_ms": ms(med["raw"]),
+        "raw_sql_only_ms": ms(med["raw_sql_only"]),
+        "raw_backend_only_ms": ms(med.get("raw_backend_only")),
+        "tooz_get_members_ms": ms(med.get("tooz_get_members")),
+        "nova_per_call_ms": ms(med["nova_sample"] / len(sample)),
+        "nova_sample": len(sample),
+        "nova_extrapolated_ms": ms(nova_full),
+        "speedup_vs_nova": ratio(nova_full, med["get_all"]),
+        "ratio_vs_raw": ratio(med["get_all"], med["raw"]),
+        "ratio_vs_tooz": ratio(med["get_all"], med.get("tooz_get_members")),
+    }
+
+
+# -- scenario 2: heartbeat --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sql_counter(engine: sa.Engine) -> Iterator[dict[str, int]]:
+    """Count what a heartbeat costs the database: statements, pre-pings, commits, rollbacks."""
+    counts = {"statements": 0, "begins": 0, "pings": 0, "commits": 0, "rollbacks": 0}
+    dialect = engine.dialect
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # SQLite's explicit BEGIN IMMEDIATE (db/engine.py) is transaction
+        # control, counted apart like the commit; "statements" is the SQL work.
+        key = "begins" if statement.lstrip().upper().startswith("BEGIN") else "statements"
+        counts[key] += 1
+
+    def wrap(name: str, key: str) -> Callable[..., Any]:
+        original = getattr(dialect, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            counts[key] += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    patched = {"do_ping": "pings", "do_commit": "commits", "do_rollback": "rollbacks"}
+    for name, key in patched.items():
+        setattr(dialect, name, wrap(name, key))
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        for name in patched:
+            delattr(dialect, name)
+
+
+def bench_heartbeat(work: Workload, reps: int, per_block: int) -> dict[str, Any]:
+    sg = work.sg
+    targets = work.beating[:per_block]
+    raw = Raw(work)
+    write = raw.writer()
+    lat: dict[str, list[float]] = {"heartbeat": [], "raw": []}
+    blocks: dict[str, list[float]] = {"heartbeat": [], "raw": []}
+    try:
+        for svc in targets:  # first beat creates what the backend needs (tooz: a coordinator)
+            sg.heartbeat(svc)
+            write(svc)
+        variants = {"heartbeat": sg.heartbeat, "raw": write}
+        for _ in range(reps):
+            for name, fn in variants.items():
+                block_start = time.perf_counter()
+                for svc in targets:
+                    start = time.perf_counter()
+                    fn(svc)
+                    lat[name].append(time.perf_counter() - start)
+                blocks[name].append(time.perf_counter() - block_start)
+        sql = None
+        if work.target.name.startswith("db-"):
+            with sql_counter(sg.engine) as counts:
+                for svc in targets:
+                    sg.heartbeat(svc)
+            sql = {k: round(v / len(targets), 3) for k, v in counts.items()}
+    finally:
+        raw.close()
+    med_block = {k: statistics.median(v) for k, v in blocks.items()}
+    return {
+        "beats_per_block": len(targets),
+        "reps": reps,
+        "heartbeat_per_s": round(len(targets) / med_block["heartbeat"]),
+        "raw_per_s": round(len(targets) / med_block["raw"]),
+        "heartbeat_p50_ms": ms(pct(lat["heartbeat"], 50)),
+        "heartbeat_p99_ms": ms(pct(lat["heartbeat"], 99)),
+        "raw_p50_ms": ms(pct(lat["raw"], 50)),
+        "raw_p99_ms": ms(pct(lat["raw"], 99)),
+        "ratio_vs_raw": ratio(med_block["heartbeat"], med_block["raw"]),
+        "sql_per_heartbeat": sql,
+    }
+
+
+# -- scenario 3 and 5: the daemon under wrk, and its memory ---------------------------
+
+
+def config_text(url: str, port: int, options: dict[str, Any]) -> str:
+    groups: dict[str, list[str]] = {"DEFAULT": [], "database": [f"connection = {url}"]}
+    groups["api"] = ["host = 127.0.0.1", f"port = {port}"]
+    for key, value in options.items():
+        group, _, name = key.rpartition("__")
+        text = ",".join(value) if isinstance(value, list) else value
+        groups.setdefault(group or "DEFAULT", []).append(f"{name} = {text}")
+    return "".join(f"[{g}]\n" + "\n".join(lines) + "\n" for g, lines in groups.items())
+
+
+@contextlib.contextmanager
+def daemon(target: Target, url: str, **timing: Any) -> Iterator[Daemon]:
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sg-bench-daemon-", dir=target.env.tmp))
+    conf = workdir / "servicegroup.conf"
+    conf.write_text(config_text(url, port, target.options(**timing)))
+    proc = Daemon(conf, port, workdir / "daemon.log").start()
+    try:
+        proc.wait_ready(60)
+        yield proc
+    except Exception:
+        print(f"daemon log tail:\n{proc.log()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        proc.stop()
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return round(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024, 1)
+
+
+LAT_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, ids_file: Path, seconds: float, connections: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            WRK,
+            "-t2",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        env={**os.environ, "SG_IDS": str(ids_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    dist = {
+        int(p): float(v) * LAT_UNITS[u]
+        for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests": requests,
+        "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": dist.get(50),
+        "p75_ms": dist.get(75),
+        "p90_ms": dist.get(90),
+        "p99_ms": dist.get(99),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock.group(1) if sock else None,
+    }
+
+
+def bench_daemon(work: Workload, seconds: float, reps: int, rotate: int | None) -> dict[str, Any]:
+    if WRK is None:
+        return {"skipped": "wrk is not installed (Debian package wrk)"}
+    ids = [s.uuid for s in work.services][:rotate]
+    ids_file = work.target.env.tmp / f"ids-{work.target.tag}.txt"
+    ids_file.write_text("\n".join(ids) + "\n")
+    # The daemon judges with its own down time; long, so nothing flaps mid-run.
+    timing = {"report_interval": BENCH_DOWN_TIME / 10, "service_down_time": BENCH_DOWN_TIME}
+    with daemon(work.target, work.url, **timing) as proc:
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        rss_idle = rss_mb(pid)
+        # Warm-up: one pass over every id fills the daemon's record cache, as
+        # the first report_interval of a real fleet would.
+        run_wrk(proc.url, ids_file, max(1.0, len(ids) / 1500), 50)
+        beat = run_wrk(proc.url, ids_file, seconds, 50)
+        rss_beating = rss_mb(pid)
+        with httpx.Client(base_url=proc.url, timeout=60) as client:
+            wanted = {"services": f"/v1/services?binary={work.binary}", "metrics": "/metrics"}
+            checks = {}
+            for name, path in wanted.items():  # correctness, and a warm-up
+                resp = client.get(path)
+                checks[name] = resp.status_code
+                if name == "services":
+                    listed = resp.json()["services"]
+                    checks["services_listed"] = len(listed)
+                    checks["services_up"] = sum(s["state"] == "up" for s in listed)
+            fetch = {
+                name: (lambda p=path: client.get(p).raise_for_status())
+                for name, path in wanted.items()
+            }
+            times = alternate(fetch, reps)
+        rss_after = rss_mb(pid)
+    return {
+        "services": work.n,
+        "rotated_ids": len(ids),
+        "wrk_seconds": seconds,
+        "connections": 50,
+        "heartbeat": beat,
+        "checks": checks,
+        "get_services_ms": ms(statistics.median(times["services"])),
+        "get_services_max_ms": ms(max(times["services"])),
+        "metrics_ms": ms(statistics.median(times["metrics"])),
+        "metrics_max_ms": ms(max(times["metrics"])),
+        "reps": reps,
+        "rss_mb": {"idle": rss_idle, "beating": rss_beating, "after_reads": rss_after},
+    }
+
+
+# -- scenario 4: detection --------------------------------------------------------
+
+
+def bench_detection(target: Target, url: str, reps: int) -> dict[str, Any]:
+    timing = {"report_interval": 0.1, "service_down_time": 1.0}
+    sweep = 0.2
+    extra: dict[str, Any] = {}
+    bound_name, bound = "service_down_time", timing["service_down_time"]
+    if target.name == "zookeeper":
+        extra["zookeeper__session_timeout"] = 1.0
+        bound_name, bound = "session_timeout", 1.0
+    options = {**target.options(**timing), **extra}
+    runs = []
+    binary = f"detect-{target.tag}"
+    with (
+        daemon(target, url, **timing, **extra, events__sweep_interval=sweep) as proc,
+        ServiceGroup.from_options(database__connection=url, **options) as sg,
+        httpx.Client(base_url=proc.url, timeout=30) as client,
+    ):
+        for rep in range(reps):
+            child_opts = {**options, "database__connection": url}
+            child_opts.update(host=f"victim-{rep}", binary=binary)
+            child = subprocess.Popen(
+                [sys.executable, str(CHILD), json.dumps(child_opts)],
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+                text=True,
+            )
+            try:
+                uuid = child.stdout.readline().strip()
+                if not uuid:
+                    raise RuntimeError(f"reporting child exited {child.wait()}")
+                deadline = time.monotonic() + 30
+                while not sg.is_up(uuid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                cursor = wait_event(client, binary, uuid, "up", 0, deadline)
+                event_at: list[float] = []
+
+                def watch(uuid: str = uuid, since: int = cursor, seen: list = event_at) -> None:
+                    wait_event(client, binary, uuid, "down", since, time.monotonic() + 30)
+                    seen.append(time.monotonic())
+
+                watcher = threading.Thread(target=watch)
+                watcher.start()
+                killed = time.monotonic()
+                child.send_signal(signal.SIGKILL)
+                down_at = None
+                while time.monotonic() < killed + 30:
+                    if not sg.is_up(uuid):
+                        down_at = time.monotonic()
+                        break
+                    time.sleep(0.01)
+                watcher.join(35)
+            finally:
+                child.kill()
+                child.wait()
+            runs.append(
+                {
+                    "down_s": None if down_at is None else round(down_at - killed, 3),
+                    "event_s": round(event_at[0] - killed, 3) if event_at else None,
+                }
+            )
+    downs = [r["down_s"] for r in runs if r["down_s"] is not None]
+    events = [r["event_s"] for r in runs if r["event_s"] is not None]
+    worst_down = max(downs) if len(downs) == len(runs) else None
+    worst_event = max(events) if len(events) == len(runs) else None
+    return {
+        "runs": runs,
+        "report_interval": timing["report_interval"],
+        "service_down_time": timing["service_down_time"],
+        "sweep_interval": sweep,
+        "bound": f"{bound_name} + 1 s",
+        "down_worst_s": worst_down,
+        "event_worst_s": worst_event,
+        "event_after_down_worst_s": max(
+            (r["event_s"] - r["down_s"] for r in runs if r["event_s"] and r["down_s"]),
+            default=None,
+        ),
+        "down_met": worst_down is not None and worst_down <= bound + 1,
+        "event_met": worst_event is not None
+        and worst_down is not None
+        and all(r["event_s"] - r["down_s"] <= sweep for r in runs),
+    }
+
+
+def wait_event(
+    client: httpx.Client, binary: str, uuid: str, state: str, since: int, deadline: float
+) -> int:
+    """Long-poll the event stream until `uuid` reaches `state`; the cursor just past it."""
+    while time.monotonic() < deadline:
+        left = max(0.0, min(5.0, deadline - time.monotonic()))
+        page = client.get(
+            "/v1/events", params={"since": since, "binary": binary, "wait": left}
+        ).json()
+        for ev in page["events"]:
+            if ev["service_id"] == uuid and ev["state"] == state:
+                return ev["id"]
+        since = page["cursor"]
+    raise TimeoutError(f"no {state} event for {uuid}")
+
+
+# -- driving it all -----------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    sizes: list[int]
+    reps: int
+    beats: int
+    wrk_seconds: float
+    http_reps: int
+    detect_reps: int
+    daemon: bool = True
+    detection: bool = True
+
+
+def bench_target(target: Target, plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    result: dict[str, Any] = {"bulk": {}}
+    target.check()
+    try:
+        for n in plan.sizes:
+            with target.env.database(target.dialect) as url:
+                log(f"{target.name}: {n} services, populating")
+                work = Workload(target, n, url)
+                try:
+                    log(f"{target.name}: {n} services, bulk liveness")
+                    result["bulk"][str(n)] = bench_bulk(work, plan.reps)
+                    if n == min(plan.sizes):
+                        log(f"{target.name}: heartbeat")
+                        beats = min(plan.beats, TOOZ_BEATERS.get(target.name, plan.beats))
+                        result["heartbeat"] = bench_heartbeat(work, plan.reps, beats)
+                    if n == max(plan.sizes) and plan.daemon:
+                        # tooz keeps one coordinator (connection, session) per
+                        # beating service: 10,000 would be 10,000 connections.
+                        rotate = TOOZ_BEATERS.get(target.name)
+                        log(f"{target.name}: daemon under wrk")
+                        result["daemon"] = bench_daemon(
+                            work, plan.wrk_seconds, plan.http_reps, rotate
+                        )
+                finally:
+                    work.close()
+        if plan.detection:
+            with target.env.database(target.dialect) as url:
+                log(f"{target.name}: detection")
+                result["detection"] = bench_detection(target, url, plan.detect_reps)
+    finally:
+        target.cleanup()
+    return result
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = []
+    m = report["machine"]
+    lines.append(
+        f"machine: {m['cores']} cores, {m['memory_mb']} MB, load {m['loadavg']} -> "
+        f"{report['loadavg_end']}, python {m['python']}"
+    )
+    head = (
+        f"{'driver':<15}{'N':>6}{'get_all':>10}{'raw':>9}{'x raw':>7}"
+        f"{'nova(ext)':>11}{'x faster':>10}{'tooz':>9}"
+    )
+    lines += ["", "bulk liveness, ms (median)", head]
+    for name, res in report["targets"].items():
+        if "error" in res:
+            lines.append(f"{name:<15} skipped: {res['error']}")
+            continue
+        for n, b in res["bulk"].items():
+            tooz = "-" if b["tooz_get_members_ms"] is None else f"{b['tooz_get_members_ms']:.1f}"
+            lines.append(
+                f"{name:<15}{n:>6}{b['get_all_ms']:>10.1f}{b['raw_ms']:>9.1f}"
+                f"{b['ratio_vs_raw']:>7.2f}{b['nova_extrapolated_ms']:>11.0f}"
+                f"{b['speedup_vs_nova']:>10.0f}{tooz:>9}"
+            )
+    lines += [
+        "",
+        "heartbeat (sequential, one thread)",
+        f"{'driver':<15}{'beats/s':>9}{'raw/s':>9}{'x raw':>7}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'raw p50':>9}{'raw p99':>9}{'SQL/beat':>10}",
+    ]
+    for name, res in report["targets"].items():
+        h = res.get("heartbeat")
+        if not h:
+            continue
+        sql = h["sql_per_heartbeat"]
+        lines.append(
+            f"{name:<15}{h['heartbeat_per_s']:>9}{h['raw_per_s']:>9}{h['ratio_vs_raw']:>7.2f}"
+            f"{h['heartbeat_p50_ms']:>8.3f}{h['heartbeat_p99_ms']:>8.3f}"
+            f"{h['raw_p50_ms']:>9.3f}{h['raw_p99_ms']:>9.3f}"
+            f"{'-' if sql is None else sql['statements']:>10}"
+        )
+    lines += [
+        "",
+        "daemon (wrk, 50 connections)",
+        f"{'driver':<15}{'N':>6}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'GET list':>10}{'metrics':>9}{'RSS MB':>8}",
+    ]
+    for name, res in report["targets"].items():
+        d = res.get("daemon")
+        if not d or "skipped" in d:
+            continue
+        hb = d["heartbeat"]
+        lines.append(
+            f"{name:<15}{d['rotated_ids']:>6}{hb['per_s']:>9.0f}{hb['p50_ms']:>8.2f}"
+            f"{hb['p99_ms']:>8.2f}{hb['non_2xx']:>7}{d['get_services_ms']:>10.1f}"
+            f"{d['metrics_ms']:>9.1f}{d['rss_mb']['after_reads']:>8.1f}"
+        )
+    lines += ["", "detection after SIGKILL, s (worst of runs)"]
+    lines.append(f"{'driver':<15}{'down':>7}{'event':>7}  bound")
+    for name, res in report["targets"].items():
+        d = res.get("detection")
+        if d:
+            lines.append(
+                f"{name:<15}{d['down_worst_s'] or float('nan'):>7.2f}"
+                f"{d['event_worst_s'] or float('nan'):>7.2f}  {d['bound']}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--driver",
+        action="append",
+        help=f"target(s), comma-separated or repeated: {', '.join(DRIVERS)} "
+        "('db' means db-sqlite, 'tooz' tooz-redis)",
+    )
+    parser.add_argument("--all", action="store_true", help="every target")
+    parser.add_argument("--services", type=int, action="append", help="N (default 1000 and 10000)")
+    parser.add_argument("--quick", action="store_true", help="a few hundred services, seconds")
+    parser.add_argument("--reps", type=int, help="repetitions of each alternated measurement")
+    parser.add_argument("--wrk-seconds", type=float, help="measured wrk run per daemon")
+    parser.add_argument("--no-daemon", action="store_true")
+    parser.add_argument("--no-detection", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the full results here")
+    args = parser.parse_args(argv)
+
+    aliases = {"db": "db-sqlite", "tooz": "tooz-redis", "zk": "zookeeper", "mc": "memcached"}
+    names = [
+        aliases.get(n.strip(), n.strip()) for spec in args.driver or [] for n in spec.split(",")
+    ]
+    if args.all or not names:
+        names = list(DRIVERS)
+    unknown = [n for n in names if n not in DRIVERS]
+    if unknown:
+        parser.error(f"unknown driver(s): {', '.join(unknown)}")
+    if args.quick:
+        plan = Plan([args.services[0] if args.services else 300], 3, 50, 1.0, 3, 1)
+    else:
+        plan = Plan(sorted(args.services or [1000, 10000]), 7, 200, 10.0, 7, 3)
+    plan.reps = args.reps or plan.reps
+    plan.wrk_seconds = args.wrk_seconds or plan.wrk_seconds
+    plan.daemon, plan.detection = not args.no_daemon, not args.no_detection
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    report: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, "bench/run.py", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "plan": plan.__dict__,
+        "targets": {},
+    }
+    env = Env()
+    failed = False
+    try:
+        for name in names:
+            try:
+                report["targets"][name] = bench_target(Target(name, env), plan, log)
+            except Unavailable as exc:
+                log(f"{name}: skipped, {exc}")
+                report["targets"][name] = {"error": str(exc)}
+            except Exception as exc:  # one broken target must not lose the others' figures
+                log(f"{name}: FAILED, {type(exc).__name__}: {exc}")
+                report["targets"][name] = {"error": f"failed: {type(exc).__name__}: {exc}"}
+                failed = True
+    finally:
+        env.close()
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The benchmark harness keeps working: a --quick run, checked for correctness only.
+
+Never a timing assertion (the machine is shared); what is asserted is that
+every way of asking who is up agrees, that a db heartbeat is one statement,
+and that the JSON holds every scenario the docs quote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = ("db-sqlite", "memcached")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if shutil.which("wrk") is None:
+        unavailable("wrk", "the daemon scenario's load generator (Debian package wrk)")
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = ["--quick", "--driver", ",".join(TARGETS), "--services", "200", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "skipped" in proc.stderr and "memcached" in proc.stderr:
+        unavailable("memcached", proc.stderr[-500:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bulk liveness" in proc.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+def test_machine_is_reported(report: dict) -> None:
+    machine = report["machine"]
+    assert machine["cores"] >= 1
+    assert machine["memory_mb"] > 0
+    assert len(machine["loadavg"]) == 3
+    assert len(report["loadavg_end"]) == 3
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_scenario_is_there(report: dict, target: str) -> None:
+    result = report["targets"][target]
+    assert "error" not in result, result.get("error")
+    assert set(result) >= {"bulk", "heartbeat", "daemon", "detection"}
+    assert list(result["bulk"]) == ["200"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nova_loop_raw_floor_and_get_all_agree_on_who_is_up(report: dict, target: str) -> None:
+    bulk = report["targets"][target]["bulk"]["200"]
+    assert bulk["agree"] == {"get_all": True, "nova_sample": True, "raw": True}
+    assert bulk["up"] == 180  # every tenth service never beats
+    for key in ("get_all_ms", "raw_ms", "nova_extrapolated_ms", "ratio_vs_raw"):
+        assert bulk[key] > 0
+
+
+def test_a_db_heartbeat_is_one_statement(report: dict) -> None:
+    sql = report["targets"]["db-sqlite"]["heartbeat"]["sql_per_heartbeat"]
+    assert sql["statements"] == 1
+    assert sql["commits"] == 1
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_daemon_answered_every_heartbeat(report: dict, target: str) -> None:
+    daemon = report["targets"][target]["daemon"]
+    beat = daemon["heartbeat"]
+    assert beat["requests"] > 0
+    assert beat["non_2xx"] == 0
+    assert beat["p99_ms"] is not None
+    assert daemon["checks"]["services"] == 200
+    assert daemon["checks"]["metrics"] == 200
+    assert daemon["checks"]["services_listed"] == 200
+    # wrk rotated over every id, the never-beating tenth included: all are up now.
+    assert daemon["checks"]["services_up"] == 200
+    assert daemon["rss_mb"]["after_reads"] > 0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_killed_reporter_is_detected_and_evented(report: dict, target: str) -> None:
+    detection = report["targets"][target]["detection"]
+    for run in detection["runs"]:
+        assert run["down_s"] is not None
+        assert run["event_s"] is not None
