@@ -10,14 +10,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from oslo_config import cfg
 
 from servicegroup import conf as sg_conf
-from servicegroup import drivers, validation
+from servicegroup import drivers, gcpause, validation
 from servicegroup.claims import ClaimsMixin
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import events as db_events
@@ -27,7 +27,7 @@ from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
 from servicegroup.events import EventBatch, Watcher
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
-from servicegroup.service import Service, ServiceStatus, Snapshot, State
+from servicegroup.service import Service, ServiceStatus, Snapshot, State, new_status
 
 LOG = logging.getLogger(__name__)
 
@@ -36,14 +36,37 @@ ServiceRef = Service | str
 
 def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float) -> State:
     """The state rule, for every driver: forced down wins, then the backend's word."""
-    if service.deleted or service.forced_down:
-        return State.DOWN
-    if not pulse.known:
-        return State.UNKNOWN
-    if pulse.last_heartbeat is None or now is None:
-        return State.DOWN
-    age = (now - pulse.last_heartbeat).total_seconds()
-    return State.UP if age <= down_time else State.DOWN
+    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time)[0]
+
+
+def judge_all(
+    services: list[Service],
+    pulses: Mapping[str, Pulse],
+    missing: Pulse,
+    now: datetime | None,
+    down_time: float,
+) -> list[State]:
+    """judge() for many services at once; `missing` stands for a uuid absent from pulses.
+
+    Up iff age = now - last_heartbeat <= down_time, i.e. iff the last
+    heartbeat is at or after the cutoff now - down_time: one subtraction per
+    read rather than one per service, which at 10,000 services matters.
+    """
+    up, down, unknown = State.UP, State.DOWN, State.UNKNOWN
+    cutoff = None if now is None else now - timedelta(seconds=down_time)
+    states = []
+    append = states.append
+    get = pulses.get
+    for service in services:
+        pulse = get(service.uuid, missing)
+        if service.deleted or service.forced_down:
+            append(down)
+        elif not pulse.known:
+            append(unknown)
+        else:
+            beat = pulse.last_heartbeat
+            append(up if beat is not None and cutoff is not None and beat >= cutoff else down)
+    return states
 
 
 class ServiceGroup(ClaimsMixin):
@@ -345,6 +368,10 @@ class ServiceGroup(ClaimsMixin):
         return (min(versions), max(versions)) if versions else (None, None)
 
     def _snapshot(self, uuids: list[str] | None = None, **filters: str | None) -> Snapshot:
+        with gcpause.paused():  # see gcpause.py: collections were half of a big read
+            return self._snapshot_now(uuids, **filters)
+
+    def _snapshot_now(self, uuids: list[str] | None, **filters: str | None) -> Snapshot:
         recordset = records.query(self.engine, uuids=uuids, **filters)
         if not recordset.services:
             return Snapshot([], liveness_ok=True)
@@ -359,11 +386,12 @@ class ServiceGroup(ClaimsMixin):
             reading, missing = Reading(None, {}), UNKNOWN
         else:
             self._log_read_recovery()
-        statuses = []
-        for svc in recordset.services:
-            pulse = reading.pulses.get(svc.uuid, missing)
-            state = judge(svc, pulse, reading.now, self.down_time)
-            statuses.append(ServiceStatus(svc, state, pulse.last_heartbeat))
+        services, pulses = recordset.services, reading.pulses
+        states = judge_all(services, pulses, missing, reading.now, self.down_time)
+        statuses = [
+            new_status(svc, state, pulses.get(svc.uuid, missing).last_heartbeat)
+            for svc, state in zip(services, states, strict=True)
+        ]
         return Snapshot(statuses, liveness_ok=missing is NEVER)
 
     def _log_read_failure(self, exc: BackendError) -> None:

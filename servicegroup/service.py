@@ -7,9 +7,35 @@ across threads and sessions without detached-instance surprises.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def fast_new(cls: type[T]) -> Callable[..., T]:
+    """A constructor for the frozen slotted dataclass `cls`, positional fields only.
+
+    A frozen dataclass's __init__ pays object.__setattr__ per field, which for
+    10,000 rows a get_all is most of the Python time. This builds an instance
+    of an unfrozen twin with the same slots (a plain fast __init__), then
+    makes it a `cls`: same layout, so CPython allows the __class__ change, and
+    the result is a real, frozen `cls` (equality, hashing, immutability).
+    """
+    spec = [
+        (f.name, Any) if f.default is MISSING else (f.name, Any, field(default=f.default))
+        for f in fields(cls)  # type: ignore[arg-type]
+    ]
+    twin = make_dataclass(f"_{cls.__name__}Builder", spec, slots=True, eq=False)
+
+    def new(*values: Any) -> T:
+        obj = twin(*values)
+        obj.__class__ = cls
+        return obj  # type: ignore[return-value]
+
+    return new
 
 
 class State(enum.StrEnum):
@@ -81,10 +107,24 @@ class Snapshot:
     liveness_ok: bool
 
 
+new_service: Callable[..., Service] = fast_new(Service)
+new_status: Callable[..., ServiceStatus] = fast_new(ServiceStatus)
+
+
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["Service", "ServiceStatus", "Snapshot", "State", "asdict", "rfc3339"]
+__all__ = [
+    "Service",
+    "ServiceStatus",
+    "Snapshot",
+    "State",
+    "asdict",
+    "fast_new",
+    "new_service",
+    "new_status",
+    "rfc3339",
+]

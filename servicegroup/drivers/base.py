@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.service import Service
+from servicegroup.service import Service, fast_new
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,8 @@ class Pulse:
     known: bool = True
 
 
+# Pulse(last_heartbeat) without the frozen __init__'s cost, for reads of 10,000.
+new_pulse = fast_new(Pulse)
 UNKNOWN = Pulse(None, known=False)
 NEVER = Pulse(None)
 

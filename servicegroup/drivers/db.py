@@ -12,7 +12,7 @@ from sqlalchemy import update
 from servicegroup.db import records
 from servicegroup.db.engine import writing
 from servicegroup.db.models import server_now, services
-from servicegroup.drivers.base import Driver, Pulse, Reading
+from servicegroup.drivers.base import Driver, Reading, new_pulse
 from servicegroup.exceptions import NotFound
 from servicegroup.service import Service
 
@@ -32,9 +32,14 @@ class DbDriver(Driver):
                 raise NotFound("service", service.uuid)
 
     def read(self, recordset: records.RecordSet) -> Reading:
+        # Only beating services get a pulse: a missing uuid means NEVER (base.py).
         return Reading(
             now=recordset.db_now,
-            pulses={s.uuid: Pulse(s.last_seen_up) for s in recordset.services},
+            pulses={
+                s.uuid: new_pulse(s.last_seen_up)
+                for s in recordset.services
+                if s.last_seen_up is not None
+            },
         )
 
     def forget(self, service: Service) -> None:

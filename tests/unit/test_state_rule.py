@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from servicegroup.api import judge
+from servicegroup.api import judge, judge_all
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse
 from servicegroup.service import Service, State
 
@@ -84,3 +84,23 @@ def test_judge_ignores_the_record_last_seen_up() -> None:
 def test_judge_uses_sub_second_down_times() -> None:
     assert judge(BASE, beat(0.25), NOW, 0.3) is State.UP
     assert judge(BASE, beat(0.35), NOW, 0.3) is State.DOWN
+
+
+def test_judge_all_is_judge_for_each_service_with_missing_pulses() -> None:
+    """The bulk path (one cutoff per read) decides exactly as judge() does per service."""
+    ages = [0, 1, DOWN_TIME - 1e-6, DOWN_TIME, DOWN_TIME + 1e-6, 3600, -5]
+    pulses_for = [*(beat(a) for a in ages), NEVER, UNKNOWN, None]
+    services, pulses = [], {}
+    for i, pulse in enumerate(pulses_for):
+        for flags in ({}, {"forced_down": True}, {"deleted": True}):
+            svc = dataclasses.replace(BASE, uuid=f"{i}-{len(flags) and next(iter(flags))}", **flags)
+            services.append(svc)
+            if pulse is not None:
+                pulses[svc.uuid] = pulse
+    for missing in (NEVER, UNKNOWN):
+        for now in (NOW, None):
+            expected = [judge(s, pulses.get(s.uuid, missing), now, DOWN_TIME) for s in services]
+            assert judge_all(services, pulses, missing, now, DOWN_TIME) == expected
+    # The boundary is inclusive, as in the rule: age == down_time is still up.
+    assert judge(BASE, beat(DOWN_TIME), NOW, DOWN_TIME) is State.UP
+    assert judge(BASE, beat(DOWN_TIME + 1e-6), NOW, DOWN_TIME) is State.DOWN
