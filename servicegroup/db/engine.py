@@ -1,7 +1,13 @@
 """Engines configured the same way everywhere they are made.
 
-pool_pre_ping keeps a restarted database from surfacing as stale-connection
-errors; SQLite gets WAL and a busy timeout so a reader never blocks a heartbeat.
+A checkout ping keeps a restarted database from surfacing as stale-connection
+errors (SQLAlchemy's pre-ping recipe, as a listener so the one hot path can
+skip it: see unpinged()); SQLite gets WAL and a busy timeout so a reader never
+blocks a heartbeat.
+
+No reset-on-return: every connection comes back through a Connection, whose
+close() rolls back a transaction it left open, and engine.begin() commits or
+rolls back; the pool's extra ROLLBACK was a third round trip per heartbeat.
 
 Every write goes through writing(): on SQLite a deferred transaction that
 reads and then writes fails at once with "database is locked" when another
@@ -12,18 +18,25 @@ waits for it instead. Reads stay deferred, so WAL readers never queue.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
+
+# Set by unpinged(): the code running knows how to retry a dead connection.
+_skip_ping: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_ping", default=False)
 
 
 def make_engine(url: str, connect_timeout: float = 5.0, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_reset_on_return": None}
     connect_args: dict[str, Any] = {}
     if backend == "sqlite":
         connect_args = {"check_same_thread": False, "timeout": connect_timeout}
@@ -38,6 +51,7 @@ def make_engine(url: str, connect_timeout: float = 5.0, pool_size: int = 10) -> 
             connect_args["connect_timeout"] = max(1, round(connect_timeout))
             connect_args.setdefault("charset", "utf8mb4")
     engine = create_engine(url, connect_args=connect_args, **kwargs)
+    event.listen(engine.pool, "checkout", _checkout_ping(engine))
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -46,7 +60,49 @@ def make_engine(url: str, connect_timeout: float = 5.0, pool_size: int = 10) -> 
 
 def writing(engine: Engine) -> AbstractContextManager[Connection]:
     """A write transaction (see the module docstring for why it is not engine.begin())."""
-    return engine.execution_options(sqlite_begin="IMMEDIATE").begin()
+    writer = engine.__dict__.get("_sg_writer")
+    if writer is None:
+        # execution_options() builds a new engine proxy each call: a tenth of
+        # a heartbeat's Python time. One per engine, kept on the engine itself
+        # (a weak mapping would leak: the proxy refers to its engine).
+        writer = engine.__dict__.setdefault(
+            "_sg_writer", engine.execution_options(sqlite_begin="IMMEDIATE")
+        )
+    return writer.begin()
+
+
+@contextlib.contextmanager
+def unpinged() -> Iterator[None]:
+    """Checkouts in this block skip the ping: for callers that retry a dead connection.
+
+    The caller runs an idempotent transaction and, on a DBAPIError with
+    connection_invalidated, runs it once more: SQLAlchemy has by then
+    invalidated every pooled connection older than the failure, so the retry
+    gets a fresh one. Same outcome as pinging, one round trip less per call.
+    """
+    token = _skip_ping.set(True)
+    try:
+        yield
+    finally:
+        _skip_ping.reset(token)
+
+
+def _checkout_ping(engine: Engine) -> Any:
+    dialect = engine.dialect
+
+    def ping(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if _skip_ping.get():
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as err:
+            if dialect.is_disconnect(err, dbapi_conn, None):
+                # The pool replaces this connection (and every older one) and
+                # retries the checkout, as its own pre-ping does.
+                raise sa_exc.InvalidatePoolError() from err
+            raise
+
+    return ping
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
