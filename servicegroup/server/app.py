@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Annotated, Any
 
@@ -46,6 +48,9 @@ LOG = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 CACHE_SIZE = 100_000
+# Threads running heartbeats' blocking driver calls: few, so they do not
+# convoy on the GIL; within the database pool (pool_size 10 by default).
+HEARTBEAT_THREADS = 8
 
 # The error codes each kind of endpoint can answer; 401/403 are reserved for auth.
 _READ = (400, 401, 403, 422, 500, 503)
@@ -95,6 +100,19 @@ class ServiceCache:
     def drop(self, uuid: str) -> None:
         with self._lock:
             self._items.pop(uuid, None)
+
+
+_beat_executor: ThreadPoolExecutor | None = None
+_beat_executor_lock = threading.Lock()
+
+
+def _beat_pool() -> ThreadPoolExecutor:
+    """The heartbeat route's threads, one small pool per process, made on first use."""
+    global _beat_executor
+    with _beat_executor_lock:
+        if _beat_executor is None:
+            _beat_executor = ThreadPoolExecutor(HEARTBEAT_THREADS, thread_name_prefix="heartbeat")
+        return _beat_executor
 
 
 def _uuid(raw: str) -> str:
@@ -197,15 +215,7 @@ def create_app(
     def get_service(id: ServiceId) -> JSONResponse:
         return _service_json(sg.get(_uuid(id)))
 
-    @app.post(
-        "/v1/services/{id}/heartbeat",
-        dependencies=[guard.agent],
-        status_code=204,
-        response_class=Response,
-        responses=errors.responses(*_BY_ID),
-    )
-    def heartbeat(id: ServiceId) -> Response:
-        uuid = _uuid(id)
+    def beat(uuid: str) -> None:
         service = cache.get(uuid)
         if service is None:
             # Records only: a driver read would be wasted on a write.
@@ -216,6 +226,23 @@ def create_app(
         except NotFound:
             cache.drop(uuid)
             raise
+
+    @app.post(
+        "/v1/services/{id}/heartbeat",
+        dependencies=[guard.agent],
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(*_BY_ID),
+    )
+    async def heartbeat(id: ServiceId) -> Response:
+        """The hot route: async, with its blocking work on a few threads of its own.
+
+        A plain def route goes through the 40-thread shared threadpool; with
+        50 clients beating, those threads fight over the GIL (measured: p99
+        41-44 ms for a 0.2 ms call against 17-25 ms on a 4-thread pool).
+        """
+        uuid = _uuid(id)
+        await asyncio.get_running_loop().run_in_executor(_beat_pool(), beat, uuid)
         return Response(status_code=204)
 
     @app.post(
@@ -333,6 +360,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         server = uvicorn.Server(config)
+        _freeze_startup_objects()
         LOG.info(
             "servicegroup starting on %s:%s (driver %s)",
             conf.api.host,
@@ -349,6 +377,19 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
         sg.close()
     LOG.info("servicegroup stopped")
     return 0
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what startup built (modules, the app, SQLAlchemy's metadata) out of GC scans.
+
+    Every full collection walks every tracked object; with 50 clients
+    beating, one fires every few seconds and stalls all requests behind it
+    (measured: p99 113-143 ms with collections, 46-62 ms without). Those
+    objects live as long as the process, so freezing them loses nothing;
+    collection goes on as usual for everything made afterwards.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @contextlib.contextmanager

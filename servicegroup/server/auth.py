@@ -142,7 +142,11 @@ class Guard:
         self.admin = self._require(Level.ADMIN)
 
     def _require(self, level: Level) -> Any:
-        def check(credentials: HTTPAuthorizationCredentials | None = Depends(BEARER)) -> None:  # noqa: B008
+        # async: a few compare_digest calls, no I/O. A plain def would cost
+        # every request a trip through the threadpool before its handler.
+        async def check(
+            credentials: HTTPAuthorizationCredentials | None = Depends(BEARER),  # noqa: B008
+        ) -> None:
             self.tokens.check(level, credentials.credentials if credentials else None)
 
         return Depends(check)
