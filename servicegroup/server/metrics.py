@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from servicegroup.api import ServiceGroup
 from servicegroup.db import claims as db_claims
@@ -81,22 +83,35 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
         "Unix time of the last heartbeat, in the liveness backend's clock.",
     )
     counts: Counter[tuple[str, str]] = Counter()
+    # Samples appended directly: add_metric's zip/dict per sample was a third
+    # of a 10,000-service scrape. Same Sample values, same label names.
+    up_s, info_s, disabled_s = up.samples, info.samples, disabled.samples
+    forced_s, version_s, beat_s = forced.samples, version.samples, beat.samples
+    up_n, info_n, disabled_n = up.name, info.name, disabled.name
+    forced_n, version_n, beat_n = forced.name, version.name, beat.name
+    unknown = State.UNKNOWN
     for status in statuses:
         svc = status.service
-        labels = [svc.binary, svc.host]
-        if status.state is not State.UNKNOWN:
+        binary, host = svc.binary, svc.host
+        if status.state is not unknown:
             # No sample rather than 0: an alert on service_up == 0 must not page
             # for a whole fleet when only the liveness backend is unreachable.
-            up.add_metric(labels, 1 if status.is_up else 0)
-        info.add_metric(
-            [svc.binary, svc.host, svc.topic or "", svc.availability_zone or "", svc.uuid], 1
-        )
-        disabled.add_metric(labels, int(svc.disabled))
-        forced.add_metric(labels, int(svc.forced_down))
-        version.add_metric(labels, svc.version)
+            up_s.append(Sample(up_n, {"binary": binary, "host": host}, 1 if status.is_up else 0))
+        info_labels = {
+            "binary": binary,
+            "host": host,
+            "topic": svc.topic or "",
+            "availability_zone": svc.availability_zone or "",
+            "id": svc.uuid,
+        }
+        info_s.append(Sample(info_n, info_labels, 1))
+        disabled_s.append(Sample(disabled_n, {"binary": binary, "host": host}, int(svc.disabled)))
+        forced_s.append(Sample(forced_n, {"binary": binary, "host": host}, int(svc.forced_down)))
+        version_s.append(Sample(version_n, {"binary": binary, "host": host}, svc.version))
         if status.last_heartbeat is not None:
-            beat.add_metric(labels, status.last_heartbeat.timestamp())
-        counts[svc.binary, status.state.value] += 1
+            stamp = status.last_heartbeat.timestamp()
+            beat_s.append(Sample(beat_n, {"binary": binary, "host": host}, stamp))
+        counts[binary, status.state.value] += 1
     by_state = GaugeMetricFamily(
         "servicegroup_services",
         "Number of services of each binary in each state.",
@@ -190,4 +205,40 @@ def make_registry(sg: ServiceGroup, sweeper: Sweeper | None = None) -> Collector
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    """prometheus_client's generate_latest(), byte for byte, for what our collector yields.
+
+    At 10,000 services a scrape has some 60,000 samples and generate_latest
+    formats each through several str.format calls and a sort: two thirds of
+    a scrape's time. This writes the same text (labels sorted by name,
+    values through floatToGoString) with one f-string per sample; a test
+    compares both outputs. Families of other types go to generate_latest.
+    """
+    out: list[str] = []
+    for metric in registry.collect():
+        if metric.type not in ("gauge", "counter"):
+            return generate_latest(registry)
+        name = f"{metric.name}_total" if metric.type == "counter" else metric.name
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
+        for sample in metric.samples:
+            if sample.timestamp is not None or sample.name.endswith(_OM_SUFFIXES):
+                return generate_latest(registry)
+            out.append(_sample_line(sample))
+    return "".join(out).encode("utf-8")
+
+
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+def _sample_line(sample: Sample) -> str:
+    labels = sample.labels
+    if not labels:
+        return f"{sample.name} {floatToGoString(sample.value)}\n"
+    pairs = ",".join(f'{k}="{_escape(labels[k])}"' for k in sorted(labels))
+    return f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n"
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value

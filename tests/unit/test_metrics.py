@@ -241,3 +241,32 @@ def test_sweeper_metrics_pass_promtool(sg: ServiceGroup, fleet: dict[str, Any]) 
         [tool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout == b"" and result.stderr == b"", result
+
+
+class _Fixed:
+    """A collector replaying fixed families: generate_latest and render see the same samples."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.families
+
+
+def test_render_is_generate_latest_byte_for_byte(sg: ServiceGroup, fleet: dict[str, Any]) -> None:
+    """The fast writer and prometheus_client agree, escapes, unicode and empty labels included."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    sg.register('quote "q" \\ b', "nova-compute", availability_zone="zone é")
+    families = list(metrics.make_registry(sg).collect())
+    odd = GaugeMetricFamily("servicegroup_odd", 'doc with \\ and\nnewline "q"', labels=["z", "a"])
+    odd.add_metric(["", 'x"\\\n'], 1e10)
+    odd.add_metric(["ü", "b"], -0.5)
+    count = CounterMetricFamily("servicegroup_things", "A counter.", labels=["k"])
+    count.add_metric(["v"], 3)
+    families += [odd, count, GaugeMetricFamily("servicegroup_plain", "No labels.", value=2.5)]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    assert metrics.render(registry) == generate_latest(registry)
