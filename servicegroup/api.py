@@ -62,6 +62,7 @@ class ServiceGroup:
             sg_conf.database_url(conf),
             connect_timeout=conf.database.connect_timeout,
             pool_size=conf.database.pool_size,
+            query_timeout=conf.database.query_timeout,
         )
         try:
             with records.sql_errors():

@@ -74,6 +74,15 @@ database_opts = [
         min=0.001,
         help="Seconds to wait when opening a database connection.",
     ),
+    cfg.FloatOpt(
+        "query_timeout",
+        default=10.0,
+        min=0.001,
+        help="Seconds to wait for the answer to one SQL statement before giving up on the "
+        "connection (PostgreSQL: a client-side deadline, statement_timeout, TCP keepalives "
+        "and tcp_user_timeout; MySQL: PyMySQL read/write timeouts). Without it a database "
+        "behind a dead link hangs heartbeats, sweeps and requests.",
+    ),
     cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open in the pool."),
 ]
 
