@@ -218,6 +218,23 @@ events_opts = [
         help="Consecutive sweeps that must see a service up before the event is emitted.",
     ),
     cfg.FloatOpt(
+        "mass_down_threshold",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        help="Mass-expiry protection: when more than this fraction of a binary's services "
+        "would go down in one sweep, their down events are held back for "
+        "service_down_time and written only for services still down then; services that "
+        "come back meanwhile (a backend blip) are never reported. 1.0 disables it.",
+    ),
+    cfg.IntOpt(
+        "mass_down_min_services",
+        default=3,
+        min=1,
+        help="Binaries with fewer services than this are never under mass-expiry "
+        "protection (with one service, any death is 100% of the binary).",
+    ),
+    cfg.FloatOpt(
         "retention",
         default=7 * 24 * 3600.0,
         min=1.0,
