@@ -87,6 +87,9 @@ def test_restart_loses_keys_but_nobody_is_called_down(layout, request, tmp_path,
     )
     assert not wrongly_down, f"{len(wrongly_down)} live services read down after the restart"
     assert [e.service_id for e in downs] == [dead.uuid], "only the dead service goes down"
-    assert not others, f"events for live services: {others}"
+    # While the restarted server is not yet listening its services are
+    # unknown (a slow start on a loaded machine makes that visible to the
+    # sweeper): up -> unknown -> up is honest; a down is not.
+    assert not [k for k in others if k.endswith("->down")], f"live services went down: {others}"
     # Still reported down once its age passes the down time (plus the hold window).
     assert dead_down_after is not None
