@@ -34,8 +34,22 @@ LOG = logging.getLogger(__name__)
 ServiceRef = Service | str
 
 
-def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float) -> State:
-    """The state rule, for every driver: forced down wins, then the backend's word."""
+def judge(
+    service: Service,
+    pulse: Pulse,
+    now: datetime | None,
+    down_time: float,
+    outage: tuple[float, float] | None = None,
+) -> State:
+    """The state rule, for every driver: forced down wins, then the backend's word.
+
+    `outage` is (began, ended) seconds before `now` of the last time this
+    process could not read liveness. That time does not count towards a
+    heartbeat's age: nobody could write a heartbeat then either, so silence
+    during an outage is no evidence of death. Without it, a backend back
+    from an outage longer than the down time reads as a fleet that died
+    (every heartbeat stale) until each service's next beat lands.
+    """
     if service.deleted or service.forced_down:
         return State.DOWN
     if not pulse.known:
@@ -43,6 +57,9 @@ def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float
     if pulse.last_heartbeat is None or now is None:
         return State.DOWN
     age = (now - pulse.last_heartbeat).total_seconds()
+    if outage is not None:
+        began, ended = outage
+        age -= max(0.0, min(age, began) - ended)
     return State.UP if age <= down_time else State.DOWN
 
 
@@ -64,6 +81,7 @@ class ServiceGroup(ClaimsMixin):
             sg_conf.database_url(conf),
             connect_timeout=conf.database.connect_timeout,
             pool_size=conf.database.pool_size,
+            query_timeout=conf.database.query_timeout,
         )
         try:
             with records.sql_errors():
@@ -76,6 +94,8 @@ class ServiceGroup(ClaimsMixin):
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
         self._read_failing = False
+        # Monotonic (start, end) of the last liveness outage this process saw.
+        self._outage: tuple[float, float | None] | None = None
 
     @classmethod
     def from_options(
@@ -345,7 +365,12 @@ class ServiceGroup(ClaimsMixin):
         return (min(versions), max(versions)) if versions else (None, None)
 
     def _snapshot(self, uuids: list[str] | None = None, **filters: str | None) -> Snapshot:
-        recordset = records.query(self.engine, uuids=uuids, **filters)
+        try:
+            recordset = records.query(self.engine, uuids=uuids, **filters)
+        except BackendError:
+            # With the db driver the records are the liveness store.
+            self._outage_seen()
+            raise
         if not recordset.services:
             return Snapshot([], liveness_ok=True)
         missing = NEVER
@@ -356,15 +381,43 @@ class ServiceGroup(ClaimsMixin):
             # The records are fine; only liveness cannot be read. Say so
             # ("unknown") rather than calling a healthy fleet down.
             self._log_read_failure(exc)
+            self._outage_seen()
             reading, missing = Reading(None, {}), UNKNOWN
         else:
             self._log_read_recovery()
+        outage = None if missing is UNKNOWN else self._outage_ago()
         statuses = []
         for svc in recordset.services:
             pulse = reading.pulses.get(svc.uuid, missing)
-            state = judge(svc, pulse, reading.now, self.down_time)
+            state = judge(svc, pulse, reading.now, self.down_time, outage)
             statuses.append(ServiceStatus(svc, state, pulse.last_heartbeat))
         return Snapshot(statuses, liveness_ok=missing is NEVER)
+
+    def _outage_seen(self) -> None:
+        now = self.clock.monotonic()
+        outage = self._outage
+        if outage is None or (outage[1] is not None and now - outage[1] > self.down_time):
+            self._outage = (now, None)
+        elif outage[1] is not None:
+            # Back down soon after coming back: one outage, the gap counted in it.
+            self._outage = (outage[0], None)
+
+    def _outage_ago(self) -> tuple[float, float] | None:
+        """The last outage as (began, ended) seconds ago, ending it if this read succeeded."""
+        outage = self._outage
+        if outage is None:
+            return None
+        now = self.clock.monotonic()
+        began, ended = outage
+        if ended is None:
+            ended = now
+            self._outage = (began, ended)
+        if now - ended > self.down_time:
+            # Every heartbeat older than the outage's end is past the down
+            # time in available time too: nothing left to excuse.
+            self._outage = None
+            return None
+        return (now - began, now - ended)
 
     def _log_read_failure(self, exc: BackendError) -> None:
         if not self._read_failing:

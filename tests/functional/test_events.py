@@ -177,7 +177,7 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     assert old.sweep() == [] and old.stats.leader
     group.heartbeat(svc)
     # The old leader decides a transition, then stalls past its lease.
-    transitions, _ = decide(group.snapshot().statuses, {})
+    transitions, _, _ = decide(group.snapshot().statuses, {})
     assert [(t.previous, t.state) for t in transitions] == [("down", "up")]
     wait_for(lambda: bool(new.sweep()) or new.stats.leader, "the new leader")
     before = story(group)

@@ -20,7 +20,7 @@ import pytest
 
 from servicegroup import ServiceGroup, State
 from servicegroup.clock import SkewedClock
-from servicegroup.drivers.memcached import MemcachedDriver
+from servicegroup.drivers.memcached import SENTINEL, MemcachedDriver
 from servicegroup.exceptions import BackendError, ConfigError
 from tests.conftest import empty_tables
 from tests.servers import MemcachedServer
@@ -197,7 +197,9 @@ def test_get_all_is_one_get_many_per_server(
     statuses = sg.get_all()
 
     assert len(get_many) == n_servers  # each server holds some of 200 keys
-    assert sorted(k for keys in get_many for k in keys) == sorted(s.uuid for s in services)
+    # Each get_many also carries that server's restart sentinel.
+    assert all(keys[-1] == SENTINEL for keys in get_many)
+    assert sorted(k for keys in get_many for k in keys[:-1]) == sorted(s.uuid for s in services)
     assert single_gets == []
     up = {s.service.uuid for s in statuses if s.state is State.UP}
     assert up == {s.uuid for s in services[::2]}

@@ -47,7 +47,7 @@ def run(snapshots, down_after=1, up_after=1):
     pending: dict = {}
     emitted = []
     for _, state in snapshots:
-        transitions, pending = decide(
+        transitions, pending, _ = decide(
             [status(observed, state)], pending, down_after=down_after, up_after=up_after
         )
         for t in transitions:
@@ -90,7 +90,7 @@ def test_damping_counter_resets_on_a_different_candidate() -> None:
 
 
 def test_never_observed_is_seeded_silently() -> None:
-    transitions, _ = decide([status(None, State.UP)], {})
+    transitions, _, _ = decide([status(None, State.UP)], {})
     assert [(t.previous, t.state, t.cause) for t in transitions] == [(None, "up", "observed")]
 
 
