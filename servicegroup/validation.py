@@ -89,6 +89,7 @@ def state(value: Any, field: str = "state") -> str | None:
 
 MAX_WAIT = 60.0
 MAX_EVENTS_PAGE = 1000
+MAX_CURSOR = 2**63 - 1  # event ids are signed 64-bit (BIGINT) on every dialect
 
 
 def cursor(value: Any, field: str = "since") -> int:
@@ -99,6 +100,9 @@ def cursor(value: Any, field: str = "since") -> int:
         raise InvalidInput(field, "must be an integer")
     if value < 0:
         raise InvalidInput(field, "must be a non-negative integer")
+    if value > MAX_CURSOR:
+        # Past any id a database can hold; passed on, the driver overflows (a 500).
+        raise InvalidInput(field, f"must be at most {MAX_CURSOR}")
     return value
 
 

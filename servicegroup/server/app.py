@@ -279,7 +279,10 @@ def create_app(
         dependencies=[guard.read],
     )
     async def list_events(
-        since: Annotated[int | None, Query(json_schema_extra={"minimum": 0})] = None,
+        since: Annotated[
+            int | None,
+            Query(json_schema_extra={"minimum": 0, "maximum": validation.MAX_CURSOR}),
+        ] = None,
         binary: NameFilter = None,
         host: NameFilter = None,
         wait: Annotated[float, Query(json_schema_extra={"minimum": 0, "maximum": 60})] = 0.0,

@@ -157,3 +157,10 @@ def test_state_rejects(value: object) -> None:
 def test_invalid_input_is_a_value_error() -> None:
     # Plain Python callers may already catch ValueError for bad arguments.
     assert isinstance(rejected(validation.version, -1), ValueError)
+
+
+def test_cursor_is_bounded_by_the_largest_event_id() -> None:
+    """A cursor past BIGINT used to reach the database and overflow there (a 500)."""
+    assert validation.cursor(validation.MAX_CURSOR) == validation.MAX_CURSOR
+    with pytest.raises(InvalidInput, match="since: must be at most"):
+        validation.cursor(validation.MAX_CURSOR + 1)
