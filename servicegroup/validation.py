@@ -6,6 +6,9 @@ anything is written, so a rejected call never leaves half a record behind.
 
 from __future__ import annotations
 
+import functools
+import sys
+import unicodedata
 import uuid as uuid_mod
 from typing import Any
 
@@ -19,6 +22,8 @@ MAX_VERSION = 2**31 - 1  # fits a signed 32-bit INTEGER on every dialect
 def name(field: str, value: Any, *, required: bool = True) -> str | None:
     """Check host/binary/topic/availability_zone.
 
+    "Printable" means no control, format, surrogate, private-use or
+    separator character, the plain space aside (see _FORBIDDEN_CATEGORIES).
     Names end up in SQL, znode paths, cache keys and metric labels; the rule is
     strict enough that every backend can carry any name that passes.
     """
@@ -32,11 +37,65 @@ def name(field: str, value: Any, *, required: bool = True) -> str | None:
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidInput(field, f"must be at most {MAX_NAME_LENGTH} characters")
-    if not value.isprintable():
+    if not _printable(value):
         raise InvalidInput(field, "must contain only printable characters")
     if value != value.strip():
         raise InvalidInput(field, "must not have leading or trailing whitespace")
     return value
+
+
+# Unicode categories a name may not contain: controls, format characters
+# (zero-width, bidi overrides), surrogates, private use, and every separator
+# but the plain space. Unassigned code points are allowed: rejecting them
+# would make a name's validity depend on the Python's Unicode version.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp", "Zs"})
+
+
+def _forbidden(char: str) -> bool:
+    return char != " " and unicodedata.category(char) in _FORBIDDEN_CATEGORIES
+
+
+def _printable(value: str) -> bool:
+    # isprintable() is stricter (it also refuses unassigned code points), so
+    # it is a fast yes for nearly every real name.
+    return value.isprintable() or not any(map(_forbidden, value))
+
+
+def _forbidden_ranges() -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    start = None
+    for code in range(sys.maxunicode + 1):
+        if _forbidden(chr(code)):
+            if start is None:
+                start = code
+        elif start is not None:
+            ranges.append((start, code - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, sys.maxunicode))
+    return ranges
+
+
+@functools.cache
+def name_pattern() -> str:
+    """name()'s character rules as one regular expression, for the OpenAPI document.
+
+    Derived from the same predicate as name(), over every code point, so it
+    is the rule itself, not a copy that can drift: clients and fuzzers can
+    tell a valid name from an invalid one without asking. The only allowed
+    whitespace is the space, so "no leading or trailing whitespace" is "no
+    space at either end"; lengths are minLength/maxLength. Python's re and
+    ECMA-262 (with the u flag, as JSON Schema specifies) read it alike.
+    """
+
+    def char(code: int) -> str:
+        # \uXXXX reads the same in both dialects and keeps lone surrogates out
+        # of the UTF-8 document; astral characters stay literal.
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    ranges = _forbidden_ranges()
+    refused = "".join(char(lo) if lo == hi else f"{char(lo)}-{char(hi)}" for lo, hi in ranges)
+    return f"^[^ {refused}](?:[^{refused}]*[^ {refused}])?$"
 
 
 def version(value: Any, field: str = "version") -> int:
