@@ -188,6 +188,10 @@ def test_name_pattern_is_the_name_rule_for_every_code_point() -> None:
     codes = [*range(0x10000), *range(0x10000, sys.maxunicode + 1, 97), sys.maxunicode]
     for code in codes:
         for value in (chr(code), f"a{chr(code)}b"):
+            if 0xD800 <= code <= 0xDFFF:
+                # Not text JSON can carry (see name_pattern); refused all the same.
+                assert not accepted(value)
+                continue
             assert bool(pattern.fullmatch(value)) == accepted(value), hex(code)
     every_printable = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isprintable())
     assert pattern.fullmatch(f"a{every_printable}b")
