@@ -535,6 +535,8 @@ def _logging(level: int, fmt: str) -> Iterator[None]:
     quiet = {
         logging.getLogger("stevedore"): logging.CRITICAL,
         logging.getLogger("httpx"): logging.WARNING,
+        # The schema check at start-up logs its migration context at INFO.
+        logging.getLogger("alembic"): logging.WARNING,
     }
     old_levels = {logger: logger.level for logger in [root, *quiet]}
     root.addHandler(handler)

@@ -38,6 +38,7 @@ from oslo_config import cfg
 
 from servicegroup.db import events as db_events
 from servicegroup.db import records
+from servicegroup.db.engine import writing
 from servicegroup.db.events import Draft, Event
 from servicegroup.exceptions import BackendError
 from servicegroup.service import ServiceStatus, State
@@ -136,7 +137,7 @@ def write_transitions(
     sweeper) changed observed_state since our snapshot: that transition is
     dropped, and the next sweep decides again from what SQL now says.
     """
-    with records.sql_errors(), engine.begin() as conn:
+    with records.sql_errors(), writing(engine) as conn:
         if not db_events.fence(conn, LEASE_NAME, holder, epoch, lease):
             return None
         db_events.lock_sequence(conn)

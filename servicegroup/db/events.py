@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, String, func, insert, literal, select
 from sqlalchemy import exc as sa_exc
 
 from servicegroup.clock import as_utc
+from servicegroup.db.engine import writing
 from servicegroup.db.models import event_sequence, leases, server_now, service_events, services
 from servicegroup.service import rfc3339
 
@@ -87,7 +88,7 @@ def ensure_sequence(engine: Engine) -> None:
     with engine.connect() as conn:
         if conn.execute(select(event_sequence.c.name)).first() is not None:
             return
-    with contextlib.suppress(sa_exc.IntegrityError), engine.begin() as conn:
+    with contextlib.suppress(sa_exc.IntegrityError), writing(engine) as conn:
         conn.execute(insert(event_sequence).from_select(["name", "last_id"], _reseed()))
 
 
@@ -198,7 +199,7 @@ def _event(row: Any) -> Event:
 
 def prune(engine: Engine, retention: float) -> int:
     """Delete events older than `retention` seconds on the server's clock."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         now = conn.execute(select(server_now())).scalar_one()
         cutoff = now - timedelta(seconds=retention)
         return conn.execute(
@@ -215,7 +216,7 @@ def acquire(engine: Engine, name: str, holder: str, epoch: int | None, duration:
     Renewal needs (holder, epoch) to match, so a holder that lost the lease
     and got it back is told so by a new epoch.
     """
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         now = conn.execute(select(server_now())).scalar_one()
         expires = now + timedelta(seconds=duration)
         where = leases.c.name == name
@@ -234,7 +235,7 @@ def acquire(engine: Engine, name: str, holder: str, epoch: int | None, duration:
         if conn.execute(select(leases.c.name).where(where)).first() is not None:
             return 0
     try:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             conn.execute(
                 insert(leases).values(name=name, holder=holder, epoch=1, expires_at=expires)
             )
@@ -277,6 +278,6 @@ def rows(events: Iterable[Event]) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def appending(engine: Engine) -> Iterator[Connection]:
     """A transaction that already holds the append lock."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         lock_sequence(conn)
         yield conn

@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from servicegroup.clock import as_utc
 from servicegroup.db import events
+from servicegroup.db.engine import writing
 from servicegroup.db.models import server_now, services
 from servicegroup.exceptions import BackendError, NotFound
 from servicegroup.service import Service
@@ -94,7 +95,7 @@ def register(
     """
     for attempt in range(3):
         try:
-            with sql_errors(), engine.begin() as conn:
+            with sql_errors(), writing(engine) as conn:
                 where = (services.c.host == host) & (services.c.binary == binary) & _live
                 row = conn.execute(select(services).where(where)).first()
                 if row is None:
@@ -168,7 +169,7 @@ def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
     see an event for a change that rolled back.
     """
     where = (services.c.uuid == uuid) & _live
-    with sql_errors(), engine.begin() as conn:
+    with sql_errors(), writing(engine) as conn:
         flagged = "disabled" in changes or "forced_down" in changes
         if flagged:
             events.lock_sequence(conn)  # also serializes admin changes to these flags
@@ -216,7 +217,7 @@ def _admin_events(before: Any, changes: dict[str, Any]) -> list[events.Draft]:
 
 def soft_delete(engine: Engine, uuid: str) -> None:
     where = (services.c.uuid == uuid) & _live
-    with sql_errors(), engine.begin() as conn:
+    with sql_errors(), writing(engine) as conn:
         events.lock_sequence(conn)
         before = conn.execute(select(services).where(where)).first()
         if before is None:

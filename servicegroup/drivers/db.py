@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from servicegroup.db import records
+from servicegroup.db.engine import writing
 from servicegroup.db.models import server_now, services
 from servicegroup.drivers.base import Driver, Pulse, Reading
 from servicegroup.exceptions import NotFound
@@ -26,7 +27,7 @@ class DbDriver(Driver):
             .where((services.c.uuid == service.uuid) & (services.c.deleted == 0))
             .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
         )
-        with records.sql_errors(), self.engine.begin() as conn:
+        with records.sql_errors(), writing(self.engine) as conn:
             if conn.execute(stmt).rowcount == 0:
                 raise NotFound("service", service.uuid)
 
@@ -38,7 +39,7 @@ class DbDriver(Driver):
 
     def forget(self, service: Service) -> None:
         stmt = update(services).where(services.c.uuid == service.uuid).values(last_seen_up=None)
-        with records.sql_errors(), self.engine.begin() as conn:
+        with records.sql_errors(), writing(self.engine) as conn:
             conn.execute(stmt)
 
     def ping(self) -> None:

@@ -45,6 +45,11 @@ class Statements:
     """
 
     PING = ("SELECT 1", "/* ping */ SELECT 1")
+    # Transaction control is not a statement of work. PostgreSQL's and MySQL's
+    # drivers open transactions without the cursor event; on SQLite
+    # servicegroup issues BEGIN IMMEDIATE itself (db/engine.py writing()), so
+    # it shows here, and is recorded apart.
+    TRANSACTION = ("BEGIN", "BEGIN DEFERRED", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -74,8 +79,13 @@ class Statements:
         return [s for s, _ in self.all if s.strip().upper() in self.PING]
 
     @property
+    def transaction_control(self) -> list[str]:
+        return [s for s, _ in self.all if s.strip().upper() in self.TRANSACTION]
+
+    @property
     def work(self) -> list[tuple[str, object]]:
-        return [(s, p) for s, p in self.all if s.strip().upper() not in self.PING]
+        skip = self.PING + self.TRANSACTION
+        return [(s, p) for s, p in self.all if s.strip().upper() not in skip]
 
     def verbs(self) -> list[str]:
         return [s.split(None, 1)[0].upper() for s, _ in self.work]
@@ -140,6 +150,7 @@ def test_heartbeat_is_one_update_stamped_by_the_server(sql_url, make_group) -> N
     assert stmts.checkouts == 1  # one connection: at most one pre-ping round trip
     assert stmts.pings == []  # the pre-ping does not go through the cursor event
     assert stmts.verbs() == ["UPDATE"], stmts.all
+    assert stmts.transaction_control in ([], ["BEGIN IMMEDIATE"]), stmts.all  # SQLite's
     sql, params = stmts.work[0]
     assert SERVER_CLOCK_SQL[dialect(group)] in sql
     assert "report_count" in sql and "last_seen_up" in sql
