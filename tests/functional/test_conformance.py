@@ -290,6 +290,9 @@ def test_reporter_survives_backend_errors_and_recovers(
     with caplog.at_level(logging.INFO, logger="servicegroup.reporter"):
         reporter = sg.join(service)
         wait_for(lambda: sg.is_up(service), "the service to come up after the outage")
+        # The reporter logs "recovered" after its beat returns, which may be
+        # just after a reader already sees the beat.
+        wait_for(lambda: reporter.healthy, "the reporter to log its recovery")
     assert reporter.alive
     assert reporter.total_failures == 5
     lost = [r for r in caplog.records if "lost connection" in r.getMessage()]
