@@ -30,7 +30,7 @@ from servicegroup import ServiceGroup, State
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from tests.conftest import sqlite_db
-from tests.functional.daemon import Daemon, free_port
+from tests.functional.daemon import Daemon, config_text, free_port
 
 PATIENCE = 20.0  # hang guard for polling, never a performance bound
 
@@ -114,23 +114,6 @@ def make_target(
             name, records, options, proxy.refuse, proxy.passthrough, extra={"proxy": proxy}
         )
     raise AssertionError(name)
-
-
-def config_text(url: str, port: int, options: dict[str, Any]) -> str:
-    groups: dict[str, dict[str, Any]] = {
-        "DEFAULT": {},
-        "database": {"connection": url},
-        "api": {"host": "127.0.0.1", "port": port},
-    }
-    for key, value in options.items():
-        group, _, name = key.rpartition("__")
-        if isinstance(value, list):
-            value = ",".join(value)
-        groups.setdefault(group or "DEFAULT", {})[name] = value
-    return "".join(
-        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
-        for group, opts in groups.items()
-    )
 
 
 @contextlib.contextmanager

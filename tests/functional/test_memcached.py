@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,21 +22,12 @@ from servicegroup.clock import SkewedClock
 from servicegroup.drivers.memcached import SENTINEL, MemcachedDriver
 from servicegroup.exceptions import BackendError, ConfigError
 from tests.conftest import empty_tables
+from tests.helpers import wait_for
 from tests.servers import MemcachedServer
 
 DOWN_TIME = 0.5
 INTERVAL = 0.05
-PATIENCE = 10.0  # hang guard for polling, never a performance bound
 SOCKET_TIMEOUT = 0.3
-
-
-def wait_for(predicate: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

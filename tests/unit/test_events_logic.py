@@ -5,34 +5,24 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from servicegroup.events import Hook, HookRunner, cause_of, decide
 from servicegroup.service import Service, ServiceStatus, State
+from tests.helpers import make_service, wait_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PATIENCE = 10.0
 
 
 def svc(observed: str | None, uuid: str = "u1", forced: bool = False) -> Service:
-    return Service(
+    return make_service(
         uuid=uuid,
         host="h",
         binary="b",
-        topic=None,
-        availability_zone=None,
-        version=0,
-        report_count=0,
-        disabled=False,
-        disabled_reason=None,
         forced_down=forced,
-        last_seen_up=None,
         created_at=NOW,
-        updated_at=None,
-        deleted=False,
-        deleted_at=None,
         observed_state=observed,
     )
 
@@ -109,15 +99,6 @@ def script(tmp_path: Path, name: str, body: str) -> str:
     path = tmp_path / name
     path.write_text(f"import sys, json, time\n{body}\n")
     return f"{sys.executable} {path}"
-
-
-def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_hook_gets_the_event_as_json_on_stdin(tmp_path: Path) -> None:

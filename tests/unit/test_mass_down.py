@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from servicegroup.events import MassDown, decide
-from servicegroup.service import Service, ServiceStatus, State
+from servicegroup.service import ServiceStatus, State
+from tests.helpers import make_service
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MASS = MassDown(threshold=0.5, min_services=3, hold=1.0)
@@ -14,22 +15,13 @@ MASS = MassDown(threshold=0.5, min_services=3, hold=1.0)
 def fleet(states: list[State], observed: list[str], binary: str = "compute") -> list:
     return [
         ServiceStatus(
-            Service(
+            make_service(
                 uuid=f"{binary}-{i}",
                 host=f"h{i}",
                 binary=binary,
-                topic=None,
-                availability_zone=None,
-                version=0,
-                report_count=0,
-                disabled=False,
-                disabled_reason=None,
-                forced_down=False,
                 last_seen_up=NOW,
                 created_at=NOW,
                 updated_at=NOW,
-                deleted=False,
-                deleted_at=None,
                 observed_state=seen,
             ),
             state,
