@@ -253,11 +253,17 @@ def details(value: Any, field: str = "details") -> str | None:
     return text
 
 
+# Epochs travel in JSON bodies, where integers above 2**53 are not exact (a
+# client may send 9.223372036854776e18 for 2**63 - 1). An epoch rises by one per
+# acquire or takeover, so 2**53 - 1 is never reached.
+MAX_EPOCH = 2**53 - 1
+
+
 def epoch(value: Any, field: str = "epoch") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, "must be an integer")
-    if not 1 <= value <= 2**63 - 1:
-        raise InvalidInput(field, "must be a positive 64-bit integer")
+    if not 1 <= value <= MAX_EPOCH:
+        raise InvalidInput(field, f"must be an integer from 1 to {MAX_EPOCH}")
     return value
 
 

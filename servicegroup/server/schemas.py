@@ -205,7 +205,7 @@ class TokenBody(_Body):
     incarnation: StrictStr = Field(json_schema_extra=_doc(**UUID_DOC))
     resource_type: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
     resource_id: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
-    epoch: StrictInt = Field(json_schema_extra=_doc(minimum=1, maximum=2**63 - 1))
+    epoch: JsonInt = Field(json_schema_extra=_doc(minimum=1, maximum=validation.MAX_EPOCH))
 
 
 class RenewBody(TokenBody):

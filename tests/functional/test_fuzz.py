@@ -146,6 +146,13 @@ OPERATIONS = [
     "POST /v1/services/{id}/leave",
     "GET /v1/versions/{binary}",
     "GET /v1/events",
+    "POST /v1/claims",
+    "GET /v1/claims",
+    "GET /v1/claims/{resource_type}/{resource_id}",
+    "POST /v1/claims/renew",
+    "POST /v1/claims/release",
+    "POST /v1/claims/force-release",
+    "GET /v1/services/{id}/lost-claims",
 ]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 
