@@ -34,9 +34,23 @@ LOG = logging.getLogger(__name__)
 ServiceRef = Service | str
 
 
-def judge(service: Service, pulse: Pulse, now: datetime | None, down_time: float) -> State:
-    """The state rule, for every driver: forced down wins, then the backend's word."""
-    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time)[0]
+def judge(
+    service: Service,
+    pulse: Pulse,
+    now: datetime | None,
+    down_time: float,
+    outage: tuple[float, float] | None = None,
+) -> State:
+    """The state rule, for every driver: forced down wins, then the backend's word.
+
+    `outage` is (began, ended) seconds before `now` of the last time this
+    process could not read liveness. That time does not count towards a
+    heartbeat's age: nobody could write a heartbeat then either, so silence
+    during an outage is no evidence of death. Without it, a backend back
+    from an outage longer than the down time reads as a fleet that died
+    (every heartbeat stale) until each service's next beat lands.
+    """
+    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time, outage)[0]
 
 
 def judge_all(
@@ -45,12 +59,15 @@ def judge_all(
     missing: Pulse,
     now: datetime | None,
     down_time: float,
+    outage: tuple[float, float] | None = None,
 ) -> list[State]:
     """judge() for many services at once; `missing` stands for a uuid absent from pulses.
 
-    Up iff age = now - last_heartbeat <= down_time, i.e. iff the last
-    heartbeat is at or after the cutoff now - down_time: one subtraction per
-    read rather than one per service, which at 10,000 services matters.
+    Without an outage to excuse, up iff age = now - last_heartbeat <=
+    down_time, i.e. iff the last heartbeat is at or after the cutoff
+    now - down_time: one subtraction per read rather than one per service,
+    which at 10,000 services matters. Within down_time after an outage, the
+    age is computed per service, outage time taken out (see judge()).
     """
     up, down, unknown = State.UP, State.DOWN, State.UNKNOWN
     cutoff = None if now is None else now - timedelta(seconds=down_time)
@@ -65,7 +82,15 @@ def judge_all(
             append(unknown)
         else:
             beat = pulse.last_heartbeat
-            append(up if beat is not None and cutoff is not None and beat >= cutoff else down)
+            if beat is None or now is None:
+                append(down)
+            elif outage is None:
+                append(up if beat >= cutoff else down)  # type: ignore[operator]
+            else:
+                age = (now - beat).total_seconds()
+                began, ended = outage
+                age -= max(0.0, min(age, began) - ended)
+                append(up if age <= down_time else down)
     return states
 
 
@@ -87,6 +112,7 @@ class ServiceGroup(ClaimsMixin):
             sg_conf.database_url(conf),
             connect_timeout=conf.database.connect_timeout,
             pool_size=conf.database.pool_size,
+            query_timeout=conf.database.query_timeout,
         )
         try:
             with records.sql_errors():
@@ -99,6 +125,8 @@ class ServiceGroup(ClaimsMixin):
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
         self._read_failing = False
+        # Monotonic (start, end) of the last liveness outage this process saw.
+        self._outage: tuple[float, float | None] | None = None
 
     @classmethod
     def from_options(
@@ -372,7 +400,12 @@ class ServiceGroup(ClaimsMixin):
             return self._snapshot_now(uuids, **filters)
 
     def _snapshot_now(self, uuids: list[str] | None, **filters: str | None) -> Snapshot:
-        recordset = records.query(self.engine, uuids=uuids, **filters)
+        try:
+            recordset = records.query(self.engine, uuids=uuids, **filters)
+        except BackendError:
+            # With the db driver the records are the liveness store.
+            self._outage_seen()
+            raise
         if not recordset.services:
             return Snapshot([], liveness_ok=True)
         missing = NEVER
@@ -383,16 +416,44 @@ class ServiceGroup(ClaimsMixin):
             # The records are fine; only liveness cannot be read. Say so
             # ("unknown") rather than calling a healthy fleet down.
             self._log_read_failure(exc)
+            self._outage_seen()
             reading, missing = Reading(None, {}), UNKNOWN
         else:
             self._log_read_recovery()
+        outage = None if missing is UNKNOWN else self._outage_ago()
         services, pulses = recordset.services, reading.pulses
-        states = judge_all(services, pulses, missing, reading.now, self.down_time)
+        states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
         statuses = [
             new_status(svc, state, pulses.get(svc.uuid, missing).last_heartbeat)
             for svc, state in zip(services, states, strict=True)
         ]
         return Snapshot(statuses, liveness_ok=missing is NEVER)
+
+    def _outage_seen(self) -> None:
+        now = self.clock.monotonic()
+        outage = self._outage
+        if outage is None or (outage[1] is not None and now - outage[1] > self.down_time):
+            self._outage = (now, None)
+        elif outage[1] is not None:
+            # Back down soon after coming back: one outage, the gap counted in it.
+            self._outage = (outage[0], None)
+
+    def _outage_ago(self) -> tuple[float, float] | None:
+        """The last outage as (began, ended) seconds ago, ending it if this read succeeded."""
+        outage = self._outage
+        if outage is None:
+            return None
+        now = self.clock.monotonic()
+        began, ended = outage
+        if ended is None:
+            ended = now
+            self._outage = (began, ended)
+        if now - ended > self.down_time:
+            # Every heartbeat older than the outage's end is past the down
+            # time in available time too: nothing left to excuse.
+            self._outage = None
+            return None
+        return (now - began, now - ended)
 
     def _log_read_failure(self, exc: BackendError) -> None:
         if not self._read_failing:

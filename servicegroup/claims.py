@@ -106,7 +106,7 @@ class ClaimsMixin:
         resource_id = validation.resource_id(resource_id)
         operation = validation.kind("operation", operation)
         encoded = validation.details(details)
-        incarnation = validation.incarnation(incarnation or self.incarnation)
+        incarnation = self._incarnation(incarnation)
         records.get(self.engine, owner)  # NotFound for an unknown or deleted owner
         with records.sql_errors():
             return db_claims.acquire(
@@ -177,14 +177,18 @@ class ClaimsMixin:
         """Claims this service held in a previous incarnation and did not release itself."""
         owner = service.uuid if isinstance(service, Service) else service
         owner = validation.service_id(owner, "service_id")
-        incarnation = validation.incarnation(incarnation or self.incarnation)
+        incarnation = self._incarnation(incarnation)
         with records.sql_errors():
             return db_claims.lost_of(self.engine, owner, incarnation)
+
+    def _incarnation(self, given: str | None) -> str:
+        """This process's own incarnation unless another is named; "" is not "none given"."""
+        return validation.incarnation(self.incarnation if given is None else given)
 
     def _check_token(self, claim: Any, incarnation: str | None) -> None:
         if not isinstance(claim, Claim):
             raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
-        mine = validation.incarnation(incarnation or self.incarnation)
+        mine = self._incarnation(incarnation)
         if claim.incarnation != mine:
             with records.sql_errors():
                 current = db_claims.find_one(self.engine, *claim.key)

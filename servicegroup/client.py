@@ -144,4 +144,6 @@ def error_from_response(response: httpx.Response, id: str | None = None) -> Serv
 
 
 def _quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
+    # '.' too: httpx removes "." and ".." path segments (RFC 3986 dot-segment
+    # removal), so a binary named ".." would ask for /v1/ instead.
+    return urllib.parse.quote(segment, safe="").replace(".", "%2E")

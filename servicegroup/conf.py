@@ -74,6 +74,15 @@ database_opts = [
         min=0.001,
         help="Seconds to wait when opening a database connection.",
     ),
+    cfg.FloatOpt(
+        "query_timeout",
+        default=10.0,
+        min=0.001,
+        help="Seconds to wait for the answer to one SQL statement before giving up on the "
+        "connection (PostgreSQL: a client-side deadline, statement_timeout, TCP keepalives "
+        "and tcp_user_timeout; MySQL: PyMySQL read/write timeouts). Without it a database "
+        "behind a dead link hangs heartbeats, sweeps and requests.",
+    ),
     cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open in the pool."),
 ]
 
@@ -207,6 +216,23 @@ events_opts = [
         default=1,
         min=1,
         help="Consecutive sweeps that must see a service up before the event is emitted.",
+    ),
+    cfg.FloatOpt(
+        "mass_down_threshold",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        help="Mass-expiry protection: when more than this fraction of a binary's services "
+        "would go down in one sweep, their down events are held back for "
+        "service_down_time and written only for services still down then; services that "
+        "come back meanwhile (a backend blip) are never reported. 1.0 disables it.",
+    ),
+    cfg.IntOpt(
+        "mass_down_min_services",
+        default=3,
+        min=1,
+        help="Binaries with fewer services than this are never under mass-expiry "
+        "protection (with one service, any death is 100% of the binary).",
     ),
     cfg.FloatOpt(
         "retention",

@@ -32,7 +32,7 @@ import uuid as uuid_mod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oslo_config import cfg
 
@@ -91,38 +91,115 @@ def cause_of(status: ServiceStatus) -> str:
     return "heartbeat_timeout"
 
 
+@dataclass(frozen=True, slots=True)
+class MassDown:
+    """Mass-expiry protection: when too much of a binary dies in one sweep, doubt it.
+
+    A whole binary going down at once is far more often the liveness path
+    failing (a backend restart, a network blip, the database back after an
+    outage with every heartbeat stale) than a fleet dying; a consumer that
+    evacuates on those events does real damage. So when more than
+    `threshold` of a binary's services (and at least `min_services` of them)
+    would go down in ONE sweep, that binary's down events are held back for
+    `hold` seconds (service_down_time). A service still down when the hold
+    ends is confirmed and its event written then; one that came back was a
+    blip and is never reported.
+    """
+
+    threshold: float = 0.5
+    min_services: int = 3
+    hold: float = 60.0
+
+
+class Decision(NamedTuple):
+    transitions: list[Transition]
+    # uuid -> (candidate state, consecutive sweeps seen), for damping.
+    pending: dict[str, tuple[str, int]]
+    # binary -> when (monotonic) its down events started being held back.
+    held: dict[str, float]
+
+
 def decide(
     statuses: Sequence[ServiceStatus],
     pending: Mapping[str, tuple[str, int]],
     down_after: int = 1,
     up_after: int = 1,
-) -> tuple[list[Transition], dict[str, tuple[str, int]]]:
+    *,
+    mass: MassDown | None = None,
+    held: Mapping[str, float] | None = None,
+    now: float = 0.0,
+) -> Decision:
     """The sweeper's one decision: which transitions to emit from this snapshot.
 
     `pending` maps a uuid to (candidate state, consecutive sweeps seen) for
     changes still being damped; the new map is returned. A change to up needs
-    `up_after` agreeing sweeps, to down or unknown `down_after`. (Rules such as
-    mass-expiry protection belong here too.)
+    `up_after` agreeing sweeps, to down or unknown `down_after`. With `mass`,
+    down transitions of a binary under mass-expiry protection (`held`, at
+    monotonic time `now`) are kept back; see MassDown.
     """
     transitions: list[Transition] = []
     new_pending: dict[str, tuple[str, int]] = {}
     for status in statuses:
         svc = status.service
-        now = status.state.value
+        current = status.state.value
         observed = svc.observed_state
         if observed is None:
-            transitions.append(Transition(status, None, now, "observed"))
+            transitions.append(Transition(status, None, current, "observed"))
             continue
-        if now == observed:
+        if current == observed:
             continue
-        candidate, seen = pending.get(svc.uuid, (now, 0))
-        seen = seen + 1 if candidate == now else 1
-        needed = up_after if now == State.UP.value else down_after
+        candidate, seen = pending.get(svc.uuid, (current, 0))
+        seen = seen + 1 if candidate == current else 1
+        needed = up_after if current == State.UP.value else down_after
         if seen >= needed:
-            transitions.append(Transition(status, observed, now, cause_of(status)))
+            transitions.append(Transition(status, observed, current, cause_of(status)))
         else:
-            new_pending[svc.uuid] = (now, seen)
-    return transitions, new_pending
+            new_pending[svc.uuid] = (current, seen)
+    new_held = dict(held or {})
+    if mass is None:
+        return Decision(transitions, new_pending, new_held)
+    return _protect(statuses, transitions, new_pending, down_after, mass, new_held, now)
+
+
+def _protect(
+    statuses: Sequence[ServiceStatus],
+    transitions: list[Transition],
+    pending: dict[str, tuple[str, int]],
+    down_after: int,
+    mass: MassDown,
+    held: dict[str, float],
+    now: float,
+) -> Decision:
+    sizes = Counter(s.service.binary for s in statuses)
+    downs = Counter(t.status.service.binary for t in transitions if _is_down(t))
+    released = set()
+    for binary, since in list(held.items()):
+        if now - since >= mass.hold:
+            del held[binary]  # confirmed: what is still down is written now
+            released.add(binary)
+        elif not downs[binary]:
+            del held[binary]  # everyone came back: it was a blip
+    for binary, count in downs.items():
+        size = sizes[binary]
+        if (
+            binary not in held
+            and binary not in released
+            and size >= mass.min_services
+            and count > mass.threshold * size
+        ):
+            held[binary] = now
+    kept: list[Transition] = []
+    for t in transitions:
+        if _is_down(t) and t.status.service.binary in held:
+            # Damping already agreed: still eligible at the next sweep.
+            pending[t.status.service.uuid] = (t.state, down_after)
+        else:
+            kept.append(t)
+    return Decision(kept, pending, held)
+
+
+def _is_down(t: Transition) -> bool:
+    return t.previous is not None and t.state == State.DOWN.value
 
 
 def write_transitions(
@@ -187,6 +264,8 @@ class SweepStats:
     sweeps: int = 0
     last_duration: float = 0.0
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # binary -> 1 while its down events are held back, 0 once released.
+    mass_down_protection: dict[str, int] = field(default_factory=dict)
 
 
 class Sweeper:
@@ -199,6 +278,10 @@ class Sweeper:
         self.down_after: int = conf.events.down_after
         self.up_after: int = conf.events.up_after
         self.retention: float = conf.events.retention
+        self.mass = MassDown(
+            conf.events.mass_down_threshold, conf.events.mass_down_min_services, sg.down_time
+        )
+        self._held: dict[str, float] = {}
         self.holder = holder or f"{socket.gethostname()}:{uuid_mod.uuid4().hex[:12]}"
         self.hooks = HookRunner(list(conf.events.hooks), conf.events.hook_timeout)
         self.stats = SweepStats()
@@ -250,9 +333,17 @@ class Sweeper:
             return []
         self._set_leader(epoch)
         snapshot = self.sg.snapshot()
-        transitions, self._pending = decide(
-            snapshot.statuses, self._pending, self.down_after, self.up_after
+        decision = decide(
+            snapshot.statuses,
+            self._pending,
+            self.down_after,
+            self.up_after,
+            mass=self.mass,
+            held=self._held,
+            now=time.monotonic(),
         )
+        self._log_protection(decision.held, snapshot.statuses)
+        transitions, self._pending, self._held = decision
         written: list[Transition] = []
         if transitions:
             result = write_transitions(engine, transitions, self.holder, epoch, self.lease)
@@ -278,6 +369,27 @@ class Sweeper:
         self.stats.last_duration = time.perf_counter() - started
         return written
 
+    def _log_protection(self, held: Mapping[str, float], statuses: Sequence[ServiceStatus]) -> None:
+        """One line when a binary's protection starts, one when it ends."""
+        for binary in held.keys() - self._held.keys():
+            of_binary = [s for s in statuses if s.service.binary == binary]
+            down = sum(
+                1 for s in of_binary if s.state is State.DOWN and s.service.observed_state != "down"
+            )
+            LOG.warning(
+                "mass-down protection: %d of %d %s services went down in one sweep; holding "
+                "their down events for %gs (the liveness path failing is likelier than a fleet "
+                "dying)",
+                down,
+                len(of_binary),
+                binary,
+                self.mass.hold,
+            )
+        for binary in self._held.keys() - held.keys():
+            LOG.info("mass-down protection for %s ended; down events flow again", binary)
+        for binary in held.keys() | self._held.keys():
+            self.stats.mass_down_protection[binary] = int(binary in held)
+
     def _set_leader(self, epoch: int | None) -> None:
         if epoch == self._epoch:
             return
@@ -293,6 +405,7 @@ class Sweeper:
             self._next_prune = 0.0
         self._epoch = epoch
         self._pending = {}
+        self._held = {}
         self.stats.leader = epoch is not None
         self.stats.epoch = epoch or 0
 

@@ -19,7 +19,15 @@ from servicegroup import ServiceGroup
 from servicegroup.db import migration
 from servicegroup.db.engine import make_engine
 from servicegroup.db.models import Base
-from tests.servers import IN_CI, MemcachedServer, Server, ServerUnavailable, ZooKeeperServer
+from tests.proxy import Proxy
+from tests.servers import (
+    IN_CI,
+    MemcachedServer,
+    PostgreSQLServer,
+    Server,
+    ServerUnavailable,
+    ZooKeeperServer,
+)
 
 # Admin URLs of the machine's database servers; override to point elsewhere.
 POSTGRESQL_ADMIN = os.environ.get(
@@ -183,3 +191,28 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+@pytest.fixture
+def postgresql_server_private() -> Iterator[PostgreSQLServer]:
+    """A PostgreSQL of this test's own (kill -9 and restart it at will), schema migrated."""
+    for server in _server(PostgreSQLServer):
+        engine = make_engine(server.url)  # type: ignore[attr-defined]
+        migration.upgrade(engine)
+        engine.dispose()
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[str], Proxy]]:
+    """proxy("host:port") -> a TCP proxy to it; all closed at the end."""
+    proxies: list[Proxy] = []
+
+    def factory(address: str) -> Proxy:
+        made = Proxy.to(address)
+        proxies.append(made)
+        return made
+
+    yield factory
+    for made in proxies:
+        made.close()

@@ -8,6 +8,7 @@ what a shared system service could never allow.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -63,10 +64,18 @@ class Server:
     def ready(self) -> None:
         wait_port(self.port, self.start_timeout, self.proc)
 
+    def popen_options(self) -> dict:
+        """Extra subprocess.Popen arguments (a server that must not run as root)."""
+        return {}
+
     def start(self) -> Server:
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - child owns it
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            **self.popen_options(),
         )
         log.close()
         try:
@@ -173,3 +182,154 @@ class MemcachedServer(Server):
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         return cmd
+
+
+class PostgreSQLServer(Server):
+    """A PostgreSQL of the test's own, from Debian's binaries, as an unprivileged user.
+
+    The machine's PostgreSQL is shared and must never be stopped; this one a
+    fault test may kill -9 and restart on the same port. The cluster is made
+    once by initdb (trust auth, fsync off: a test cluster needs no
+    durability across a machine crash, only across a process crash, which
+    PostgreSQL's WAL gives anyway) and survives restarts, as a real one does.
+    """
+
+    name = "postgresql"
+    user = "nobody"
+    start_timeout = 30.0
+
+    def __init__(self, workdir: str | None = None) -> None:
+        super().__init__(workdir)
+        self.bindir = _postgresql_bindir()
+        self.datadir = self.workdir / "data"
+        self.sockdir = self.workdir / "sock"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def popen_options(self) -> dict:
+        # setuid in the child rather than `runuser`: the Popen pid must be
+        # the postmaster itself, so kill() really is a kill -9 of PostgreSQL.
+        if os.geteuid() != 0:
+            return {}
+        pw = pwd.getpwnam(self.user)
+
+        def drop() -> None:
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
+        return {"preexec_fn": drop, "env": {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}}
+
+    def _initdb(self) -> None:
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        if self.bindir is None:
+            raise ServerUnavailable(
+                "PostgreSQL server binaries not found under /usr/lib/postgresql"
+            )
+        self.sockdir.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user)
+            os.chmod(self.workdir, 0o700)
+            for path in (self.workdir, self.sockdir):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        result = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            capture_output=True,
+            cwd=self.workdir,
+            check=False,
+            **self.popen_options(),
+        )
+        if result.returncode != 0:
+            raise ServerUnavailable(f"initdb failed: {result.stderr.decode(errors='replace')}")
+
+    def command(self) -> list[str]:
+        self._initdb()
+        assert self.bindir is not None
+        return [
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.sockdir),
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=16MB",
+        ]
+
+    def ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            wait_port(self.port, max(0.1, deadline - time.monotonic()), self.proc)
+            check = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+                check=False,
+            )
+            if check.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise ServerUnavailable("PostgreSQL did not accept connections")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster; its backends notice and exit on their own."""
+        proc = self.proc
+        super().kill()
+        if proc is not None:
+            self._wait_backends_gone()
+
+    def _wait_backends_gone(self) -> None:
+        # A restart on the same port and data directory needs the killed
+        # postmaster's children gone (shared memory still attached blocks it).
+        pidfile = self.datadir / "postmaster.pid"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _children_of_datadir(self.datadir):
+                break
+            time.sleep(0.05)
+        pidfile.unlink(missing_ok=True)
+
+
+def _postgresql_bindir() -> Path | None:
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return versions[-1].parent if versions else None
+
+
+def _children_of_datadir(datadir: Path) -> list[int]:
+    """pids of postgres processes still running on `datadir` (after a SIGKILL of the postmaster)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ_cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"postgres" in cmdline and environ_cwd == str(datadir):
+            found.append(int(entry.name))
+    return found

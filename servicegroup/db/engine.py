@@ -9,6 +9,15 @@ No reset-on-return: every connection comes back through a Connection, whose
 close() rolls back a transaction it left open, and engine.begin() commits or
 rolls back; the pool's extra ROLLBACK was a third round trip per heartbeat.
 
+Every statement is bounded by `query_timeout`: a database behind a black hole
+(a dead link, a frozen server, a firewall that drops packets) never answers,
+and a client without its own deadline then waits for ever: heartbeats,
+sweeps and HTTP requests all stop with it. PyMySQL has socket read/write
+timeouts; libpq has none for answers, so psycopg connections are made of a
+subclass whose every wait has a deadline (the connection is closed when it
+passes, and the pool discards it), plus TCP keepalives and tcp_user_timeout
+for a dead link and a server-side statement_timeout for a stuck server.
+
 Every write goes through writing(): on SQLite a deferred transaction that
 reads and then writes fails at once with "database is locked" when another
 writer committed in between (it cannot upgrade its snapshot, so the busy
@@ -33,7 +42,12 @@ from sqlalchemy.pool import StaticPool
 _skip_ping: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_ping", default=False)
 
 
-def make_engine(url: str, connect_timeout: float = 5.0, pool_size: int = 10) -> Engine:
+def make_engine(
+    url: str,
+    connect_timeout: float = 5.0,
+    pool_size: int = 10,
+    query_timeout: float | None = None,
+) -> Engine:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_reset_on_return": None}
@@ -45,17 +59,69 @@ def make_engine(url: str, connect_timeout: float = 5.0, pool_size: int = 10) -> 
             kwargs["poolclass"] = StaticPool
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+        # Checking out a connection waits at most this long for a free one.
+        kwargs["pool_timeout"] = connect_timeout + (query_timeout or 0.0)
         if backend == "postgresql":
             connect_args["connect_timeout"] = max(1, round(connect_timeout))
+            if query_timeout:
+                connect_args.update(_libpq_deadlines(query_timeout))
         elif backend in ("mysql", "mariadb"):
             connect_args["connect_timeout"] = max(1, round(connect_timeout))
             connect_args.setdefault("charset", "utf8mb4")
+            if query_timeout and parsed.get_driver_name() == "pymysql":
+                connect_args.update(read_timeout=query_timeout, write_timeout=query_timeout)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     event.listen(engine.pool, "checkout", _checkout_ping(engine))
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
+    elif backend == "postgresql" and query_timeout and parsed.get_driver_name() == "psycopg":
+        factory = _bounded_psycopg(query_timeout)
+        event.listen(
+            engine,
+            "do_connect",
+            lambda _dialect, _record, cargs, cparams: factory.connect(*cargs, **cparams),
+        )
     return engine
+
+
+def _libpq_deadlines(query_timeout: float) -> dict[str, Any]:
+    millis = max(1, round(query_timeout * 1000))
+    idle = max(1, round(query_timeout))
+    return {
+        # The server gives up on a statement (a lock wait, a stuck plan).
+        "options": f"-c statement_timeout={millis}",
+        # The kernel gives up on a link that stopped acknowledging.
+        "tcp_user_timeout": millis,
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": idle,
+        "keepalives_count": 3,
+    }
+
+
+def _bounded_psycopg(query_timeout: float) -> Any:
+    """A psycopg Connection class whose waits for the server end after query_timeout."""
+    import psycopg
+
+    wait_timeout = getattr(psycopg.errors, "_WaitTimeout", psycopg.OperationalError)
+
+    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+        def wait(self, gen: Any, interval: Any = None, timeout: float | None = None) -> Any:
+            kwargs: dict[str, Any] = {"timeout": query_timeout if timeout is None else timeout}
+            if interval is not None:
+                kwargs["interval"] = interval
+            try:
+                return super().wait(gen, **kwargs)
+            except wait_timeout as exc:
+                # The protocol is mid-statement: the connection cannot be
+                # reused. Closed, SQLAlchemy sees a disconnect and drops it.
+                self.close()
+                raise psycopg.OperationalError(
+                    f"no answer from the database within {kwargs['timeout']:g}s"
+                ) from exc
+
+    return BoundedConnection
 
 
 def writing(engine: Engine) -> AbstractContextManager[Connection]:

@@ -24,10 +24,25 @@ a dead server's keys onto the others. Either would turn an unreachable cache
 server into services that look down. Here the node list never changes, so a
 service always lives on the same server, and a server that cannot be asked
 makes exactly its services unknown.
+
+A restarted server answers, but with every key gone: read naively, the whole
+fleet on it is down until each service's next beat (nova's driver and tooz
+both do this, and a fleet-wide "down" starts evacuations). So every read also
+asks for a sentinel key, ``<key_prefix>sentinel``, written once per server
+with no expiry. A server that held the sentinel at this driver's last read
+and now answers without it has lost its keys: for one down time from that
+moment, a key missing on that server is reported as the last pulse this
+driver saw for it, or UNKNOWN if it saw none. A service that keeps beating
+rewrites its key within one report interval; one that died meanwhile ages
+from its last real beat and is down once the down time has passed, exactly
+as if nothing had happened. The API still judges; the driver only refuses to
+turn "the cache forgot" into "never beat". A reader that starts after the
+restart cannot tell and reads missing keys as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import weakref
@@ -46,6 +61,8 @@ from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading
 from servicegroup.exceptions import ConfigError
 from servicegroup.service import Service
 
+LOG = logging.getLogger(__name__)
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
 MAX_KEY = 250
@@ -57,6 +74,9 @@ MAX_RELATIVE_TTL = 30 * 24 * 3600
 # is sent once more on a fresh connection. Refused connections and timeouts
 # are not retried, which keeps every call bounded by the configured timeouts.
 STALE_CONNECTION = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError)
+# Unprefixed; not a uuid, so it can never be a service's key.
+SENTINEL = "sentinel"
+MAX_REMEMBERED = 1_000_000
 
 
 def _check_prefix(prefix: str) -> bytes:
@@ -80,9 +100,13 @@ def _ttl(conf: cfg.ConfigOpts) -> int:
     down time from above without repeating its rule. The TTL is only the
     server-side hard bound; ages are judged from the stored time.
     """
-    bound = max(conf.service_down_time, 2.5 * conf.report_interval)
-    ttl = math.ceil(bound) + 1
+    ttl = math.ceil(bound_down_time(conf)) + 1
     return 0 if ttl > MAX_RELATIVE_TTL else ttl
+
+
+def bound_down_time(conf: cfg.ConfigOpts) -> float:
+    """An upper bound of the API's effective down time, without repeating its rule."""
+    return max(conf.service_down_time, 2.5 * conf.report_interval)
 
 
 def _parse(value: bytes | None) -> Pulse | None:
@@ -131,6 +155,13 @@ class MemcachedDriver(Driver):
         # pure-Python murmur3 per server, too slow to redo for 10,000 keys a read.
         self._placement: dict[str, int] = {}
         self._placement_lock = threading.Lock()
+        # Restart detection (module docstring): per server, whether the
+        # sentinel was there at the last read, and until when (monotonic) its
+        # missing keys are held; per service, the last pulse read.
+        self._hold_for = bound_down_time(conf)
+        self._sentinel_seen = [False] * len(self.servers)
+        self._hold_until = [0.0] * len(self.servers)
+        self._last: dict[str, Pulse] = {}
 
     # -- placement -------------------------------------------------------------
 
@@ -176,18 +207,45 @@ class MemcachedDriver(Driver):
         # costs that server's timeout once, bounded by the configured timeouts.
         for index, uuids in batches.items():
             try:
-                values = self._call(index, "get_many", uuids)
+                values = self._call(index, "get_many", [*uuids, SENTINEL])
+                held = self._held(index, SENTINEL in values)
             except self.backend_errors as exc:
                 failures.append((index, exc))
                 pulses.update(dict.fromkeys(uuids, UNKNOWN))
                 continue
-            for uuid, value in values.items():
-                pulse = _parse(value)
+            for uuid in uuids:
+                pulse = _parse(values.get(uuid))
+                if pulse is None and held:
+                    pulse = self._last.get(uuid, UNKNOWN)
                 if pulse is not None:
                     pulses[uuid] = pulse
+                else:
+                    self._last.pop(uuid, None)  # gone for real (leave, expiry)
         if failures and len(failures) == len(batches):
             raise self._none_answered(failures)
+        if len(self._last) > MAX_REMEMBERED:  # bound memory on endless churn
+            self._last.clear()
+        self._last.update((uuid, p) for uuid, p in pulses.items() if p.known)
         return Reading(now=now, pulses=pulses)
+
+    def _held(self, index: int, sentinel_found: bool) -> bool:
+        """Whether server `index` lost its keys less than a down time ago (see module doc)."""
+        clock = self.clock.monotonic()
+        if not sentinel_found:
+            if self._sentinel_seen[index]:
+                self._hold_until[index] = clock + self._hold_for
+                LOG.warning(
+                    "memcached %s lost its keys (restarted?); holding its services' last "
+                    "known state for %gs",
+                    self.addresses[index],
+                    self._hold_for,
+                )
+            self._sentinel_seen[index] = False
+            # add: never overwrite; no expiry, so only a restart (or eviction) removes it.
+            self._call(index, "add", SENTINEL, b"1", expire=0, noreply=False)
+        else:
+            self._sentinel_seen[index] = True
+        return clock < self._hold_until[index]
 
     def forget(self, service: Service) -> None:
         self._call(self._server_of(service.uuid), "delete", service.uuid, noreply=False)

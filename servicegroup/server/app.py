@@ -26,6 +26,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup
@@ -125,6 +126,26 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class NameConvertor(Convertor[str]):
+    """A path segment that may hold any name: '/' (sent as %2F), and newlines.
+
+    Starlette's `path` regex is '.*', which stops at a newline, so a binary
+    holding one would be 404 "no such path"; this matches everything and
+    leaves the verdict to validation.name(): 400 naming the field.
+    """
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("name", NameConvertor())
 
 
 def _uuid(raw: str) -> str:
@@ -298,7 +319,7 @@ def create_app(
         return Response(status_code=204)
 
     @app.get(
-        "/v1/versions/{binary}",
+        "/v1/versions/{binary:name}",
         dependencies=[guard.read],
         response_model=VersionRange,
         responses=errors.responses(*_READ),
@@ -318,7 +339,10 @@ def create_app(
         dependencies=[guard.read],
     )
     async def list_events(
-        since: Annotated[int | None, Query(json_schema_extra={"minimum": 0})] = None,
+        since: Annotated[
+            int | None,
+            Query(json_schema_extra={"minimum": 0, "maximum": validation.MAX_CURSOR}),
+        ] = None,
         binary: NameFilter = None,
         host: NameFilter = None,
         wait: Annotated[float, Query(json_schema_extra={"minimum": 0, "maximum": 60})] = 0.0,

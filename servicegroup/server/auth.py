@@ -117,11 +117,15 @@ class Tokens:
                     level = granted
         return level
 
+    def checks(self, needed: Level) -> bool:
+        """Whether a request of this level needs a token at all, with these tokens."""
+        if needed is Level.OPEN or not self.enabled:
+            return False
+        return not (needed is Level.READ and not self.read)
+
     def check(self, needed: Level, presented: str | None) -> None:
         """Raise Unauthorized (no or unknown token) or Forbidden (too low a level)."""
-        if needed is Level.OPEN or not self.enabled:
-            return
-        if needed is Level.READ and not self.read:
+        if not self.checks(needed):
             return
         if presented is None:
             raise Unauthorized(f"a bearer token is needed for {_WHAT[needed]}")
@@ -142,6 +146,11 @@ class Guard:
         self.admin = self._require(Level.ADMIN)
 
     def _require(self, level: Level) -> Any:
+        if not self.tokens.checks(level):
+            # No bearer dependency, so the OpenAPI document declares no security
+            # for this operation: it describes this daemon, which checks nothing.
+            return Depends(_open)
+
         # async: a few compare_digest calls, no I/O. A plain def would cost
         # every request a trip through the threadpool before its handler.
         async def check(
@@ -150,6 +159,10 @@ class Guard:
             self.tokens.check(level, credentials.credentials if credentials else None)
 
         return Depends(check)
+
+
+async def _open() -> None:
+    """The dependency of a level these tokens do not check."""
 
 
 def is_loopback(host: str) -> bool:

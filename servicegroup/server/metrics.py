@@ -167,6 +167,14 @@ def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
     for (binary, to), count in sorted(stats.transitions.items()):
         transitions.add_metric([binary, to], count)
     yield transitions
+    protection = GaugeMetricFamily(
+        "servicegroup_mass_down_protection",
+        "1 while the down events of this binary are held back by mass-expiry protection.",
+        labels=["binary"],
+    )
+    for binary, active in sorted(stats.mass_down_protection.items()):
+        protection.add_metric([binary], active)
+    yield protection
     failures = CounterMetricFamily(
         "servicegroup_hook_failures",
         "Hook runs that failed: non-zero exit, timeout, or could not start.",

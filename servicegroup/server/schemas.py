@@ -10,9 +10,17 @@ constants, for clients and fuzzers to read, and are never enforced here.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from servicegroup import validation
 
@@ -30,7 +38,25 @@ def _doc(**schema: Any) -> Any:
     return extra
 
 
-NAME_DOC = {"minLength": 1, "maxLength": validation.MAX_NAME_LENGTH}
+def _integral(value: Any) -> Any:
+    """5.0 is a JSON Schema integer (2020-12: a number with no fractional part).
+
+    Strict pydantic refuses every float, so a client serialising integers as
+    floats, as some JSON libraries do, would get a 422 for a value the
+    OpenAPI document calls valid. Strings and bools stay refused.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+NAME_DOC = {
+    "minLength": 1,
+    "maxLength": validation.MAX_NAME_LENGTH,
+    "pattern": validation.name_pattern(),
+}
 VERSION_DOC = {"minimum": 0, "maximum": validation.MAX_VERSION}
 
 
@@ -43,7 +69,7 @@ class RegisterBody(_Body):
     binary: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
     topic: StrictStr | None = Field(default=None, json_schema_extra=_doc(**NAME_DOC))
     availability_zone: StrictStr | None = Field(default=None, json_schema_extra=_doc(**NAME_DOC))
-    version: StrictInt = Field(default=0, json_schema_extra=_doc(**VERSION_DOC))
+    version: JsonInt = Field(default=0, json_schema_extra=_doc(**VERSION_DOC))
 
 
 class UpdateBody(_Body):
@@ -54,7 +80,7 @@ class UpdateBody(_Body):
         default=None, json_schema_extra=_doc(maxLength=validation.MAX_REASON_LENGTH)
     )
     forced_down: StrictBool = Field(default=None, json_schema_extra=_doc())  # type: ignore[assignment]
-    version: StrictInt = Field(default=None, json_schema_extra=_doc(**VERSION_DOC))  # type: ignore[assignment]
+    version: JsonInt = Field(default=None, json_schema_extra=_doc(**VERSION_DOC))  # type: ignore[assignment]
 
 
 class ServiceOut(BaseModel):
@@ -179,7 +205,7 @@ class TokenBody(_Body):
     incarnation: StrictStr = Field(json_schema_extra=_doc(**UUID_DOC))
     resource_type: StrictStr = Field(json_schema_extra=_doc(**KIND_DOC))
     resource_id: StrictStr = Field(json_schema_extra=_doc(**NAME_DOC))
-    epoch: StrictInt = Field(json_schema_extra=_doc(minimum=1, maximum=2**63 - 1))
+    epoch: JsonInt = Field(json_schema_extra=_doc(minimum=1, maximum=validation.MAX_EPOCH))
 
 
 class RenewBody(TokenBody):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +35,24 @@ def write_config(path: Path, db_url: str, port: int, **defaults: object) -> Path
     lines += [f"port = {port}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def config_text(url: str, port: int, options: dict[str, Any]) -> str:
+    """A config file for a loopback daemon; options as ServiceGroup.from_options takes them."""
+    groups: dict[str, dict[str, Any]] = {
+        "DEFAULT": {},
+        "database": {"connection": url},
+        "api": {"host": "127.0.0.1", "port": port},
+    }
+    for key, value in options.items():
+        group, _, name = key.rpartition("__")
+        if isinstance(value, list):
+            value = ",".join(value)
+        groups.setdefault(group or "DEFAULT", {})[name] = value
+    return "".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
+        for group, opts in groups.items()
+    )
 
 
 class Daemon:

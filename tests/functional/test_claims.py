@@ -106,8 +106,8 @@ def test_fence_guards_an_application_update(group: ServiceGroup) -> None:
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
-            style = raw.driver_connection.__class__.__module__.split(".")[0]
-            paramstyle = {"sqlite3": "qmark", "psycopg": "format", "pymysql": "format"}[style]
+            # Positional marks: sqlite3 takes ?, psycopg and PyMySQL take %s.
+            paramstyle = "qmark" if engine.dialect.dbapi.paramstyle == "qmark" else "format"
             mark = "?" if paramstyle == "qmark" else "%s"
             condition, params = fence_sql(claim, paramstyle)
             cursor.execute(

@@ -33,6 +33,7 @@ from servicegroup.events import Sweeper
 from servicegroup.exceptions import ClaimLost
 from tests.functional.claims_demo.worker import TASKS
 from tests.functional.test_conformance import Backend, backend  # noqa: F401
+from tests.helpers import wait_for
 
 DEMO = Path(__file__).parent / "claims_demo"
 SWEEP = 0.05
@@ -41,15 +42,6 @@ MAX_DURATION = 1.0
 MARGIN = 5.0  # for a loaded machine; the bound itself is what the feature promises
 PATIENCE = 30.0
 HANG_BACKENDS = ["db-sqlite", "zookeeper", "memcached", "tooz-redis", "tooz-zookeeper"]
-
-
-def wait_for(predicate, what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Scene:

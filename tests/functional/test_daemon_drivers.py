@@ -10,32 +10,15 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.functional.daemon import Daemon, free_port
-from tests.functional.test_conformance import liveness_options, records_url, wait_for
+from tests.functional.daemon import Daemon, config_text, free_port
+from tests.functional.test_conformance import liveness_options, records_url
+from tests.helpers import wait_for
 
 DRIVER_BACKENDS = ["db-sqlite", "zookeeper", "memcached", "tooz-redis", "tooz-zookeeper"]
-
-
-def config_text(url: str, port: int, options: dict[str, Any]) -> str:
-    groups: dict[str, dict[str, Any]] = {
-        "DEFAULT": {"report_interval": 0.05, "service_down_time": 0.5},
-        "database": {"connection": url},
-        "api": {"host": "127.0.0.1", "port": port},
-    }
-    for key, value in options.items():
-        group, _, name = key.rpartition("__")
-        if isinstance(value, list):
-            value = ",".join(value)
-        groups.setdefault(group or "DEFAULT", {})[name] = value
-    return "".join(
-        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items())
-        for group, opts in groups.items()
-    )
 
 
 @pytest.fixture(params=DRIVER_BACKENDS)
@@ -43,7 +26,9 @@ def daemon(request: pytest.FixtureRequest, tmp_path: Path):
     url = records_url(request, tmp_path, "sqlite")
     port = free_port()
     config = tmp_path / "servicegroup.conf"
-    config.write_text(config_text(url, port, liveness_options(request, request.param)))
+    options = {"report_interval": 0.05, "service_down_time": 0.5}
+    options.update(liveness_options(request, request.param))
+    config.write_text(config_text(url, port, options))
     script = shutil.which("servicegroup", path=str(Path(sys.executable).parent))
     assert script, "the servicegroup console script is not installed"
     argv = [script, "--config-file", str(config), "serve"]

@@ -7,7 +7,6 @@ a sweep writes, so no test depends on a background thread's timing.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -19,18 +18,9 @@ from servicegroup.db.models import services
 from servicegroup.events import Sweeper, decide, write_transitions
 from servicegroup.exceptions import InvalidInput
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
+from tests.helpers import wait_for
 
-PATIENCE = 10.0
 EVENT_OPTS = {"events__sweep_interval": 0.05}
-
-
-def wait_for(predicate, what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def story(sg: ServiceGroup, since: int = 0) -> list[tuple[str | None, str, str]]:
@@ -177,7 +167,7 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     assert old.sweep() == [] and old.stats.leader
     group.heartbeat(svc)
     # The old leader decides a transition, then stalls past its lease.
-    transitions, _ = decide(group.snapshot().statuses, {})
+    transitions, _, _ = decide(group.snapshot().statuses, {})
     assert [(t.previous, t.state) for t in transitions] == [("down", "up")]
     wait_for(lambda: bool(new.sweep()) or new.stats.leader, "the new leader")
     before = story(group)

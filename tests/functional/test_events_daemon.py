@@ -22,21 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.daemon import Daemon, free_port, write_config
 from tests.functional.test_daemon import migrated_sqlite
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "doc" / "examples" / "recover_stuck_tasks.py"
 TIMINGS = {"report_interval": 0.1, "service_down_time": 0.5}
 EVENTS = "[events]\nsweep_interval = 0.05\n"
-PATIENCE = 15.0
-
-
-def wait_for(predicate, what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(tmp: Path, name: str, db_url: str) -> Daemon:

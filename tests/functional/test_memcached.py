@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,24 +19,15 @@ import pytest
 
 from servicegroup import ServiceGroup, State
 from servicegroup.clock import SkewedClock
-from servicegroup.drivers.memcached import MemcachedDriver
+from servicegroup.drivers.memcached import SENTINEL, MemcachedDriver
 from servicegroup.exceptions import BackendError, ConfigError
 from tests.conftest import empty_tables
+from tests.helpers import wait_for
 from tests.servers import MemcachedServer
 
 DOWN_TIME = 0.5
 INTERVAL = 0.05
-PATIENCE = 10.0  # hang guard for polling, never a performance bound
 SOCKET_TIMEOUT = 0.3
-
-
-def wait_for(predicate: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -197,7 +187,9 @@ def test_get_all_is_one_get_many_per_server(
     statuses = sg.get_all()
 
     assert len(get_many) == n_servers  # each server holds some of 200 keys
-    assert sorted(k for keys in get_many for k in keys) == sorted(s.uuid for s in services)
+    # Each get_many also carries that server's restart sentinel.
+    assert all(keys[-1] == SENTINEL for keys in get_many)
+    assert sorted(k for keys in get_many for k in keys[:-1]) == sorted(s.uuid for s in services)
     assert single_gets == []
     up = {s.service.uuid for s in statuses if s.state is State.UP}
     assert up == {s.uuid for s in services[::2]}

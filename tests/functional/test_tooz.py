@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,20 +17,11 @@ from servicegroup.drivers import tooz as tooz_driver
 from servicegroup.drivers.tooz import coordination_url, escape, member_id, redact
 from servicegroup.exceptions import BackendError
 from tests.conftest import empty_tables
+from tests.helpers import wait_for
 from tests.servers import free_port
 
-PATIENCE = 15.0  # hang guard for polling, never a performance bound
 # tooz's zookeeper driver takes whole seconds for its session timeout.
 DOWN_TIME = {"redis": 0.5, "zookeeper": 1.0}
-
-
-def wait_for(predicate: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(params=["redis", "zookeeper"])

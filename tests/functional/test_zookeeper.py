@@ -28,21 +28,11 @@ from servicegroup.drivers.zookeeper import ZooKeeperDriver, escape
 from servicegroup.exceptions import BackendError
 from servicegroup.service import Service, State
 from tests.conftest import empty_tables
+from tests.helpers import wait_for
 from tests.servers import ZooKeeperServer
 
 SESSION_TIMEOUT = 0.6
 DOWN_TIME = 0.5
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(every)
 
 
 def state(group: ServiceGroup, service: Service) -> State:
@@ -379,7 +369,7 @@ def test_skewed_local_clocks_do_not_change_states(zk_group, sqlite_url):
     # half a round trip, so the two may disagree for a few milliseconds at the
     # boundary; skew would make them disagree by an hour.
     lag_start = time.monotonic()
-    wait_for(lambda: state(writer, svc) is State.DOWN, timeout=1.0)
+    wait_for(lambda: state(writer, svc) is State.DOWN, patience=1.0)
     print(f"writer agreed {1000 * (time.monotonic() - lag_start):.1f} ms after the reader")
 
 
@@ -422,7 +412,7 @@ def test_zookeeper_gone_is_unknown_not_down(zk_group, sqlite_url, zookeeper_serv
         group.health()
 
     server.start()
-    wait_for(lambda: all(s.state is State.UP for s in group.get_all()), timeout=20)
+    wait_for(lambda: all(s.state is State.UP for s in group.get_all()), patience=20)
 
 
 def test_zookeeper_down_at_start_up_is_not_fatal(make_group, sqlite_url, root):
@@ -444,7 +434,7 @@ def test_zookeeper_down_at_start_up_is_not_fatal(make_group, sqlite_url, root):
         assert group.driver.describe()["state"] != "connected"
         group.join(svc)  # the reporter keeps trying
         server.start()
-        wait_for(lambda: state(group, svc) is State.UP, timeout=20)
+        wait_for(lambda: state(group, svc) is State.UP, patience=20)
     finally:
         server.cleanup()
 

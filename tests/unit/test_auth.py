@@ -260,19 +260,37 @@ def test_beyond_loopback_an_open_api_is_refused(
     assert "--insecure" in caplog.text
 
 
+GUARDED = [
+    ("/v1/services", "post"),
+    ("/v1/services", "get"),
+    ("/v1/services/{id}/leave", "post"),
+    ("/v1/services/{id}", "patch"),
+    ("/v1/services/{id}", "delete"),
+    ("/metrics", "get"),
+]
+READS = {("/v1/services", "get"), ("/metrics", "get")}
+
+
 def test_openapi_documents_bearer_and_the_levels(serve: Callable[..., httpx.Client]) -> None:
-    doc = serve().get("/openapi.json").json()
+    doc = serve(read_tokens=[READ], agent_tokens=[AGENT], admin_tokens=[ADMIN])
+    doc = doc.get("/openapi.json").json()
     scheme = doc["components"]["securitySchemes"]["bearer"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
-    for path, method in [
-        ("/v1/services", "post"),
-        ("/v1/services", "get"),
-        ("/v1/services/{id}/leave", "post"),
-        ("/v1/services/{id}", "patch"),
-        ("/v1/services/{id}", "delete"),
-        ("/metrics", "get"),
-    ]:
+    for path, method in GUARDED:
         operation = doc["paths"][path][method]
         assert operation["security"] == [{"bearer": []}], (path, method)
         assert {"401", "403"} <= set(operation["responses"]), (path, method)
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+def test_openapi_declares_security_only_where_this_daemon_checks(
+    serve: Callable[..., httpx.Client],
+) -> None:
+    """The document describes this daemon: a fuzzer must not expect 401s it never sends."""
+    open_doc = serve().get("/openapi.json").json()
+    for path, method in GUARDED:
+        assert "security" not in open_doc["paths"][path][method], (path, method)
+    writes_only = serve(agent_tokens=[AGENT]).get("/openapi.json").json()
+    for path, method in GUARDED:
+        declared = "security" in writes_only["paths"][path][method]
+        assert declared == ((path, method) not in READS), (path, method)

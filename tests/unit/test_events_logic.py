@@ -5,34 +5,24 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from servicegroup.events import Hook, HookRunner, cause_of, decide
 from servicegroup.service import Service, ServiceStatus, State
+from tests.helpers import make_service, wait_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PATIENCE = 10.0
 
 
 def svc(observed: str | None, uuid: str = "u1", forced: bool = False) -> Service:
-    return Service(
+    return make_service(
         uuid=uuid,
         host="h",
         binary="b",
-        topic=None,
-        availability_zone=None,
-        version=0,
-        report_count=0,
-        disabled=False,
-        disabled_reason=None,
         forced_down=forced,
-        last_seen_up=None,
         created_at=NOW,
-        updated_at=None,
-        deleted=False,
-        deleted_at=None,
         observed_state=observed,
     )
 
@@ -47,7 +37,7 @@ def run(snapshots, down_after=1, up_after=1):
     pending: dict = {}
     emitted = []
     for _, state in snapshots:
-        transitions, pending = decide(
+        transitions, pending, _ = decide(
             [status(observed, state)], pending, down_after=down_after, up_after=up_after
         )
         for t in transitions:
@@ -90,7 +80,7 @@ def test_damping_counter_resets_on_a_different_candidate() -> None:
 
 
 def test_never_observed_is_seeded_silently() -> None:
-    transitions, _ = decide([status(None, State.UP)], {})
+    transitions, _, _ = decide([status(None, State.UP)], {})
     assert [(t.previous, t.state, t.cause) for t in transitions] == [(None, "up", "observed")]
 
 
@@ -109,15 +99,6 @@ def script(tmp_path: Path, name: str, body: str) -> str:
     path = tmp_path / name
     path.write_text(f"import sys, json, time\n{body}\n")
     return f"{sys.executable} {path}"
-
-
-def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_hook_gets_the_event_as_json_on_stdin(tmp_path: Path) -> None:

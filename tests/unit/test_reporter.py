@@ -13,26 +13,11 @@ from servicegroup.clock import Clock
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service
+from tests.helpers import make_service, wait_for
 
 LOGGER = "servicegroup.reporter"
 
-SERVICE = Service(
-    uuid="0b7e6a4e-1d5f-4c1e-bc1d-1c5f0f3c9a01",
-    host="compute-1",
-    binary="nova-compute",
-    topic=None,
-    availability_zone=None,
-    version=1,
-    report_count=0,
-    disabled=False,
-    disabled_reason=None,
-    forced_down=False,
-    last_seen_up=None,
-    created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    updated_at=None,
-    deleted=False,
-    deleted_at=None,
-)
+SERVICE = make_service(uuid="0b7e6a4e-1d5f-4c1e-bc1d-1c5f0f3c9a01", version=1)
 
 
 class ManualClock(Clock):
@@ -146,13 +131,6 @@ def test_unexpected_exception_does_not_stop_beating(caplog, clock: ManualClock) 
     assert beat.ok == 2
     assert len(messages(caplog, logging.WARNING)) == 1
     assert len(messages(caplog, logging.INFO)) == 1
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        time.sleep(0.005)
 
 
 def test_thread_survives_errors_keeps_beating_and_stops(caplog) -> None:

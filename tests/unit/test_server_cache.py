@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from servicegroup.server.app import ServiceCache
 from servicegroup.service import Service
+from tests.helpers import make_service
 
-TEMPLATE = Service(
-    uuid="u0",
-    host="h",
-    binary="b",
-    topic=None,
-    availability_zone=None,
-    version=0,
-    report_count=0,
-    disabled=False,
-    disabled_reason=None,
-    forced_down=False,
-    last_seen_up=None,
-    created_at=datetime(2024, 1, 1, tzinfo=UTC),
-    updated_at=None,
-    deleted=False,
-    deleted_at=None,
-)
+TEMPLATE = make_service(uuid="u0", host="h", binary="b")
 
 
 def svc(uuid: str) -> Service:

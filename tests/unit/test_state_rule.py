@@ -9,27 +9,14 @@ import pytest
 
 from servicegroup.api import judge, judge_all
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse
-from servicegroup.service import Service, State
+from servicegroup.service import State
+from tests.helpers import make_service
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 500000, tzinfo=UTC)
 DOWN_TIME = 60.0
 
-BASE = Service(
-    uuid="6f1c5c0e-8f4e-4d5e-9a57-6d2b8b1c7a10",
-    host="compute-1",
-    binary="nova-compute",
-    topic=None,
-    availability_zone=None,
-    version=1,
-    report_count=0,
-    disabled=False,
-    disabled_reason=None,
-    forced_down=False,
-    last_seen_up=None,
-    created_at=NOW - timedelta(days=1),
-    updated_at=None,
-    deleted=False,
-    deleted_at=None,
+BASE = make_service(
+    uuid="6f1c5c0e-8f4e-4d5e-9a57-6d2b8b1c7a10", version=1, created_at=NOW - timedelta(days=1)
 )
 
 

@@ -29,6 +29,7 @@ def rejected(call, *args, **kwargs) -> InvalidInput:
         "nœud-é-東京",
         "100%_{braces}*?",
         "inner  spaces",
+        "unassigned\u0378",  # valid text, whatever this Python's Unicode version says
     ],
 )
 def test_name_accepts_printable_names(field: str, value: str) -> None:
@@ -51,6 +52,9 @@ def test_name_accepts_printable_names(field: str, value: str) -> None:
         ("trailing ", "leading or trailing whitespace"),
         ("  both  ", "leading or trailing whitespace"),
         ("\u3000ideographic-space", "printable"),
+        ("private\ue000use", "printable"),
+        ("bidi\u202eoverride", "printable"),
+        ("lone\ud800surrogate", "printable"),
         (42, "must be a string"),
         (b"bytes", "must be a string"),
         (["list"], "must be a string"),
@@ -157,3 +161,39 @@ def test_state_rejects(value: object) -> None:
 def test_invalid_input_is_a_value_error() -> None:
     # Plain Python callers may already catch ValueError for bad arguments.
     assert isinstance(rejected(validation.version, -1), ValueError)
+
+
+def test_cursor_is_bounded_by_the_largest_event_id() -> None:
+    """A cursor past BIGINT used to reach the database and overflow there (a 500)."""
+    assert validation.cursor(validation.MAX_CURSOR) == validation.MAX_CURSOR
+    with pytest.raises(InvalidInput, match="since: must be at most"):
+        validation.cursor(validation.MAX_CURSOR + 1)
+
+
+def test_name_pattern_is_the_name_rule_for_every_code_point() -> None:
+    """The OpenAPI pattern must accept exactly what name() accepts, or fuzzers disagree."""
+    import re
+    import sys
+
+    pattern = re.compile(validation.name_pattern())
+
+    def accepted(value: str) -> bool:
+        try:
+            validation.name("host", value)
+        except InvalidInput:
+            return False
+        return True
+
+    # Every BMP code point, and a stride through the rest (all of them takes seconds).
+    codes = [*range(0x10000), *range(0x10000, sys.maxunicode + 1, 97), sys.maxunicode]
+    for code in codes:
+        for value in (chr(code), f"a{chr(code)}b"):
+            if 0xD800 <= code <= 0xDFFF:
+                # Not text JSON can carry (see name_pattern); refused all the same.
+                assert not accepted(value)
+                continue
+            assert bool(pattern.fullmatch(value)) == accepted(value), hex(code)
+    every_printable = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isprintable())
+    assert pattern.fullmatch(f"a{every_printable}b")
+    for value in ("a b", " a", "a ", "a\\]^-[b", "x" * 255, "é\U0001f600"):
+        assert bool(pattern.fullmatch(value)) == accepted(value), value

@@ -1,0 +1,114 @@
+"""Mass-expiry protection in decide(): a binary going down at once is doubted, not reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from servicegroup.events import MassDown, decide
+from servicegroup.service import ServiceStatus, State
+from tests.helpers import make_service
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+MASS = MassDown(threshold=0.5, min_services=3, hold=1.0)
+
+
+def fleet(states: list[State], observed: list[str], binary: str = "compute") -> list:
+    return [
+        ServiceStatus(
+            make_service(
+                uuid=f"{binary}-{i}",
+                host=f"h{i}",
+                binary=binary,
+                last_seen_up=NOW,
+                created_at=NOW,
+                updated_at=NOW,
+                observed_state=seen,
+            ),
+            state,
+            NOW,
+        )
+        for i, (state, seen) in enumerate(zip(states, observed, strict=True))
+    ]
+
+
+class Sweeps:
+    """Successive decisions, applying written transitions like SQL would."""
+
+    def __init__(self, size: int, down_after: int = 1) -> None:
+        self.observed = ["up"] * size
+        self.pending: dict = {}
+        self.held: dict = {}
+        self.down_after = down_after
+
+    def sweep(self, states: list[State], at: float) -> list[tuple[int, str]]:
+        decision = decide(
+            fleet(states, self.observed),
+            self.pending,
+            down_after=self.down_after,
+            mass=MASS,
+            held=self.held,
+            now=at,
+        )
+        self.pending, self.held = decision.pending, decision.held
+        written = []
+        for t in decision.transitions:
+            index = int(t.status.service.uuid.rsplit("-", 1)[1])
+            self.observed[index] = t.state
+            written.append((index, t.state))
+        return written
+
+
+UP, DOWN = State.UP, State.DOWN
+
+
+def test_a_real_mass_death_is_reported_once_confirmed() -> None:
+    sweeps = Sweeps(4)
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=0.0) == []
+    assert sweeps.held == {"compute": 0.0}
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=0.5) == []
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=1.0) == [(0, "down"), (1, "down"), (2, "down")]
+    assert sweeps.held == {}
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=1.1) == []
+
+
+def test_a_blip_is_never_reported() -> None:
+    sweeps = Sweeps(4)
+    assert sweeps.sweep([DOWN, DOWN, DOWN, DOWN], at=0.0) == []
+    assert sweeps.sweep([UP, UP, UP, UP], at=0.2) == []
+    assert sweeps.held == {}
+    assert sweeps.sweep([UP, UP, UP, UP], at=2.0) == []
+
+
+def test_the_part_still_down_after_the_hold_is_reported() -> None:
+    sweeps = Sweeps(4)
+    sweeps.sweep([DOWN, DOWN, DOWN, DOWN], at=0.0)
+    assert sweeps.sweep([DOWN, UP, UP, UP], at=0.3) == []
+    assert sweeps.sweep([DOWN, UP, UP, UP], at=1.0) == [(0, "down")]
+
+
+def test_at_or_below_the_threshold_events_flow() -> None:
+    sweeps = Sweeps(4)
+    assert sweeps.sweep([DOWN, DOWN, UP, UP], at=0.0) == [(0, "down"), (1, "down")]  # 2/4
+    assert sweeps.held == {}
+
+
+def test_small_binaries_are_never_held() -> None:
+    sweeps = Sweeps(2)
+    assert sweeps.sweep([DOWN, DOWN], at=0.0) == [(0, "down"), (1, "down")]
+
+
+def test_ups_are_never_held_and_damping_still_applies() -> None:
+    sweeps = Sweeps(4, down_after=2)
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=0.0) == []  # damping: first sighting
+    assert sweeps.held == {}
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=0.1) == []  # agreed, and now held
+    assert sweeps.held == {"compute": 0.1}
+    assert sweeps.sweep([DOWN, DOWN, DOWN, UP], at=1.1) == [(0, "down"), (1, "down"), (2, "down")]
+    assert sweeps.sweep([UP, UP, UP, UP], at=1.2) == [(0, "up"), (1, "up"), (2, "up")]
+
+
+def test_other_binaries_are_not_held() -> None:
+    statuses = fleet([DOWN] * 3, ["up"] * 3, "a") + fleet([DOWN], ["up"], "b")
+    decision = decide(statuses, {}, mass=MASS, now=0.0)
+    assert decision.held == {"a": 0.0}
+    assert [t.status.service.binary for t in decision.transitions] == ["b"]
