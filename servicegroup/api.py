@@ -396,10 +396,6 @@ class ServiceGroup(ClaimsMixin):
         return (min(versions), max(versions)) if versions else (None, None)
 
     def _snapshot(self, uuids: list[str] | None = None, **filters: str | None) -> Snapshot:
-        with gcpause.paused():  # see gcpause.py: collections were half of a big read
-            return self._snapshot_now(uuids, **filters)
-
-    def _snapshot_now(self, uuids: list[str] | None, **filters: str | None) -> Snapshot:
         try:
             recordset = records.query(self.engine, uuids=uuids, **filters)
         except BackendError:
@@ -422,11 +418,12 @@ class ServiceGroup(ClaimsMixin):
             self._log_read_recovery()
         outage = None if missing is UNKNOWN else self._outage_ago()
         services, pulses = recordset.services, reading.pulses
-        states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
-        statuses = [
-            new_status(svc, state, pulses.get(svc.uuid, missing).last_heartbeat)
-            for svc, state in zip(services, states, strict=True)
-        ]
+        with gcpause.paused():  # building, no I/O: see gcpause.py
+            states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
+            statuses = [
+                new_status(svc, state, pulses.get(svc.uuid, missing).last_heartbeat)
+                for svc, state in zip(services, states, strict=True)
+            ]
         return Snapshot(statuses, liveness_ok=missing is NEVER)
 
     def _outage_seen(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, func, select, update
 from sqlalchemy import exc as sa_exc
 
+from servicegroup import gcpause
 from servicegroup.db import events
 from servicegroup.db.engine import writing
 from servicegroup.db.models import server_now, services
@@ -203,10 +204,12 @@ def query(engine: Engine, uuids: list[str] | None = None, **filters: str | None)
         # The DBAPI's own tuples: SQLAlchemy's Row and result processors
         # (SQLite's regex datetime parser) cost more than the SELECT itself
         # at 10,000 rows; to_service converts the few typed columns itself.
-        rows = result.cursor.fetchall()
+        with gcpause.paused():  # the driver has the rows already: conversion only
+            rows = result.cursor.fetchall()
         result.close()
     db_now = _utc(rows[0][-1]) if rows else None
-    return RecordSet([to_service(r) for r in rows], db_now)
+    with gcpause.paused():
+        return RecordSet([to_service(r) for r in rows], db_now)
 
 
 def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
