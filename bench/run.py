@@ -45,7 +45,6 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy import event  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from servicegroup import ServiceGroup  # noqa: E402
 from servicegroup.db import migration  # noqa: E402
@@ -53,7 +52,12 @@ from servicegroup.db.engine import make_engine  # noqa: E402
 from servicegroup.db.models import server_now, services  # noqa: E402
 from servicegroup.service import Service, State  # noqa: E402
 from tests.functional.daemon import Daemon, free_port  # noqa: E402
-from tests.servers import MemcachedServer, ServerUnavailable, ZooKeeperServer  # noqa: E402
+from tests.servers import (  # noqa: E402
+    MemcachedServer,
+    ServerUnavailable,
+    ZooKeeperServer,
+    scratch_database,
+)
 
 POSTGRESQL_ADMIN = os.environ.get(
     "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -201,25 +205,12 @@ class Env:
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             return
         admin_url = POSTGRESQL_ADMIN if dialect == "postgresql" else MYSQL_ADMIN
-        name = f"sg_bench_{uuid_mod.uuid4().hex[:12]}"
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        except sa.exc.SQLAlchemyError as exc:
-            admin.dispose()
-            raise Unavailable(f"{dialect}: {str(exc).splitlines()[0]}") from exc
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        engine = make_engine(url)
-        migration.upgrade(engine)
-        engine.dispose()
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                url = stack.enter_context(scratch_database(admin_url, "sg_bench"))
+            except ServerUnavailable as exc:
+                raise Unavailable(f"{dialect}: {exc}") from exc
             yield url
-        finally:
-            with admin.connect() as conn:
-                force = " WITH (FORCE)" if dialect == "postgresql" else ""
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
-            admin.dispose()
 
 
 @dataclass

@@ -6,14 +6,12 @@ so CI can never go green on a suite that did not run.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from servicegroup import ServiceGroup
 from servicegroup.db import migration
@@ -27,6 +25,7 @@ from tests.servers import (
     Server,
     ServerUnavailable,
     ZooKeeperServer,
+    scratch_database,
 )
 
 # Admin URLs of the machine's database servers; override to point elsewhere.
@@ -48,27 +47,12 @@ def unavailable(what: str, why: object) -> None:
 
 def _scratch_database(admin_url: str, what: str) -> Iterator[str]:
     """A fresh database on a shared server, migrated once, dropped afterwards."""
-    name = f"sg_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.SQLAlchemyError as exc:
-        admin.dispose()
-        unavailable(what, exc)
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    migration.upgrade(engine)
-    engine.dispose()
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(admin_url))
+        except ServerUnavailable as exc:
+            unavailable(what, exc)
         yield url
-    finally:
-        with admin.connect() as conn:
-            if admin.dialect.name == "postgresql":
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

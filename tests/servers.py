@@ -7,6 +7,7 @@ what a shared system service could never allow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -41,6 +44,42 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -
         except OSError:
             time.sleep(0.05)
     raise ServerUnavailable(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def scratch_database(
+    admin_url: str, prefix: str = "sg_test", migrate: bool = True
+) -> Iterator[str]:
+    """A fresh database on a shared SQL server, dropped afterwards; migrated unless told not to.
+
+    Raises ServerUnavailable when the server cannot create it.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from servicegroup.db import migration
+    from servicegroup.db.engine import make_engine
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.SQLAlchemyError as exc:
+        admin.dispose()
+        raise ServerUnavailable(str(exc).strip().splitlines()[0]) from exc
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrate:
+            engine = make_engine(url)
+            migration.upgrade(engine)
+            engine.dispose()
+        yield url
+    finally:
+        with admin.connect() as conn:
+            force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()
 
 
 class Server:

@@ -7,7 +7,7 @@ create_all() and fail in production, so they are compared on each dialect.
 
 from __future__ import annotations
 
-import uuid
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import make_url
 
 from servicegroup import ServiceGroup
 from servicegroup.db import migration
@@ -23,6 +22,7 @@ from servicegroup.db.engine import make_engine
 from servicegroup.db.models import Base, services
 from servicegroup.exceptions import SchemaOutOfDate
 from tests import conftest
+from tests.servers import ServerUnavailable, scratch_database
 
 
 def test_models_match_migrations(sql_url) -> None:
@@ -81,21 +81,12 @@ def blank_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'blank.sqlite'}"
         return
     admin_url = conftest.POSTGRESQL_ADMIN if request.param == "postgresql" else conftest.MYSQL_ADMIN
-    name = f"sg_blank_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.SQLAlchemyError as exc:
-        admin.dispose()
-        conftest.unavailable(request.param, exc)
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(admin_url, "sg_blank", migrate=False))
+        except ServerUnavailable as exc:
+            conftest.unavailable(request.param, exc)
+        yield url
 
 
 def refused(url: str) -> SchemaOutOfDate:
