@@ -53,17 +53,14 @@ from servicegroup.db.models import server_now, services  # noqa: E402
 from servicegroup.service import Service, State  # noqa: E402
 from tests.functional.daemon import Daemon, free_port  # noqa: E402
 from tests.servers import (  # noqa: E402
+    MYSQL_ADMIN,
+    POSTGRESQL_ADMIN,
+    REDIS_URL,
     MemcachedServer,
     ServerUnavailable,
     ZooKeeperServer,
     scratch_database,
 )
-
-POSTGRESQL_ADMIN = os.environ.get(
-    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 DRIVERS = (
     "db-sqlite",

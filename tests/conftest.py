@@ -7,7 +7,8 @@ so CI can never go green on a suite that did not run.
 from __future__ import annotations
 
 import contextlib
-import os
+import http.server
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,9 @@ from servicegroup.db.models import Base
 from tests.proxy import Proxy
 from tests.servers import (
     IN_CI,
+    MYSQL_ADMIN,
+    POSTGRESQL_ADMIN,
+    REDIS_URL,
     MemcachedServer,
     PostgreSQLServer,
     Server,
@@ -27,13 +31,6 @@ from tests.servers import (
     ZooKeeperServer,
     scratch_database,
 )
-
-# Admin URLs of the machine's database servers; override to point elsewhere.
-POSTGRESQL_ADMIN = os.environ.get(
-    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 SQL_DIALECTS = ("sqlite", "postgresql", "mysql")
 
@@ -200,3 +197,26 @@ def proxy() -> Iterator[Callable[[str], Proxy]]:
     yield factory
     for made in proxies:
         made.close()
+
+
+@pytest.fixture
+def status_server() -> Iterator[tuple[str, list[int]]]:
+    """An HTTP server answering GET with the status at the head of the list."""
+    status = [200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0])
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/health", status
+    finally:
+        server.shutdown()
+        server.server_close()

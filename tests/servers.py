@@ -20,6 +20,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+# Admin URLs of the machine's database servers; override to point elsewhere.
+POSTGRESQL_ADMIN = os.environ.get(
+    "SG_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_ADMIN = os.environ.get("SG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+REDIS_URL = os.environ.get("SG_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -10,12 +10,10 @@ within the deadline only a leave can take the service down.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -209,33 +207,21 @@ def test_check_command_with_leave_on_failure_is_down_at_once(
 
 
 def test_http_check_follows_the_url(
-    kind: str, backends: Callable[[str, float], Backend], tmp_path: Path, agents: list[Agent]
+    kind: str,
+    backends: Callable[[str, float], Backend],
+    tmp_path: Path,
+    agents: list[Agent],
+    status_server: tuple[str, list[int]],
 ) -> None:
-    status = [200]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(status[0])
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/ready"
-        agent = Agent(backends(kind, SHORT), tmp_path, "--http-check", url, "--check-timeout", "2")
-        agents.append(agent)
-        agent.wait_state("up")
-        status[0] = 503
-        agent.wait_state("down")
-        status[0] = 200
-        agent.wait_state("up")
-        assert agent.stop() == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+    url, status = status_server
+    agent = Agent(backends(kind, SHORT), tmp_path, "--http-check", url, "--check-timeout", "2")
+    agents.append(agent)
+    agent.wait_state("up")
+    status[0] = 503
+    agent.wait_state("down")
+    status[0] = 200
+    agent.wait_state("up")
+    assert agent.stop() == 0
     assert "answered 503" in agent.log()
 
 

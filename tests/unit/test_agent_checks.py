@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,29 +66,6 @@ def test_pidfile_of_a_process_we_may_not_signal_passes(
     pidfile = tmp_path / "other-user.pid"
     pidfile.write_text("4242")
     assert check_pidfile(str(pidfile)).ok
-
-
-@pytest.fixture
-def status_server() -> Iterator[tuple[str, list[int]]]:
-    """An HTTP server answering GET with the status at the head of the list."""
-    status = [200]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(status[0])
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/health", status
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_check_wants_2xx(status_server: tuple[str, list[int]]) -> None:
