@@ -8,6 +8,7 @@
 #   ZooKeeper, memcached: Debian packages only; the tests start their own
 #     throwaway servers on free ports (tests/servers.py).
 #   promtool (package prometheus): checks the /metrics exposition format.
+#   wrk: the benchmark harness's HTTP load generator (tests/functional/test_bench.py).
 #   PostgreSQL 5432, MariaDB 3306, Redis 6379: shared servers the tests use.
 set -euo pipefail
 
@@ -53,6 +54,7 @@ missing=()
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v memcached >/dev/null || missing+=(memcached)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
