@@ -8,6 +8,8 @@ create_all() and fail in production, so they are compared on each dialect.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -72,6 +74,26 @@ def test_migrated_database_is_at_head(sql_url) -> None:
         migration.check(engine)  # does not raise
     finally:
         engine.dispose()
+
+
+def test_head_constant_is_the_scripts_head() -> None:
+    # check() compares with HEAD so that it need not import alembic.
+    assert migration.head() == migration.HEAD
+
+
+def test_checking_the_schema_imports_no_alembic(sqlite_url) -> None:
+    # alembic (with mako, pygments, every dialect) is 10 MB resident in each
+    # daemon and agent; a ServiceGroup only compares revisions. A fresh
+    # process, since this one imported alembic to migrate.
+    code = (
+        "import sys\n"
+        "from servicegroup import ServiceGroup\n"
+        f"with ServiceGroup.from_options(database__connection={sqlite_url!r}) as sg:\n"
+        "    sg.register('compute-1', 'nova-compute')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture(params=conftest.SQL_DIALECTS)
