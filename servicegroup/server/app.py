@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -53,6 +54,12 @@ CACHE_SIZE = 100_000
 # Threads running heartbeats' blocking driver calls: few, so they do not
 # convoy on the GIL; within the database pool (pool_size 10 by default).
 HEARTBEAT_THREADS = 8
+
+# glibc's mallopt() parameters, and the values serve() sets (see _bound_malloc).
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+MMAP_THRESHOLD = 128 * 1024
 
 # The error codes each kind of endpoint can answer; 401/403 are reserved for auth.
 _READ = (400, 401, 403, 422, 500, 503)
@@ -381,6 +388,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """
     tokens = auth.Tokens.from_conf(conf)
     auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
+    _bound_malloc()  # before any thread: the driver's, the sweeper, the pools
     sg = ServiceGroup(conf)
     sweeper = Sweeper(sg, conf)
     try:
@@ -413,6 +421,30 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
         sg.close()
     LOG.info("servicegroup stopped")
     return 0
+
+
+def _bound_malloc() -> bool:
+    """Make glibc give back what a 10,000-service read took; False where there is no mallopt.
+
+    Two glibc defaults keep memory the daemon never reuses. A heap (arena)
+    per thread, up to 8 per core: the heartbeat threads, the sweeper and
+    the threadpool each keep a partly free one; two are enough while the
+    GIL serialises nearly every allocation anyway. And the mmap threshold
+    rises to the size of the largest block freed (up to 32 MB): after the
+    first list or scrape, their multi-MB bodies come from a heap, where
+    freeing them leaves holes the process keeps. A fixed threshold (glibc's
+    initial 128 KiB) keeps such blocks in mmap, unmapped on free.
+
+    Measured (memcached, 10,000 services, bench daemon scenario): RSS
+    after the list and metrics reads 126.1 -> 118.0 MB (median of 3, alternated).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc-like: nothing to tune
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok
 
 
 def _freeze_startup_objects() -> None:
