@@ -69,6 +69,38 @@ ServiceId = Annotated[
 NameFilter = Annotated[str | None, Query(json_schema_extra=NAME_DOC)]
 
 
+class Bell:
+    """Wakes this process's event long-polls when its own sweeper has written events.
+
+    Without it a waiting client learns of a down event only at its next
+    poll of the database, up to event_poll_interval later. Events written by
+    another daemon (the leader elsewhere) or by admin actions still arrive
+    by that poll.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rung: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        """Any thread: wake every waiter."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until ring() (True) or `timeout` seconds (False), whichever comes first."""
+        loop = asyncio.get_running_loop()
+        if self._rung is None or self._loop is not loop:  # first wait, or a new loop (tests)
+            self._loop, self._rung = loop, loop.create_future()
+        done, _ = await asyncio.wait([self._rung], timeout=timeout)
+        return bool(done)
+
+    def _wake(self) -> None:
+        if self._rung is not None and self._loop is not None:
+            rung, self._rung = self._rung, self._loop.create_future()
+            rung.set_result(None)
+
+
 class ServiceCache:
     """uuid -> Service, so a heartbeat needs no SELECT before its write.
 
@@ -177,6 +209,9 @@ def create_app(
     errors.install(app)
     cache = ServiceCache(ttl=sg.down_time)
     registry = metrics.make_registry(sg, sweeper)
+    bell = Bell()
+    if sweeper is not None:
+        sweeper.on_events = bell.ring
     guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens)
 
     @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
@@ -365,7 +400,7 @@ def create_app(
             if batch.events or remaining <= 0:
                 rows = [e.as_dict() for e in batch.events]
                 return JSONResponse({"events": rows, "cursor": batch.cursor})
-            await asyncio.sleep(min(sg.event_poll_interval, remaining))
+            await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
     return app

@@ -7,6 +7,7 @@ a sweep writes, so no test depends on a background thread's timing.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from servicegroup import ServiceGroup
 from servicegroup.db import events as db_events
 from servicegroup.db.models import services
-from servicegroup.events import Sweeper, decide, write_transitions
+from servicegroup.events import Sweeper, decide, next_sweep, write_transitions
 from servicegroup.exceptions import InvalidInput
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
 from tests.helpers import wait_for
@@ -80,6 +81,33 @@ def test_sweep_records_down_and_up(group: ServiceGroup) -> None:
     assert counts[("down", "up")] == 2 and counts[("up", "down")] == 2
     assert sweeper.stats.leader and sweeper.stats.transitions[("compute", "up")] == 2
     sweeper.hooks.close()
+
+
+def test_sweeper_knows_when_the_next_death_is_due(sql_url: str, make_group) -> None:
+    """A sweep that sees a service up computes when it expires; a sweep then finds it down.
+
+    This is what lets the sweeper's thread wake at the expiry rather than a
+    whole sweep_interval later (next_sweep()).
+    """
+    group = make_group(sql_url, service_down_time=0.4, events__sweep_interval=30.0)
+    sweeper = Sweeper(group, group.conf)
+    svc = group.register("host-1", "compute")
+    group.heartbeat(svc)
+    before = time.monotonic()
+    assert ("down", "up", "heartbeat") in [t[:3] for t in _sweep_story(sweeper, group)]
+    assert sweeper.expires_at is not None
+    assert sweeper.expires_at <= before + group.down_time + 0.05  # its beat came before
+    time.sleep(max(0.0, next_sweep(before, 30.0, sweeper.expires_at) - time.monotonic()))
+    mark = group.events().cursor
+    sweeper.sweep()
+    assert story(group, mark) == [("up", "down", "heartbeat_timeout")]
+    assert sweeper.expires_at is None  # nobody up: nothing to wait for
+    sweeper.hooks.close()
+
+
+def _sweep_story(sweeper: Sweeper, sg: ServiceGroup) -> list[tuple[str | None, str, str]]:
+    sweeper.sweep()
+    return story(sg)
 
 
 def test_forced_down_then_unset_while_beating(group: ServiceGroup) -> None:
