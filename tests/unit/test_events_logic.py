@@ -191,6 +191,22 @@ def test_next_sweep(expires_at: float | None, wake: float) -> None:
     assert next_sweep(100.0, 1.0, expires_at) == pytest.approx(wake)
 
 
+@pytest.mark.parametrize(
+    ("took", "expires_at", "wake"),
+    [
+        (0.01, None, 101.0),  # within budget: the interval
+        (0.2, None, 104.0),  # 0.2 s at a 5% budget: every 4 s
+        (2.0, None, 130.0),  # but never past down_time / 2
+        (0.2, 102.0, 102.01),  # a death due sooner still wakes it
+    ],
+)
+def test_long_sweeps_are_spaced_out_within_the_budget(
+    took: float, expires_at: float | None, wake: float
+) -> None:
+    got = next_sweep(100.0, 1.0, expires_at, took=took, budget=0.05, down_time=60.0)
+    assert got == pytest.approx(wake)
+
+
 def test_seconds_to_expiry_is_the_first_up_heartbeat_plus_the_down_time() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
