@@ -223,11 +223,10 @@ def write_transitions(
         if not db_events.fence(conn, LEASE_NAME, holder, epoch, lease):
             return None
         db_events.lock_sequence(conn)
-        done = [
-            t
-            for t in transitions
-            if db_events.set_observed(conn, t.status.service.uuid, t.previous, t.state)
-        ]
+        changed = db_events.set_observed_many(
+            conn, [(t.status.service.uuid, t.previous, t.state) for t in transitions]
+        )
+        done = [t for t in transitions if t.status.service.uuid in changed]
         db_events.append(conn, [t.draft() for t in done if t.previous is not None])
     return [t for t in done if t.previous is not None]
 
