@@ -71,15 +71,17 @@ Failure
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import struct
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     EXCEPTIONS,
@@ -98,7 +100,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading
+from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
 from servicegroup.service import Service
 
@@ -110,6 +112,7 @@ CLOCK_NODE = ".clock"
 CLOCK_REFRESH = 10.0
 # Attempts of one write before giving up until the next beat.
 WRITE_ATTEMPTS = 3
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Bytes one multiRead may carry, request and reply alike (see "Bulk read").
 MULTI_READ_BUDGET = 512 * 1024
 # Bytes per op beyond its path: op and result headers, the Stat, and the
@@ -117,6 +120,9 @@ MULTI_READ_BUDGET = 512 * 1024
 MULTI_READ_OP_COST = 256
 
 
+# Cached: every read escapes every service's binary and host (a fleet's
+# names rarely change), and quote() is most of a read's Python time.
+@functools.lru_cache(maxsize=1 << 16)
 def escape(name: str) -> str:
     """One znode name for one host/binary; see the module docstring."""
     if not name:
@@ -138,12 +144,14 @@ def _root(value: str) -> str:
 
 
 def _utc(mtime_ms: int) -> datetime:
-    return datetime.fromtimestamp(mtime_ms / 1000.0, UTC)
+    # Exact (integer arithmetic) and cheaper than fromtimestamp(ms / 1000).
+    return EPOCH + timedelta(milliseconds=mtime_ms)
 
 
-def _owner(data: bytes) -> str | None:
+def _owner(data: bytes | None) -> str | None:
+    # orjson: a read parses every node's data; same answers as json.loads.
     try:
-        return json.loads(data)["uuid"]
+        return orjson.loads(data)["uuid"]
     except (ValueError, TypeError, KeyError):
         return None
 
@@ -314,14 +322,14 @@ class ZooKeeperDriver(Driver):
         )
         pulses: dict[str, Pulse] = {}
         for svc, answer in zip(services, got, strict=True):
-            if isinstance(answer, NoNodeError):
-                pulses[svc.uuid] = NEVER
-            elif isinstance(answer, Exception):
-                raise answer
-            else:
+            if type(answer) is tuple:
                 data, mtime = answer
                 # A node of another uuid is a deleted namesake's, not this service's.
-                pulses[svc.uuid] = Pulse(_utc(mtime)) if _owner(data) == svc.uuid else NEVER
+                pulses[svc.uuid] = new_pulse(_utc(mtime)) if _owner(data) == svc.uuid else NEVER
+            elif isinstance(answer, NoNodeError):
+                pulses[svc.uuid] = NEVER
+            else:
+                raise answer
         if clock_sample is not None:
             self._clock_finish(*clock_sample, deadline)
         return Reading(now=self._zk_now(sent_at), pulses=pulses)
