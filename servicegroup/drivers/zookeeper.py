@@ -88,6 +88,7 @@ from kazoo.exceptions import (
     BadVersionError,
     ConnectionLoss,
     KazooException,
+    MarshallingError,
     NodeExistsError,
     NoNodeError,
     UnimplementedError,
@@ -174,7 +175,9 @@ class MultiRead:
 
     kazoo needs `type`, serialize() and deserialize(buffer, offset) (its own
     request records are alike); the reply is parsed on kazoo's connection
-    thread, so it keeps only what read() uses: data and mtime.
+    thread, so it keeps only what read() uses: data and mtime. A reply that
+    does not fit the request raises MarshallingError, a KazooException, so
+    the read is unknown like any other backend failure.
     """
 
     type = 22
@@ -214,9 +217,9 @@ class MultiRead:
                 results.append(EXCEPTIONS[length(buffer, offset)[0]]())
                 offset += 4
             else:
-                raise ValueError(f"multiRead answered an op of type {op}")
+                raise MarshallingError(f"multiRead answered an op of type {op}")
         if len(results) != len(self.paths):
-            raise ValueError(f"multiRead answered {len(results)} of {len(self.paths)} ops")
+            raise MarshallingError(f"multiRead answered {len(results)} of {len(self.paths)} ops")
         return results
 
 

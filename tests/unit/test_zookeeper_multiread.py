@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.exceptions import MarshallingError, NoAuthError, NoNodeError
 from kazoo.protocol.serialization import GetData, multiheader_struct, stat_struct
 
 from servicegroup.drivers.zookeeper import MULTI_READ_OP_COST, MultiRead, chunks
@@ -62,9 +62,9 @@ def test_reply_gives_data_and_mtime_or_each_ops_own_error() -> None:
 
 def test_a_reply_that_does_not_match_the_request_is_refused() -> None:
     reply = data_result(b"x", 1) + DONE
-    with pytest.raises(ValueError, match="1 of 2"):
+    with pytest.raises(MarshallingError, match="1 of 2"):
         MultiRead(["/a", "/b"]).deserialize(reply, 0)
-    with pytest.raises(ValueError, match="type 5"):
+    with pytest.raises(MarshallingError, match="type 5"):
         MultiRead(["/a"]).deserialize(multiheader_struct.pack(5, False, 0) + DONE, 0)
 
 
