@@ -485,6 +485,35 @@ class Raw:
             return {r[i_uuid] for r in rows if self.member_of(r[i_host], binary) in members}
         raise AssertionError(self.kind)
 
+    def zk_multiread(self) -> set[str]:
+        """kazoo get_children, then multiReads (ZooKeeper 3.6+) of the children in chunks.
+
+        kazoo has no multiRead call: the request object is the driver's
+        (serialization only), sent through kazoo's own queue.
+        """
+        from servicegroup.drivers.zookeeper import MULTI_READ_BUDGET, MultiRead, chunks
+
+        now_ms = time.time() * 1000
+        parent = self.zk_parent
+        children = self.zk.get_children(parent)
+        pending = []
+        for chunk in chunks([f"{parent}/{c}" for c in children], MULTI_READ_BUDGET):
+            result = self.zk.handler.async_result()
+            self.zk._call(MultiRead(chunk), result)
+            pending.append(result)
+        up = set()
+        limit = self.down * 1000
+        for result in pending:
+            for data, mtime in result.get(timeout=10):
+                if now_ms - mtime <= limit:
+                    up.add(json.loads(data)["uuid"])
+        return up
+
+    def read_multiread(self) -> set[str]:
+        """The zookeeper floor with multiRead: the same SELECT, then zk_multiread()."""
+        self.sql.rows()
+        return self.zk_multiread()
+
     def read(self) -> set[str]:
         """The floor of get_all: the same rows from SQL, plus the backend's word on them."""
         if self.kind.startswith("db-"):
@@ -602,6 +631,10 @@ def bench_bulk(work: Workload, reps: int) -> dict[str, Any]:
         }
         if not work.target.name.startswith("db-"):
             variants["raw_backend_only"] = lambda: raw.backend_read(rows)
+        if work.target.name == "zookeeper":
+            agree["raw_multiread"] = raw.read_multiread() == expected
+            variants["raw_multiread"] = raw.read_multiread
+            variants["raw_backend_multiread_only"] = raw.zk_multiread
         if compare is not None:
             agree["tooz"] = len(compare.read()) == len(expected)
             variants["tooz_get_members"] = compare.read
@@ -624,12 +657,15 @@ def bench_bulk(work: Workload, reps: int) -> dict[str, Any]:
         "raw_ms": ms(med["raw"]),
         "raw_sql_only_ms": ms(med["raw_sql_only"]),
         "raw_backend_only_ms": ms(med.get("raw_backend_only")),
+        "raw_multiread_ms": ms(med.get("raw_multiread")),
+        "raw_backend_multiread_only_ms": ms(med.get("raw_backend_multiread_only")),
         "tooz_get_members_ms": ms(med.get("tooz_get_members")),
         "nova_per_call_ms": ms(med["nova_sample"] / len(sample)),
         "nova_sample": len(sample),
         "nova_extrapolated_ms": ms(nova_full),
         "speedup_vs_nova": ratio(nova_full, med["get_all"]),
         "ratio_vs_raw": ratio(med["get_all"], med["raw"]),
+        "ratio_vs_raw_multiread": ratio(med["get_all"], med.get("raw_multiread")),
         "ratio_vs_tooz": ratio(med["get_all"], med.get("tooz_get_members")),
     }
 
@@ -1005,7 +1041,7 @@ def table(report: dict[str, Any]) -> str:
     )
     head = (
         f"{'driver':<15}{'N':>6}{'get_all':>10}{'raw':>9}{'x raw':>7}"
-        f"{'nova(ext)':>11}{'x faster':>10}{'tooz':>9}"
+        f"{'nova(ext)':>11}{'x faster':>10}{'tooz':>9}{'raw mr':>9}{'x mr':>7}"
     )
     lines += ["", "bulk liveness, ms (median)", head]
     for name, res in report["targets"].items():
@@ -1014,10 +1050,14 @@ def table(report: dict[str, Any]) -> str:
             continue
         for n, b in res["bulk"].items():
             tooz = "-" if b["tooz_get_members_ms"] is None else f"{b['tooz_get_members_ms']:.1f}"
+            # zookeeper only: the floor with multiRead (the driver's read) beside kazoo's gets.
+            mr_ms, mr_x = b.get("raw_multiread_ms"), b.get("ratio_vs_raw_multiread")
+            raw_mr = "-" if mr_ms is None else f"{mr_ms:.1f}"
+            x_mr = "-" if mr_x is None else f"{mr_x:.2f}"
             lines.append(
                 f"{name:<15}{n:>6}{b['get_all_ms']:>10.1f}{b['raw_ms']:>9.1f}"
                 f"{b['ratio_vs_raw']:>7.2f}{b['nova_extrapolated_ms']:>11.0f}"
-                f"{b['speedup_vs_nova']:>10.0f}{tooz:>9}"
+                f"{b['speedup_vs_nova']:>10.0f}{tooz:>9}{raw_mr:>9}{x_mr:>7}"
             )
     lines += [
         "",
