@@ -44,7 +44,6 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from sqlalchemy import event  # noqa: E402
 
 from servicegroup import ServiceGroup  # noqa: E402
 from servicegroup.db import migration  # noqa: E402
@@ -676,33 +675,42 @@ def bench_bulk(work: Workload, reps: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def sql_counter(engine: sa.Engine) -> Iterator[dict[str, int]]:
-    """Count what a heartbeat costs the database: statements, pre-pings, commits, rollbacks."""
+    """Count what a heartbeat costs the database: statements, pre-pings, commits, rollbacks.
+
+    Counted on the dialect's do_* methods, which every statement passes
+    through, whether sent by a SQLAlchemy Connection or straight on a DBAPI
+    connection (db/engine.py write_one(), the heartbeat).
+    """
     counts = {"statements": 0, "begins": 0, "pings": 0, "commits": 0, "rollbacks": 0}
     dialect = engine.dialect
 
-    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        # SQLite's explicit BEGIN IMMEDIATE (db/engine.py) is transaction
+    def statement(_cursor: Any, sql: str, *_args: Any) -> str:
+        # SQLite's explicit BEGIN IMMEDIATE (db/engine.py writing()) is transaction
         # control, counted apart like the commit; "statements" is the SQL work.
-        key = "begins" if statement.lstrip().upper().startswith("BEGIN") else "statements"
-        counts[key] += 1
+        return "begins" if sql.lstrip().upper().startswith("BEGIN") else "statements"
 
-    def wrap(name: str, key: str) -> Callable[..., Any]:
+    def wrap(name: str, key: Callable[..., str] | str) -> Callable[..., Any]:
         original = getattr(dialect, name)
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            counts[key] += 1
+            counts[key(*args) if callable(key) else key] += 1
             return original(*args, **kwargs)
 
         return counted
 
-    event.listen(engine, "before_cursor_execute", on_execute)
-    patched = {"do_ping": "pings", "do_commit": "commits", "do_rollback": "rollbacks"}
+    patched: dict[str, Callable[..., str] | str] = {
+        "do_execute": statement,
+        "do_execute_no_params": statement,
+        "do_executemany": statement,
+        "do_ping": "pings",
+        "do_commit": "commits",
+        "do_rollback": "rollbacks",
+    }
     for name, key in patched.items():
         setattr(dialect, name, wrap(name, key))
     try:
         yield counts
     finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
         for name in patched:
             delattr(dialect, name)
 
