@@ -565,11 +565,14 @@ class Raw:
                 client.psetex(beat, ms_ttl, self.tooz.STILL_ALIVE)
 
             return write_redis
-        # tooz-zookeeper: tooz's heartbeat is a kazoo get of the namespace root.
-        kazoo, base = self.tooz._coord, self.tooz._base_path()
+        # tooz-zookeeper: tooz's heartbeat is a kazoo get of the namespace root,
+        # on the service's own client (tooz keeps one ZooKeeper session per
+        # member; its first heartbeat made it): the same client, as for the
+        # other drivers. One shared client instead measured 1.35x faster.
+        members, base = self.work.sg.driver._members, self.tooz._base_path()
 
-        def write_tooz_zk(_svc: Service) -> None:
-            kazoo.get(base)
+        def write_tooz_zk(svc: Service) -> None:
+            members[svc.host, svc.binary].kazoo.get(base)
 
         return write_tooz_zk
 
