@@ -2,12 +2,13 @@
 
 A checkout ping keeps a restarted database from surfacing as stale-connection
 errors (SQLAlchemy's pre-ping recipe, as a listener so the one hot path can
-skip it: see unpinged()); SQLite gets WAL and a busy timeout so a reader never
+skip it: see write_one()); SQLite gets WAL and a busy timeout so a reader never
 blocks a heartbeat.
 
 No reset-on-return: every connection comes back through a Connection, whose
 close() rolls back a transaction it left open, and engine.begin() commits or
-rolls back; the pool's extra ROLLBACK was a third round trip per heartbeat.
+rolls back (write_one() commits or rolls back itself); the pool's extra
+ROLLBACK was a third round trip per heartbeat.
 
 Every statement is bounded by `query_timeout`: a database behind a black hole
 (a dead link, a frozen server, a firewall that drops packets) never answers,
@@ -23,22 +24,25 @@ reads and then writes fails at once with "database is locked" when another
 writer committed in between (it cannot upgrade its snapshot, so the busy
 timeout does not apply); BEGIN IMMEDIATE takes the write lock up front and
 waits for it instead. Reads stay deferred, so WAL readers never queue.
+
+The heartbeat, the one statement every service sends every report_interval,
+is the exception: write_one() runs it on the pooled DBAPI connection itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Executable
 
-# Set by unpinged(): the code running knows how to retry a dead connection.
+# Set by write_one(): it retries a dead connection instead of pinging.
 _skip_ping: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_ping", default=False)
 
 
@@ -137,20 +141,124 @@ def writing(engine: Engine) -> AbstractContextManager[Connection]:
     return writer.begin()
 
 
-@contextlib.contextmanager
-def unpinged() -> Iterator[None]:
-    """Checkouts in this block skip the ping: for callers that retry a dead connection.
+class _Compiled(NamedTuple):
+    """A statement compiled once for one dialect, ready for a DBAPI cursor."""
 
-    The caller runs an idempotent transaction and, on a DBAPIError with
-    connection_invalidated, runs it once more: SQLAlchemy has by then
-    invalidated every pooled connection older than the failure, so the retry
-    gets a fresh one. Same outcome as pinging, one round trip less per call.
+    sql: str
+    bound: dict[str, Any]  # every bound value, the fixed ones already in place
+    order: tuple[str, ...] | None  # positional paramstyles: the values' order
+    processors: dict[str, Callable[[Any], Any]]  # type conversions, as SQLAlchemy applies them
+
+    def parameters(self, params: dict[str, Any]) -> Any:
+        values = self.bound | params
+        for key, process in self.processors.items():
+            values[key] = process(values[key])
+        return values if self.order is None else tuple(values[key] for key in self.order)
+
+
+def _compiled(engine: Engine, stmt: Executable, params: dict[str, Any]) -> _Compiled:
+    cache = engine.__dict__.setdefault("_sg_compiled", {})
+    compiled = cache.get(stmt)
+    if compiled is None:
+        sql = stmt.compile(dialect=engine.dialect)  # type: ignore[attr-defined]
+        bound = sql.construct_params(params)
+        if not params.keys() <= bound.keys() or sql.post_compile_params:
+            # An escaped bind name or an expanding IN: not worth handling here.
+            raise ValueError(f"write_one() cannot run {sql.string!r}")
+        order = tuple(sql.positiontup) if engine.dialect.positional else None
+        # _bind_processors: what SQLAlchemy's own execution applies (none for strings, ints).
+        processors = dict(sql._bind_processors)
+        compiled = cache.setdefault(stmt, _Compiled(sql.string, bound, order, processors))
+    return compiled
+
+
+def write_one(engine: Engine, stmt: Executable, params: dict[str, Any]) -> int:
+    """Run one write statement as its own transaction on a pooled DBAPI connection; its rowcount.
+
+    For the heartbeat, which every service sends every report_interval:
+    through a Connection, SQLAlchemy's Python per call (events, execution
+    context, result and transaction objects) cost several times the write
+    itself on SQLite (doc/benchmarks.md). Here the statement is compiled
+    once per engine; a call is a pool checkout, the dialect's do_execute and
+    do_commit (so counters on the dialect see them), and a checkin.
+
+    No checkout ping: on a disconnect the connection is invalidated and the
+    statement runs once more on a pinged checkout, which cannot hand out
+    another dead connection (a failed ping replaces every pooled connection
+    older than it). The statement must therefore bear running twice (a
+    disconnect during COMMIT may hide a success).
+
+    No BEGIN IMMEDIATE on SQLite (compare writing()): SQLite connections are
+    in autocommit mode (_sqlite_connect), so the lone statement is its own
+    transaction, and a write statement takes the write lock before it reads
+    a page: the busy timeout applies to that wait, and no earlier snapshot
+    exists to go stale. do_commit is then a no-op.
+
+    Errors come out as from a Connection (DBAPIError subclasses, with
+    connection_invalidated), for records.sql_errors() to map.
     """
-    token = _skip_ping.set(True)
+    compiled = _compiled(engine, stmt, params)
+    parameters = compiled.parameters(params)
     try:
-        yield
+        return _write(engine, compiled.sql, parameters, pinged=False)
+    except sa_exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return _write(engine, compiled.sql, parameters, pinged=True)
+
+
+def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    token = _skip_ping.set(not pinged)
+    try:
+        conn = engine.raw_connection()
+    except dbapi_error as err:
+        raise _wrap(engine, None, None, err, dialect.is_disconnect(err, None, None)) from err
     finally:
         _skip_ping.reset(token)
+    dbapi_conn, cursor = conn.dbapi_connection, None
+    try:
+        cursor = dbapi_conn.cursor()
+        dialect.do_execute(cursor, sql, parameters, None)
+        rowcount = cursor.rowcount
+        cursor.close()
+        dialect.do_commit(dbapi_conn)
+        return rowcount
+    except dbapi_error as err:
+        disconnect = dialect.is_disconnect(err, dbapi_conn, cursor)
+        if disconnect:
+            conn.invalidate(err)
+        else:
+            _rollback(dialect, conn)
+        raise _wrap(engine, sql, parameters, err, disconnect) from err
+    except BaseException:
+        conn.invalidate()  # its state is unknown
+        raise
+    finally:
+        conn.close()
+
+
+def _rollback(dialect: Any, conn: Any) -> None:
+    """Return the connection clean: the pool has no reset-on-return (module docstring)."""
+    try:
+        dialect.do_rollback(conn.dbapi_connection)
+    except dialect.loaded_dbapi.Error as err:
+        conn.invalidate(err)
+
+
+def _wrap(
+    engine: Engine, sql: str | None, parameters: Any, err: Exception, disconnect: bool
+) -> Any:
+    return sa_exc.DBAPIError.instance(
+        sql,
+        parameters,
+        err,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=engine.hide_parameters,
+        connection_invalidated=disconnect,
+        dialect=engine.dialect,
+    )
 
 
 def _checkout_ping(engine: Engine) -> Any:

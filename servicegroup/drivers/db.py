@@ -8,16 +8,15 @@ judged against the server's clock read in that SELECT.
 from __future__ import annotations
 
 from sqlalchemy import bindparam, update
-from sqlalchemy import exc as sa_exc
 
 from servicegroup.db import records
-from servicegroup.db.engine import unpinged, writing
+from servicegroup.db.engine import write_one, writing
 from servicegroup.db.models import server_now, services
 from servicegroup.drivers.base import Driver, Reading, new_pulse
 from servicegroup.exceptions import NotFound
 from servicegroup.service import Service
 
-# Built once: SQLAlchemy's compiled cache then serves every beat.
+# Built once: write_one() compiles it once per engine.
 BEAT = (
     update(services)
     .where((services.c.uuid == bindparam("beat_uuid")) & (services.c.deleted == 0))
@@ -30,23 +29,15 @@ class DbDriver(Driver):
     backend = "database"
 
     def beat(self, service: Service) -> None:
-        """The UPDATE and its COMMIT, and no checkout ping: a dead pooled
-        connection (database restarted) costs one retry instead.
+        """The UPDATE and its COMMIT, on a raw pooled connection (write_one).
 
-        Retrying is safe: the UPDATE sets last_seen_up to the server's now. At
-        worst, a connection lost during COMMIT counts one report twice.
+        Running it twice is harmless, as write_one's retry may: the UPDATE
+        sets last_seen_up to the server's now. At worst, a connection lost
+        during COMMIT counts one report twice.
         """
-        params = {"beat_uuid": service.uuid}
-        with records.sql_errors(), unpinged():
-            for attempt in (1, 2):
-                try:
-                    with writing(self.engine) as conn:
-                        if conn.execute(BEAT, params).rowcount == 0:
-                            raise NotFound("service", service.uuid)
-                    return
-                except sa_exc.DBAPIError as exc:
-                    if attempt == 2 or not exc.connection_invalidated:
-                        raise
+        with records.sql_errors():
+            if write_one(self.engine, BEAT, {"beat_uuid": service.uuid}) == 0:
+                raise NotFound("service", service.uuid)
 
     def read(self, recordset: records.RecordSet) -> Reading:
         # Only beating services get a pulse: a missing uuid means NEVER (base.py).

@@ -22,7 +22,7 @@ from sqlalchemy import event
 from servicegroup import ServiceGroup, State
 from servicegroup.clock import SkewedClock
 from servicegroup.db.models import server_now, services
-from servicegroup.exceptions import InvalidInput, NotFound
+from servicegroup.exceptions import BackendError, InvalidInput, NotFound
 
 # What each dialect's server_now() compiles to: the heartbeat must carry this
 # expression, not a timestamp computed on the client.
@@ -34,30 +34,40 @@ SERVER_CLOCK_SQL = {
 
 
 class Statements:
-    """Every statement SQLAlchemy sends to the server through an engine.
+    """Every statement sent to the server through an engine's dialect.
 
-    SQLAlchemy runs pool_pre_ping with the raw DBAPI connection (a cursor
-    SELECT 1 or the driver's own ping()), which never reaches
-    before_cursor_execute; checkouts are counted separately so a test can
-    say "one checkout, hence at most one ping, and exactly these statements".
-    Should a future SQLAlchemy route the ping through the event, it is
-    recognised by its text and kept apart instead of miscounted.
+    Recorded on the dialect's do_execute (and its no-params and executemany
+    twins), which SQLAlchemy's Connection calls and which the heartbeat's
+    lean path (db/engine.py write_one()) calls too; the cursor events would
+    miss the latter. The checkout ping goes through do_ping, not these, and
+    checkouts are counted separately so a test can say "one checkout, hence
+    at most one ping, and exactly these statements". Should a ping ever come
+    through do_execute, it is recognised by its text and kept apart.
     """
 
     PING = ("SELECT 1", "/* ping */ SELECT 1")
     # Transaction control is not a statement of work. PostgreSQL's and MySQL's
-    # drivers open transactions without the cursor event; on SQLite
-    # servicegroup issues BEGIN IMMEDIATE itself (db/engine.py writing()), so
-    # it shows here, and is recorded apart.
+    # drivers open transactions without do_execute; on SQLite servicegroup
+    # issues BEGIN IMMEDIATE itself (db/engine.py writing()), so it shows
+    # here, and is recorded apart.
     TRANSACTION = ("BEGIN", "BEGIN DEFERRED", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+    EXECUTE = ("do_execute", "do_execute_no_params", "do_executemany")
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.all: list[tuple[str, object]] = []
         self.checkouts = 0
 
-    def _on_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        self.all.append((statement, parameters))
+    def _recorder(self, name: str):
+        original = getattr(self.engine.dialect, name)
+
+        def record(cursor, statement, *args, **kwargs):
+            # do_execute(cursor, statement, parameters, context); no_params has no parameters.
+            parameters = args[0] if args and name != "do_execute_no_params" else None
+            self.all.append((statement, parameters))
+            return original(cursor, statement, *args, **kwargs)
+
+        return record
 
     def _on_checkout(self, *args) -> None:
         self.checkouts += 1
@@ -66,12 +76,15 @@ class Statements:
     def recording(self) -> Iterator[Statements]:
         self.all.clear()
         self.checkouts = 0
-        event.listen(self.engine, "before_cursor_execute", self._on_execute)
+        dialect = self.engine.dialect
+        for name in self.EXECUTE:
+            setattr(dialect, name, self._recorder(name))
         event.listen(self.engine.pool, "checkout", self._on_checkout)
         try:
             yield self
         finally:
-            event.remove(self.engine, "before_cursor_execute", self._on_execute)
+            for name in self.EXECUTE:
+                delattr(dialect, name)
             event.remove(self.engine.pool, "checkout", self._on_checkout)
 
     @property
@@ -148,9 +161,11 @@ def test_heartbeat_is_one_update_stamped_by_the_server(sql_url, make_group) -> N
         group.heartbeat(service)  # a Service object: no lookup of the record first
 
     assert stmts.checkouts == 1  # one connection: at most one pre-ping round trip
-    assert stmts.pings == []  # the pre-ping does not go through the cursor event
+    assert stmts.pings == []
     assert stmts.verbs() == ["UPDATE"], stmts.all
-    assert stmts.transaction_control in ([], ["BEGIN IMMEDIATE"]), stmts.all  # SQLite's
+    # Not even SQLite's BEGIN IMMEDIATE: the lone UPDATE is its own transaction
+    # (db/engine.py write_one()); the next tests show it still waits for the lock.
+    assert stmts.transaction_control == [], stmts.all
     sql, params = stmts.work[0]
     assert SERVER_CLOCK_SQL[dialect(group)] in sql
     assert "report_count" in sql and "last_seen_up" in sql
@@ -182,6 +197,97 @@ def test_report_count_counts_heartbeats(sql_url, make_group) -> None:
     again = group.register("compute-1", "nova-compute")
     assert again.uuid == service.uuid
     assert again.report_count == 7
+
+
+def test_heartbeat_waits_for_another_sqlite_writer(sqlite_url, make_group) -> None:
+    # The heartbeat sends no BEGIN IMMEDIATE; its lone UPDATE must still wait
+    # for the write lock (busy timeout), not fail with "database is locked".
+    group = make_group(sqlite_url)
+    service = group.register("compute-1", "nova-compute")
+    other = sa.create_engine(sqlite_url, connect_args={"isolation_level": None})
+    outcome: list[BaseException | None] = []
+
+    def beat() -> None:
+        try:
+            group.heartbeat(service)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        with other.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("UPDATE services SET version = 2")
+            beater = threading.Thread(target=beat)
+            beater.start()
+            time.sleep(0.3)  # the heartbeat is now waiting for the lock
+            assert outcome == []
+            conn.exec_driver_sql("COMMIT")
+        beater.join(10)
+    finally:
+        other.dispose()
+    assert outcome == [None]
+    record = group.get(service).service
+    assert (record.report_count, record.version) == (1, 2)
+
+
+def test_heartbeats_and_read_write_transactions_interleave(sql_url, make_group) -> None:
+    # Heartbeats from several threads against transactions that read, then
+    # write (update() reads the row first): on SQLite the latter's BEGIN
+    # IMMEDIATE and the heartbeat's lone UPDATE both wait for the lock.
+    group = make_group(sql_url)
+    beating = [group.register(f"compute-{i}", "nova-compute") for i in range(4)]
+    admin = group.register("admin", "nova-conductor")
+    beats, updates = 100, 50
+    errors: list[BaseException] = []
+
+    def run(work) -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def heartbeats(service) -> None:
+        for _ in range(beats):
+            group.heartbeat(service)
+
+    def read_then_write() -> None:
+        for i in range(updates):
+            group.set_version(admin, i + 1)
+
+    workers = [threading.Thread(target=run, args=(lambda s=s: heartbeats(s),)) for s in beating]
+    workers.append(threading.Thread(target=run, args=(read_then_write,)))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert errors == []
+    assert [group.get(s).service.report_count for s in beating] == [beats] * len(beating)
+    assert group.get(admin).service.version == updates
+
+
+def test_a_failed_heartbeat_leaves_its_connection_clean(sql_url, make_group) -> None:
+    # A statement error inside the heartbeat's transaction: the caller gets
+    # SQLAlchemy's exception or BackendError (records.sql_errors()), never the
+    # driver's own, and the connection goes back to the pool rolled back (the
+    # pool has no reset-on-return): the next heartbeat on it succeeds.
+    group = make_group(sql_url)
+    service = group.register("compute-1", "nova-compute")
+    group.heartbeat(service)
+    rename = "ALTER TABLE {} RENAME TO {}"
+    with group.engine.begin() as conn:
+        conn.exec_driver_sql(rename.format("services", "services_away"))
+    try:
+        with pytest.raises((BackendError, sa.exc.DBAPIError)) as failed:
+            group.heartbeat(service)
+        assert not isinstance(failed.value, group.engine.dialect.loaded_dbapi.Error)
+    finally:
+        with group.engine.begin() as conn:
+            conn.exec_driver_sql(rename.format("services_away", "services"))
+    pooled = group.engine.pool.checkedin()
+    for _ in range(pooled + 1):  # every pooled connection, the failed one among them
+        group.heartbeat(service)
+    assert group.get(service).service.report_count == pooled + 2
 
 
 # -- query: one SELECT whatever the size of the fleet --------------------------

@@ -24,7 +24,10 @@ from kazoo.client import KazooClient
 
 from servicegroup import ServiceGroup
 from servicegroup.clock import SkewedClock
-from servicegroup.drivers.zookeeper import ZooKeeperDriver, escape
+from servicegroup.db.records import RecordSet
+from servicegroup.drivers import zookeeper
+from servicegroup.drivers.base import NEVER
+from servicegroup.drivers.zookeeper import MULTI_READ_OP_COST, ZooKeeperDriver, escape
 from servicegroup.exceptions import BackendError
 from servicegroup.service import Service, State
 from tests.conftest import empty_tables
@@ -299,19 +302,20 @@ def test_restart_takes_over_the_node_of_its_old_session(zk_group, sqlite_url, ra
 
 
 class Spy:
-    """Counts synchronous kazoo calls and checks every get is sent before any answer is awaited."""
+    """Records what the driver's client sends (requests by kind) and when it awaits answers."""
 
     SYNC = ("get", "exists", "get_children", "set", "create", "delete", "sync")
 
     def __init__(self, client: KazooClient, monkeypatch: pytest.MonkeyPatch) -> None:
         self.events: list[str] = []
+        self.requests: list[Any] = []
         for name in self.SYNC:
             monkeypatch.setattr(client, name, self._sync(name, getattr(client, name)))
-        get_async = client.get_async
+        call = client._call
 
-        def spy_get_async(path: str, watch: Any = None) -> Any:
-            self.events.append("send")
-            result = get_async(path, watch)
+        def spy_call(request: Any, result: Any) -> Any:
+            self.events.append(f"send:{type(request).__name__}")
+            self.requests.append(request)
             real_get = result.get
 
             def get(*args: Any, **kwargs: Any) -> Any:
@@ -319,9 +323,12 @@ class Spy:
                 return real_get(*args, **kwargs)
 
             result.get = get
-            return result
+            return call(request, result)
 
-        monkeypatch.setattr(client, "get_async", spy_get_async)
+        monkeypatch.setattr(client, "_call", spy_call)
+
+    def sent(self, kind: str) -> list[Any]:
+        return [r for r in self.requests if type(r).__name__ == kind]
 
     def _sync(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -331,23 +338,77 @@ class Spy:
         return call
 
 
+def beat_every_other(group: ServiceGroup, count: int) -> tuple[list[Service], dict[str, State]]:
+    """`count` services (paths of one length), the even ones beating: get_all's answer."""
+    services = [group.register(f"host{i:03d}", f"bin{i % 3}") for i in range(count)]
+    for svc in services[::2]:
+        group.heartbeat(svc)
+    expected = {s.uuid: State.UP if i % 2 == 0 else State.DOWN for i, s in enumerate(services)}
+    return services, expected
+
+
 @pytest.mark.parametrize("count", [1, 40])
-def test_read_is_one_pipeline_whatever_the_number_of_services(
+def test_read_is_one_multiread_whatever_the_number_of_services(
     zk_group, sqlite_url, monkeypatch, count
 ):
     group = zk_group(sqlite_url)
-    services = [group.register(f"host{i}", f"bin{i % 3}") for i in range(count)]
-    for svc in services[::2]:
-        group.heartbeat(svc)
+    _services, expected = beat_every_other(group, count)
     spy = Spy(group.driver._client, monkeypatch)
-    states = {s.service.uuid: s.state for s in group.get_all()}
-    assert states == {
-        svc.uuid: State.UP if i % 2 == 0 else State.DOWN for i, svc in enumerate(services)
-    }
-    assert spy.events.count("send") == count
-    assert spy.events.count("wait") == count
-    assert spy.events.index("wait") == count  # every get sent before the first wait
+    assert {s.service.uuid: s.state for s in group.get_all()} == expected
+    # The odd services never beat: their ops fail NoNode inside the same multiRead.
+    assert spy.events == ["send:MultiRead", "wait"]
+    assert len(spy.sent("MultiRead")[0].paths) == count
+
+
+def test_a_large_read_is_cut_into_multireads_all_sent_before_any_wait(
+    zk_group, sqlite_url, monkeypatch
+):
+    group = zk_group(sqlite_url)
+    _services, expected = beat_every_other(group, 40)
+    path_len = len(node_path(group.driver.root, _services[0]))
+    # Room for 7 ops per multiRead: 40 paths make 6 multiReads.
+    monkeypatch.setattr(zookeeper, "MULTI_READ_BUDGET", 7 * (path_len + MULTI_READ_OP_COST))
+    spy = Spy(group.driver._client, monkeypatch)
+    assert {s.service.uuid: s.state for s in group.get_all()} == expected
+    sizes = [len(r.paths) for r in spy.sent("MultiRead")]
+    assert sizes == [7, 7, 7, 7, 7, 5]
+    assert spy.events == ["send:MultiRead"] * 6 + ["wait"] * 6
     assert not [e for e in spy.events if e.startswith("sync:")]
+
+
+def test_multiread_gives_the_mtime_a_get_gives(zk_group, sqlite_url, raw, root):
+    group = zk_group(sqlite_url)
+    services, _expected = beat_every_other(group, 6)
+    reading = group.driver.read(RecordSet(services, None))
+    for i, svc in enumerate(services):
+        if i % 2:
+            assert reading.pulses[svc.uuid] == NEVER
+            continue
+        _data, stat = raw.get(node_path(root, svc))
+        assert reading.pulses[svc.uuid].last_heartbeat == datetime.fromtimestamp(
+            stat.mtime / 1000.0, UTC
+        )
+
+
+def test_a_server_without_multiread_makes_one_read_unknown_then_gets(
+    zk_group, sqlite_url, monkeypatch
+):
+    """A ZooKeeper older than 3.6 answers an opcode it does not know UNIMPLEMENTED.
+
+    The throwaway server is 3.8, so the driver is made to send an opcode no
+    ZooKeeper knows: the server's answer is then exactly what an old one
+    gives multiRead (UnimplementedRequestProcessor: the error, then it drops
+    the connection).
+    """
+    group = zk_group(sqlite_url)
+    _services, expected = beat_every_other(group, 5)
+    monkeypatch.setattr(zookeeper.MultiRead, "type", 99)
+    assert {s.state for s in bounded(group.get_all)} == {State.UNKNOWN}
+    assert group.driver._multi_read is False
+    spy = Spy(group.driver._client, monkeypatch)
+    wait_for(lambda: {s.service.uuid: s.state for s in group.get_all()} == expected)
+    assert "send:MultiRead" not in spy.events
+    assert spy.events.count("send:GetData") >= 5
 
 
 # -- clocks ------------------------------------------------------------------
