@@ -94,6 +94,24 @@ def judge_all(
     return states
 
 
+def seconds_to_expiry(snapshot: Snapshot, down_time: float) -> float | None:
+    """Seconds after the read until its first up service is down, if that one never beats again.
+
+    The sweeper sleeps until then rather than a whole sweep_interval, so a
+    death is reported as it happens, not up to an interval later. It leaves
+    out judge()'s outage excuse, which can only make the answer early: an
+    early sweep finds the service still up and asks again. None: no up
+    service has a heartbeat to expire.
+    """
+    if snapshot.read_at is None:
+        return None
+    up = State.UP
+    beats = [s.last_heartbeat for s in snapshot.statuses if s.state is up and s.last_heartbeat]
+    if not beats:
+        return None
+    return (min(beats) - snapshot.read_at).total_seconds() + down_time
+
+
 class ServiceGroup(ClaimsMixin):
     """Register services, heartbeat them, and ask who is up.
 
@@ -312,6 +330,10 @@ class ServiceGroup(ClaimsMixin):
             return Snapshot([], liveness_ok=False)
         return snapshot
 
+    def seconds_to_expiry(self, snapshot: Snapshot) -> float | None:
+        """See seconds_to_expiry(): for the sweeper, with this group's down time."""
+        return seconds_to_expiry(snapshot, self.down_time)
+
     def get_min_version(self, binary: str, up_only: bool = False) -> int | None:
         return self._version_range(binary, up_only)[0]
 
@@ -425,7 +447,7 @@ class ServiceGroup(ClaimsMixin):
                 new_status(svc, state, pulses.get(svc.uuid, missing).last_heartbeat)
                 for svc, state in zip(services, states, strict=True)
             ]
-        return Snapshot(statuses, liveness_ok=missing is NEVER)
+        return Snapshot(statuses, liveness_ok=missing is NEVER, read_at=reading.now)
 
     def _outage_seen(self) -> None:
         now = self.clock.monotonic()

@@ -195,7 +195,18 @@ events_opts = [
         default=1.0,
         min=0.001,
         help="Seconds between two sweeps: the leading daemon reads every service's state "
-        "once per sweep and records each change as an event.",
+        "once per sweep and records each change as an event. Down events do not wait for "
+        "it: the sweeper also wakes when the first service it saw up is due to expire.",
+    ),
+    cfg.FloatOpt(
+        "sweep_budget",
+        default=0.05,
+        min=0.001,
+        max=1.0,
+        help="The largest share of the time the leading daemon spends sweeping. When a sweep "
+        "takes longer than sweep_budget x sweep_interval (a large fleet), the next one waits "
+        "duration / sweep_budget, at most service_down_time / 2: up events come later, down "
+        "events still come when due, and the API keeps its CPU.",
     ),
     cfg.FloatOpt(
         "leader_lease",

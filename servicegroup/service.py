@@ -105,6 +105,9 @@ class Snapshot:
     # False when the liveness backend could not be read as a whole: every
     # state is then unknown, and metrics report the backend down.
     liveness_ok: bool
+    # The liveness backend's clock at the read, the clock last_heartbeat is
+    # on; None when nothing was read.
+    read_at: datetime | None = None
 
 
 new_service: Callable[..., Service] = fast_new(Service)

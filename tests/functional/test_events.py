@@ -7,6 +7,7 @@ a sweep writes, so no test depends on a background thread's timing.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from servicegroup import ServiceGroup
 from servicegroup.db import events as db_events
 from servicegroup.db.models import services
-from servicegroup.events import Sweeper, decide, write_transitions
+from servicegroup.events import LEASE_NAME, Sweeper, decide, next_sweep, write_transitions
 from servicegroup.exceptions import InvalidInput
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
 from tests.helpers import wait_for
@@ -80,6 +81,33 @@ def test_sweep_records_down_and_up(group: ServiceGroup) -> None:
     assert counts[("down", "up")] == 2 and counts[("up", "down")] == 2
     assert sweeper.stats.leader and sweeper.stats.transitions[("compute", "up")] == 2
     sweeper.hooks.close()
+
+
+def test_sweeper_knows_when_the_next_death_is_due(sql_url: str, make_group) -> None:
+    """A sweep that sees a service up computes when it expires; a sweep then finds it down.
+
+    This is what lets the sweeper's thread wake at the expiry rather than a
+    whole sweep_interval later (next_sweep()).
+    """
+    group = make_group(sql_url, service_down_time=0.4, events__sweep_interval=30.0)
+    sweeper = Sweeper(group, group.conf)
+    svc = group.register("host-1", "compute")
+    group.heartbeat(svc)
+    before = time.monotonic()
+    assert ("down", "up", "heartbeat") in [t[:3] for t in _sweep_story(sweeper, group)]
+    assert sweeper.expires_at is not None
+    assert sweeper.expires_at <= before + group.down_time + 0.05  # its beat came before
+    time.sleep(max(0.0, next_sweep(before, 30.0, sweeper.expires_at) - time.monotonic()))
+    mark = group.events().cursor
+    sweeper.sweep()
+    assert story(group, mark) == [("up", "down", "heartbeat_timeout")]
+    assert sweeper.expires_at is None  # nobody up: nothing to wait for
+    sweeper.hooks.close()
+
+
+def _sweep_story(sweeper: Sweeper, sg: ServiceGroup) -> list[tuple[str | None, str, str]]:
+    sweeper.sweep()
+    return story(sg)
 
 
 def test_forced_down_then_unset_while_beating(group: ServiceGroup) -> None:
@@ -179,6 +207,34 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     assert Counter(story(group))[("down", "up", "heartbeat")] == 1
     old.hooks.close()
     new.hooks.close()
+
+
+def test_a_batch_of_transitions_is_compared_and_set_row_by_row(
+    group: ServiceGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many transitions go in a few statements (chunks of 3 here), each still a CAS."""
+    monkeypatch.setattr(db_events, "CAS_CHUNK", 3)
+    sweeper = Sweeper(group, group.conf)
+    assert sweeper.sweep() == [] and sweeper.stats.leader
+    fleet = [group.register(f"host-{i}", "compute") for i in range(8)]
+    for svc in fleet:
+        group.heartbeat(svc)
+    transitions, _, _ = decide(group.snapshot().statuses, {})
+    assert len(transitions) == 8
+    # Between the snapshot and the write, another writer moved two of them first.
+    raced_ids = {fleet[1].uuid, fleet[6].uuid}
+    raced = [t for t in transitions if t.status.service.uuid in raced_ids]
+    # Renewed for long enough: registering the fleet may outlast the 0.15 s lease.
+    epoch = db_events.acquire(group.engine, LEASE_NAME, sweeper.holder, sweeper.stats.epoch, 30)
+    assert len(write_transitions(group.engine, raced, sweeper.holder, epoch, 30) or []) == 2
+    mark = group.events().cursor
+    written = write_transitions(group.engine, transitions, sweeper.holder, epoch, 30)
+    assert written is not None
+    assert {t.status.service.uuid for t in written} == {s.uuid for s in fleet} - raced_ids
+    assert story(group, mark) == [("down", "up", "heartbeat")] * 6
+    observed = {s.service.uuid: s.service.observed_state for s in group.snapshot().statuses}
+    assert set(observed.values()) == {"up"}
+    sweeper.hooks.close()
 
 
 def test_new_leader_resumes_from_observed_state(group: ServiceGroup) -> None:
