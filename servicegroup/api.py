@@ -142,6 +142,7 @@ class ServiceGroup(ClaimsMixin):
             raise
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
+        self._reuse = records.Reuse()
         self._read_failing = False
         # Monotonic (start, end) of the last liveness outage this process saw.
         self._outage: tuple[float, float | None] | None = None
@@ -419,7 +420,7 @@ class ServiceGroup(ClaimsMixin):
 
     def _snapshot(self, uuids: list[str] | None = None, **filters: str | None) -> Snapshot:
         try:
-            recordset = records.query(self.engine, uuids=uuids, **filters)
+            recordset = records.query(self.engine, uuids=uuids, reuse=self._reuse, **filters)
         except BackendError:
             # With the db driver the records are the liveness store.
             self._outage_seen()

@@ -57,7 +57,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading
+from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
 from servicegroup.service import Service
 
@@ -115,7 +115,7 @@ def _parse(value: bytes | None) -> Pulse | None:
         return None
     try:
         micros = int(value.split(b"|", 1)[0])
-        return Pulse(EPOCH + micros * ONE_US)
+        return new_pulse(EPOCH + micros * ONE_US)
     except (ValueError, OverflowError):
         return UNKNOWN
 

@@ -227,6 +227,33 @@ def test_get_all_filters_and_states(backend: Backend) -> None:
     assert uuids(binary="nothing") == set()
 
 
+def test_get_all_reuses_unchanged_records_and_never_a_stale_one(backend: Backend) -> None:
+    writer, reader = backend.group(), backend.group()
+    a = writer.register("host-a", "compute", version=1)
+    b = writer.register("host-b", "compute", version=1)
+
+    def read(**filters: Any) -> dict[str, Any]:
+        return {s.service.uuid: s.service for s in reader.get_all(**filters)}
+
+    first = read(binary="compute")
+    assert all(service is first[uuid] for uuid, service in read(binary="compute").items())
+    writer.set_disabled(a, True, reason="maintenance")
+    writer.set_version(b, 2)
+    changed = read(binary="compute")
+    assert changed[a.uuid].disabled and changed[a.uuid].disabled_reason == "maintenance"
+    assert changed[b.uuid].version == 2
+    assert not first[a.uuid].disabled and first[b.uuid].version == 1  # old values untouched
+    writer.heartbeat(b)  # the db driver's liveness columns change; others' records do not
+    beaten = read(binary="compute")
+    if backend.name.startswith("db"):
+        assert beaten[b.uuid].report_count == changed[b.uuid].report_count + 1
+        assert beaten[b.uuid].last_seen_up is not None
+    assert reader.get(b).state is State.UP
+    assert read()[a.uuid].disabled  # another filter reads its own rows, just as fresh
+    writer.delete(a)
+    assert set(read(binary="compute")) == {b.uuid}
+
+
 def test_min_and_max_versions(backend: Backend) -> None:
     sg = backend.group()
     old = sg.register("host-1", "compute", version=5)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from servicegroup import gcpause
-from servicegroup.db.records import _utc, to_service
+from servicegroup.db.records import Reuse, _service, _utc, to_service
 from servicegroup.drivers.base import Pulse, new_pulse
 from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
 
@@ -74,3 +75,84 @@ def test_gc_pause_nests_and_restores() -> None:
         assert not gc.isenabled()  # someone else turned it off: left off
     finally:
         gc.enable()
+
+
+# query()'s rows: Service's fields as SQLite stores them, then the server's clock.
+TEXT = "2026-11-24 06:22:18.123456"
+ROW = ("u", "h", "b", None, "az", 3, 7, 0, None, 1, TEXT, TEXT, None, 0, None, "up", TEXT)
+# A different stored value for each column, of the type it is stored with.
+OTHER = ("-", "h2", "b2", "t", "az2", 4, 8, 1, "why", 0, "2027-01-01 00:00:00", TEXT[:-3], TEXT)
+OTHER += (1, TEXT, "down")
+
+
+def rows(*uuids: str, **changed: object) -> list[tuple]:
+    """query()-shaped rows, one per uuid, with columns changed by name; a fresh clock each."""
+    names = [f.name for f in dataclasses.fields(Service)]
+    out = []
+    for uuid in uuids:
+        row = list(ROW)
+        row[0] = uuid
+        for name, value in changed.items():
+            row[names.index(name)] = value
+        row[-1] = datetime.now(UTC).isoformat(sep=" ")[:26]  # differs on every read
+        out.append(tuple("".join(v) if isinstance(v, str) else v for v in row))  # fresh objects
+    return out
+
+
+def test_reuse_hands_back_the_same_service_for_an_unchanged_row() -> None:
+    reuse = Reuse()
+    first = reuse.services(("b",), rows("u1", "u2"))
+    again = reuse.services(("b",), rows("u1", "u2"))
+    assert [s is t for s, t in zip(first, again, strict=True)] == [True, True]
+    assert first == [to_service_row(r) for r in rows("u1", "u2")]
+
+
+def to_service_row(row: tuple) -> Service:
+    return _service(row[:-1])
+
+
+@pytest.mark.parametrize("column", range(1, len(ROW) - 1))
+def test_reuse_never_returns_a_stale_service(column: int) -> None:
+    name = dataclasses.fields(Service)[column].name
+    reuse = Reuse()
+    before = reuse.services((), rows("u1", "u2"))
+    changed = rows("u1", "u2", **{name: OTHER[column]})
+    after = reuse.services((), changed)
+    assert after == [to_service_row(r) for r in changed]
+    assert all(a is not b and a != b for a, b in zip(after, before, strict=True))
+    assert before == [to_service_row(r) for r in rows("u1", "u2")]  # old values untouched
+    # Changing back is a change too.
+    assert reuse.services((), rows("u1", "u2")) == before
+
+
+def test_reuse_keeps_only_what_each_scope_last_read() -> None:
+    reuse = Reuse()
+    reuse.services(("a",), rows("u1", "u2", "u3"))
+    reuse.services(("a",), rows("u2"))
+    assert set(reuse._scopes[("a",)]) == {"u2"}  # deleted services leave with the next read
+    for i in range(Reuse.SCOPES + 3):
+        reuse.services((str(i),), rows("u1"))
+    assert len(reuse._scopes) == Reuse.SCOPES  # least recently read scopes go first
+    assert ("a",) not in reuse._scopes
+
+
+def test_reuse_is_safe_across_threads() -> None:
+    # Readers of one scope race with rows that keep changing: each must get
+    # exactly the Services of the rows it passed, never another read's.
+    reuse = Reuse()
+    variants = [rows("u1", "u2", "u3", version=v) for v in range(4)]
+    expected = [[to_service_row(r) for r in v] for v in variants]
+    failures: list[str] = []
+
+    def reader(offset: int) -> None:
+        for i in range(300):
+            k = (i + offset) % len(variants)
+            if reuse.services(("s",), variants[k]) != expected[k]:
+                failures.append(f"reader {offset} read {i}")
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
