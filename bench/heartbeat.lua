@@ -19,3 +19,14 @@ function request()
   local id = ids[((offset or 0) + counter) % #ids + 1]
   return wrk.format("POST", "/v1/services/" .. id .. "/heartbeat")
 end
+
+-- $SG_PACE_MS: each connection waits that long before each request, so 50
+-- connections offer about 50 x 1000 / (pace + latency) beats per second: a
+-- fixed load, where the latency is the daemon's at that rate rather than the
+-- queueing of a closed loop driven to saturation.
+local pace = tonumber(os.getenv("SG_PACE_MS") or "")
+if pace then
+  function delay()
+    return pace
+  end
+end
