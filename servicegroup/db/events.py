@@ -150,17 +150,10 @@ def append(conn: Connection, drafts: Sequence[Draft]) -> list[int]:
     return ids
 
 
-def set_observed(
-    conn: Connection, uuid: str, old: str | None, new: str, *, check_old: bool = True
-) -> bool:
-    """Compare-and-set a service's observed state; False when someone got there first."""
-    where = services.c.uuid == uuid
-    if check_old:
-        where &= (
-            services.c.observed_state.is_(None) if old is None else services.c.observed_state == old
-        )
-    stmt = update(services).where(where).values(observed_state=new, observed_at=server_now())
-    return conn.execute(stmt).rowcount == 1
+def set_observed(conn: Connection, uuid: str, state: str) -> None:
+    """Write a service's observed state whatever it was: an admin action's own transition."""
+    stmt = update(services).where(services.c.uuid == uuid)
+    conn.execute(stmt.values(observed_state=state, observed_at=server_now()))
 
 
 # Services per statement in set_observed_many: far below every dialect's
@@ -169,7 +162,7 @@ CAS_CHUNK = 500
 
 
 def set_observed_many(conn: Connection, changes: Sequence[tuple[str, str | None, str]]) -> set[str]:
-    """set_observed() for many (uuid, old, new) at once; the uuids that were changed.
+    """Compare-and-set observed states, (uuid, old, new) each; the uuids that were changed.
 
     A fleet's first sweep has one change per service: 9,000 single UPDATEs
     made a write transaction of seconds, during which SQLite heartbeats

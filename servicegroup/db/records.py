@@ -309,7 +309,7 @@ def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
         if flagged:
             drafts = _admin_events(before._mapping, changes)
             if any(d.cause == "forced_down" for d in drafts):
-                events.set_observed(conn, uuid, None, "down", check_old=False)
+                events.set_observed(conn, uuid, "down")
             events.append(conn, drafts)
         return to_service(conn.execute(select(services).where(where)).one())
 
