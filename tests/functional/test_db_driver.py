@@ -8,6 +8,7 @@ they are counted and checked here rather than assumed.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -197,6 +198,60 @@ def test_report_count_counts_heartbeats(sql_url, make_group) -> None:
     again = group.register("compute-1", "nova-compute")
     assert again.uuid == service.uuid
     assert again.report_count == 7
+
+
+def test_sqlite_heartbeats_reuse_a_connection_kept_out_of_the_pool(sqlite_url, make_group):
+    # db/engine.py _Spares: after the first beat, beats take no pool checkout;
+    # a connection whose write failed is closed, not kept; dispose() closes
+    # the idle ones; concurrent beats keep at most MAX_IDLE.
+    group = make_group(sqlite_url)
+    spares = group.engine.__dict__["_sg_spares"]
+    beating = [group.register(f"compute-{i}", "nova-compute") for i in range(8)]
+    stmts = Statements(group.engine)
+    with stmts.recording():
+        for service in beating * 3:
+            group.heartbeat(service)
+    assert stmts.checkouts == 1
+    assert stmts.verbs() == ["UPDATE"] * 24
+    assert len(spares.idle) == 1
+
+    kept = spares.idle[0]
+    with group.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE services RENAME TO services_away")
+    with pytest.raises(BackendError):
+        group.heartbeat(beating[0])
+    assert len(spares.idle) == 0
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        kept.execute("SELECT 1")
+    with group.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE services_away RENAME TO services")
+    group.heartbeat(beating[0])
+    assert group.get(beating[0]).service.report_count == 4
+
+    start = threading.Barrier(spares.MAX_IDLE + 4)
+
+    def beat(service) -> None:
+        start.wait()
+        for _ in range(20):
+            group.heartbeat(service)
+
+    threads = [
+        threading.Thread(target=beat, args=(beating[i % 8],)) for i in range(start.parties)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert 1 <= len(spares.idle) <= spares.MAX_IDLE
+    assert sum(group.get(s).service.report_count for s in beating) == 24 + 1 + 20 * start.parties
+
+    idle = list(spares.idle)
+    group.engine.dispose()
+    assert len(spares.idle) == 0
+    for conn in idle:
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+    group.heartbeat(beating[0])  # a disposed engine still works, as SQLAlchemy's do
 
 
 def test_heartbeat_waits_for_another_sqlite_writer(sqlite_url, make_group) -> None:
