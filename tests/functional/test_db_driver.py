@@ -235,9 +235,7 @@ def test_sqlite_heartbeats_reuse_a_connection_kept_out_of_the_pool(sqlite_url, m
         for _ in range(20):
             group.heartbeat(service)
 
-    threads = [
-        threading.Thread(target=beat, args=(beating[i % 8],)) for i in range(start.parties)
-    ]
+    threads = [threading.Thread(target=beat, args=(beating[i % 8],)) for i in range(start.parties)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,8 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from servicegroup import gcpause
-from servicegroup.db.records import Reuse, _service, _utc, to_service
-from servicegroup.drivers.base import Pulse, new_pulse
+from servicegroup.api import StatusReuse
+from servicegroup.clock import SYSTEM_CLOCK
+from servicegroup.db.records import RecordSet, Reuse, _service, _utc, to_service
+from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, new_pulse
+from servicegroup.drivers.db import DbDriver
 from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
 
 AT = datetime(2026, 11, 24, 6, 22, 18, 123456, tzinfo=UTC)
@@ -156,3 +159,51 @@ def test_reuse_is_safe_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_status_reuse_hands_back_an_unchanged_status_and_rebuilds_any_change() -> None:
+    reuse = StatusReuse()
+    a, b = new_service(*VALUES), new_service("v", *VALUES[1:])
+    pulses = {"u": new_pulse(AT), "v": new_pulse(AT)}
+    first = reuse.build([a, b], [State.UP, State.UP], pulses, NEVER)
+    assert first == [ServiceStatus(a, State.UP, AT), ServiceStatus(b, State.UP, AT)]
+    again = reuse.build([a, b], [State.UP, State.UP], {"u": new_pulse(AT), "v": pulses["v"]}, NEVER)
+    assert again[0] is first[0] and again[1] is first[1]  # an equal beat is the same beat
+
+    changed_service = new_service(*VALUES[:6], 8, *VALUES[7:])  # report_count + 1
+    later = AT + timedelta(seconds=1)
+    cases = [
+        (
+            [changed_service, b],
+            [State.UP, State.UP],
+            pulses,
+            ServiceStatus(changed_service, State.UP, AT),
+        ),
+        ([a, b], [State.DOWN, State.UP], pulses, ServiceStatus(a, State.DOWN, AT)),
+        (
+            [a, b],
+            [State.UP, State.UP],
+            {"u": new_pulse(later), "v": pulses["v"]},
+            ServiceStatus(a, State.UP, later),
+        ),
+        (
+            [a, b],
+            [State.UNKNOWN, State.UP],
+            {"v": pulses["v"]},
+            ServiceStatus(a, State.UNKNOWN, None),
+        ),
+    ]
+    for services, states, given, expected in cases:
+        built = reuse.build(services, states, given, UNKNOWN if "u" not in given else NEVER)
+        assert built[0] == expected and built[0] is not first[0]
+        assert built[1] is first[1]
+
+
+def test_db_driver_reuses_a_pulse_only_for_the_same_beat() -> None:
+    driver = DbDriver(None, None, SYSTEM_CLOCK)  # read() needs no engine or config
+    beating, silent = new_service(*VALUES), new_service("v", *VALUES[1:10], None, *VALUES[11:])
+    first = driver.read(RecordSet([beating, silent], AT)).pulses
+    assert first == {"u": Pulse(AT)}
+    assert driver.read(RecordSet([beating, silent], AT)).pulses["u"] is first["u"]
+    later = new_service(*VALUES[:10], AT + timedelta(seconds=1), *VALUES[11:])
+    assert driver.read(RecordSet([later], AT)).pulses == {"u": Pulse(AT + timedelta(seconds=1))}
