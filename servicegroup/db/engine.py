@@ -65,6 +65,11 @@ def make_engine(
             kwargs["poolclass"] = StaticPool
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+        # LIFO: the connection used last goes out first, so a process that
+        # beats from one thread keeps one hot server connection (and one
+        # server backend's caches) instead of cycling through every idle
+        # one, and connections a burst opened stay idle until recycled.
+        kwargs["pool_use_lifo"] = True
         # Checking out a connection waits at most this long for a free one.
         kwargs["pool_timeout"] = connect_timeout + (query_timeout or 0.0)
         if backend == "postgresql":
