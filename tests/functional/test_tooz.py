@@ -7,6 +7,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -270,6 +271,47 @@ def test_describe_names_the_backend(group) -> None:
     info = group().health()
     assert info["driver"] == "tooz"
     assert "namespace=sg-" in info["backend_url"]
+
+
+def test_redis_members_share_one_client_and_still_expire_alone(
+    make_group, sqlite_url: str, redis_url: str
+) -> None:
+    """One redis-py client (and pool) per driver, not per service: beats stay per member."""
+    url = f"{redis_url}?namespace=sg-{uuid.uuid4().hex[:10]}"
+    sg = make_group(
+        sqlite_url,
+        driver="tooz",
+        tooz__backend_url=url,
+        report_interval=0.1,
+        service_down_time=0.5,
+    )
+    services = [sg.register(f"host-{i}", "compute") for i in range(24)]
+    threads = 6
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(sg.heartbeat, services * 3))
+    assert all(sg.is_up(s) for s in services)
+
+    driver = sg.driver
+    members = list(driver._members.values())
+    assert len(members) == len(services)
+    client = members[0].coord._client
+    assert all(m.coord._client is client for m in members)
+    assert driver._reader_coord()._client is client
+    pool_ = client.connection_pool
+    assert pool_._created_connections <= threads + 1  # by concurrency, not by service count
+    assert all(set(m.coord._server_info) == {"redis_version"} for m in members)
+
+    # Only one keeps beating: the others expire on their own, it stays up.
+    kept = services[0]
+    reporter = sg.join(kept)
+    wait_for(lambda: not any(sg.is_up(s) for s in services[1:]), "the silent ones to go down")
+    assert sg.is_up(kept) and reporter.alive
+    # A silent one comes back on its own coordinator, over the same client.
+    sg.heartbeat(services[1])
+    assert sg.is_up(services[1])
+    assert driver._members[("host-1", "compute")].coord._client is client
+    sg.leave(kept)
+    assert not sg.is_up(kept) and sg.is_up(services[1])
 
 
 # -- backend unreachable ----------------------------------------------------------
