@@ -338,6 +338,11 @@ class Spy:
         return call
 
 
+# The multiRead tests check how a read is sent, not expiry: a down time long
+# enough that a loaded machine cannot age their beats out before the read.
+READ_TEST_DOWN_TIME = 30.0
+
+
 def beat_every_other(group: ServiceGroup, count: int) -> tuple[list[Service], dict[str, State]]:
     """`count` services (paths of one length), the even ones beating: get_all's answer."""
     services = [group.register(f"host{i:03d}", f"bin{i % 3}") for i in range(count)]
@@ -351,7 +356,7 @@ def beat_every_other(group: ServiceGroup, count: int) -> tuple[list[Service], di
 def test_read_is_one_multiread_whatever_the_number_of_services(
     zk_group, sqlite_url, monkeypatch, count
 ):
-    group = zk_group(sqlite_url)
+    group = zk_group(sqlite_url, service_down_time=READ_TEST_DOWN_TIME)
     _services, expected = beat_every_other(group, count)
     spy = Spy(group.driver._client, monkeypatch)
     assert {s.service.uuid: s.state for s in group.get_all()} == expected
@@ -363,7 +368,7 @@ def test_read_is_one_multiread_whatever_the_number_of_services(
 def test_a_large_read_is_cut_into_multireads_all_sent_before_any_wait(
     zk_group, sqlite_url, monkeypatch
 ):
-    group = zk_group(sqlite_url)
+    group = zk_group(sqlite_url, service_down_time=READ_TEST_DOWN_TIME)
     _services, expected = beat_every_other(group, 40)
     path_len = len(node_path(group.driver.root, _services[0]))
     # Room for 7 ops per multiRead: 40 paths make 6 multiReads.
@@ -400,7 +405,7 @@ def test_a_server_without_multiread_makes_one_read_unknown_then_gets(
     gives multiRead (UnimplementedRequestProcessor: the error, then it drops
     the connection).
     """
-    group = zk_group(sqlite_url)
+    group = zk_group(sqlite_url, service_down_time=READ_TEST_DOWN_TIME)
     _services, expected = beat_every_other(group, 5)
     monkeypatch.setattr(zookeeper.MultiRead, "type", 99)
     assert {s.state for s in bounded(group.get_all)} == {State.UNKNOWN}
