@@ -12,10 +12,11 @@ import contextlib
 import ctypes
 import gc
 import logging
+import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Annotated, Any
@@ -28,6 +29,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup
@@ -203,7 +206,7 @@ def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
 
 def create_app(
     sg: ServiceGroup, sweeper: Sweeper | None = None, tokens: auth.Tokens | None = None
-) -> FastAPI:
+) -> HeartbeatRoute:
     """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them.
 
     Tokens default to those in sg's configuration ([api] *_tokens).
@@ -312,15 +315,19 @@ def create_app(
         responses=errors.responses(*_BY_ID),
     )
     async def heartbeat(id: ServiceId) -> Response:
-        """The hot route: async, with its blocking work on a few threads of its own.
+        """The hot route; the daemon answers it in HeartbeatRoute, this is its twin and its doc."""
+        await beat_off_loop(id)
+        return Response(status_code=204)
+
+    async def beat_off_loop(raw_id: str) -> None:
+        """The beat on a few threads of the route's own, awaited from the event loop.
 
         A plain def route goes through the 40-thread shared threadpool; with
         50 clients beating, those threads fight over the GIL (measured: p99
         41-44 ms for a 0.2 ms call against 17-25 ms on a 4-thread pool).
         """
-        uuid = _uuid(id)
+        uuid = _uuid(raw_id)
         await asyncio.get_running_loop().run_in_executor(_beat_pool(), beat, uuid)
-        return Response(status_code=204)
 
     @app.post(
         "/v1/services/{id}/leave",
@@ -412,7 +419,55 @@ def create_app(
             await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
-    return app
+    return HeartbeatRoute(app, beat_off_loop, guard.tokens)
+
+
+class HeartbeatRoute:
+    """POST /v1/services/{id}/heartbeat answered in front of FastAPI; all else goes to `app`.
+
+    Every service calls it every report_interval. Through FastAPI a beat
+    crossed a dozen ASGI layers and the dependency solver, ~0.35 ms of CPU:
+    half of what the daemon spent per beat. Measured at 10,000 services,
+    wrk -c50, memcached: 0.74 cores at 1,050 beats/s through FastAPI, 0.40
+    here; saturation 1,290-1,400 -> 4,060 beats/s; zookeeper 750-1,150 ->
+    1,940 beats/s. It answers exactly as the FastAPI route (still there, for
+    the OpenAPI document and for any request this one does not take): the
+    body limit, then the agent token (auth.bearer reads it as BEARER does),
+    then the id rule and the beat (beat_off_loop, shared), errors through
+    errors.error_response; a test compares the two answer for answer.
+    """
+
+    def __init__(
+        self, app: FastAPI, beat: Callable[[str], Awaitable[None]], tokens: auth.Tokens
+    ) -> None:
+        self.app = app
+        self.beat = beat
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and _HEARTBEAT_PATH.fullmatch(scope["path"])
+        )
+        if not match:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if await errors.read_body(scope, receive) is None:
+                raise HTTPException(413, f"request body exceeds {errors.MAX_BODY_BYTES} bytes")
+            self.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
+            await self.beat(match.group(1))
+        except Exception as exc:
+            await errors.error_response(exc)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+# Starlette's {id}: one non-empty path segment, matched on the decoded path.
+_HEARTBEAT_PATH = re.compile(r"/v1/services/([^/]+)/heartbeat")
 
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:

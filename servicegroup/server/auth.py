@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from oslo_config import cfg
 
 from servicegroup.exceptions import ConfigError, Forbidden, Unauthorized
@@ -134,6 +135,23 @@ class Tokens:
             raise Unauthorized("the bearer token is not valid")
         if level < needed:
             raise Forbidden(f"this token does not allow {_WHAT[needed]}")
+
+
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token raw ASGI headers present, read as BEARER reads it (see HeartbeatRoute).
+
+    HTTPBearer(auto_error=False): the first Authorization header; its
+    credentials when the scheme is "bearer" (any case) and both are there,
+    else no token at all.
+    """
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            scheme, credentials = get_authorization_scheme_param(authorization)
+            if authorization and scheme and credentials and scheme.lower() == "bearer":
+                return credentials
+            return None
+    return None
 
 
 class Guard:

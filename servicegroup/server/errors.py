@@ -142,7 +142,7 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            body = await _read_body(scope, receive)
+            body = await read_body(scope, receive)
             if body is None:
                 too_big = HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
                 await error_response(too_big)(scope, receive, send)
@@ -154,7 +154,7 @@ class GuardMiddleware:
             await error_response(exc)(scope, receive, send)
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+async def read_body(scope: Scope, receive: Receive) -> bytes | None:
     """The whole request body, or None when it is over the limit."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
