@@ -114,7 +114,10 @@ def test_daemon_answered_every_heartbeat(report: dict, target: str) -> None:
         assert beat["requests"] > 0
         assert beat["non_2xx"] == 0
         assert beat["p99_ms"] is not None
-    assert daemon["heartbeat_paced"]["pace_ms"] > 0
+    paced = daemon["heartbeat_paced"]
+    # heartbeat.lua's send slots never offer more than the rate, whatever the daemon does.
+    assert 0 < paced["requests"] <= paced["offered_per_s"] * (max(1, daemon["wrk_seconds"]) + 1)
+    assert daemon["first_sweep_s"] >= 0  # the bench waited for the fleet's first transitions
     assert daemon["checks"]["services"] == 200
     assert daemon["checks"]["metrics"] == 200
     assert daemon["checks"]["services_listed"] == 200
