@@ -437,15 +437,10 @@ class Raw:
         self._closers: list[Callable[[], None]] = [self.sql.close]
         driver = work.sg.driver
         if self.kind == "memcached":
-            from pymemcache.client.base import Client
-
-            self.mc = Client(
-                work.target.env.mc.address,
-                key_prefix=work.sg.conf.memcached.key_prefix.encode(),
-                no_delay=True,
-                default_noreply=False,
-            )
-            self._closers.append(self.mc.close)
+            # The driver's own connection (its pymemcache Client for this
+            # thread), as for the raw write (writer()): a second connection
+            # would measure where memcached placed it.
+            self.mc = driver.servers[0].client()
         elif self.kind == "zookeeper":
             from kazoo.client import KazooClient
 
