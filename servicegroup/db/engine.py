@@ -229,16 +229,11 @@ def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
         raise _wrap(engine, None, None, err, dialect.is_disconnect(err, None, None)) from err
     finally:
         _skip_ping.reset(token)
-    dbapi_conn, cursor = conn.dbapi_connection, None
+    dbapi_conn = conn.dbapi_connection
     try:
-        cursor = dbapi_conn.cursor()
-        dialect.do_execute(cursor, sql, parameters, None)
-        rowcount = cursor.rowcount
-        cursor.close()
-        dialect.do_commit(dbapi_conn)
-        return rowcount
+        return _execute_and_commit(dialect, dbapi_conn, sql, parameters)
     except dbapi_error as err:
-        disconnect = dialect.is_disconnect(err, dbapi_conn, cursor)
+        disconnect = dialect.is_disconnect(err, dbapi_conn, None)
         if disconnect:
             conn.invalidate(err)
         else:
@@ -249,6 +244,16 @@ def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
         raise
     finally:
         conn.close()
+
+
+def _execute_and_commit(dialect: Any, dbapi_conn: Any, sql: str, parameters: Any) -> int:
+    """The statement, then its COMMIT, through the dialect (the bench counts its calls)."""
+    cursor = dbapi_conn.cursor()
+    dialect.do_execute(cursor, sql, parameters, None)
+    rowcount = cursor.rowcount
+    cursor.close()
+    dialect.do_commit(dbapi_conn)
+    return int(rowcount)
 
 
 class _Spares:
@@ -286,17 +291,12 @@ class _Spares:
                 _skip_ping.reset(token)
             proxy.detach()
             dbapi_conn = proxy.dbapi_connection
-        cursor = None
         try:
-            cursor = dbapi_conn.cursor()
-            dialect.do_execute(cursor, sql, parameters, None)
-            rowcount = cursor.rowcount
-            cursor.close()
-            dialect.do_commit(dbapi_conn)
+            rowcount = _execute_and_commit(dialect, dbapi_conn, sql, parameters)
         except dialect.loaded_dbapi.Error as err:
             dbapi_conn.close()
             raise _wrap(
-                self.engine, sql, parameters, err, dialect.is_disconnect(err, dbapi_conn, cursor)
+                self.engine, sql, parameters, err, dialect.is_disconnect(err, dbapi_conn, None)
             ) from err
         except BaseException:
             dbapi_conn.close()  # its state is unknown
