@@ -46,7 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from servicegroup.clock import as_utc
 from servicegroup.db import events
-from servicegroup.db.engine import writing
+from servicegroup.db.engine import is_deadlock, writing
 from servicegroup.db.models import claims, server_now, services
 from servicegroup.exceptions import ClaimHeld, ClaimLost, NotFound
 from servicegroup.service import rfc3339
@@ -184,13 +184,18 @@ def acquire(
     }
     key = _key(resource_type, resource_id)
     for _ in range(ACQUIRE_ATTEMPTS):
-        with writing(engine) as conn:
-            taken = conn.execute(
-                update(claims)
-                .where(key & claims.c.state.in_(FREE))
-                .values(epoch=claims.c.epoch + 1, **values)
-            )
-            row = _read(conn, resource_type, resource_id)
+        try:
+            with writing(engine) as conn:
+                taken = conn.execute(
+                    update(claims)
+                    .where(key & claims.c.state.in_(FREE))
+                    .values(epoch=claims.c.epoch + 1, **values)
+                )
+                row = _read(conn, resource_type, resource_id)
+        except sa_exc.OperationalError as exc:
+            if not is_deadlock(exc):
+                raise
+            continue  # rolled back whole: nothing written, look again
         if taken.rowcount == 1:
             return to_claim(row)
         if row is not None and row._mapping["state"] in LIVE:
@@ -206,6 +211,11 @@ def acquire(
                     return to_claim(_read(conn, resource_type, resource_id))
             except sa_exc.IntegrityError:
                 pass  # another acquirer inserted first: look again
+            except sa_exc.OperationalError as exc:
+                # Acquirers inserting the same key at once: InnoDB may pick
+                # one as a deadlock victim instead. Same answer: look again.
+                if not is_deadlock(exc):
+                    raise
         # Freed or created between our two statements: try again.
     with engine.connect() as conn:
         row = _read(conn, resource_type, resource_id)

@@ -315,6 +315,28 @@ class _Spares:
                 break
 
 
+# MySQL/MariaDB ER_LOCK_DEADLOCK; PostgreSQL deadlock_detected. SQLite has one writer.
+_DEADLOCK_ERRNO = 1213
+_DEADLOCK_SQLSTATE = "40P01"
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether the database chose this transaction as a deadlock's victim and rolled it back.
+
+    The server's own advice is to run the transaction again: nothing of it
+    was written. InnoDB picks a victim when several transactions insert the
+    same unique key at once (each duplicate-key check takes a shared lock).
+    """
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    args = getattr(orig, "args", ())
+    return (
+        bool(args and args[0] == _DEADLOCK_ERRNO)
+        or (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == _DEADLOCK_SQLSTATE
+    )
+
+
 def _rollback(dialect: Any, conn: Any) -> None:
     """Return the connection clean: the pool has no reset-on-return (module docstring)."""
     try:
