@@ -81,7 +81,7 @@ class StatusReuse:
         last = self._last
         if len(last) > self.MAX:  # bound memory on endless churn
             last.clear()
-        found, get, append = last.get, pulses.get, []
+        found, get = last.get, pulses.get
         statuses: list[ServiceStatus] = []
         append = statuses.append
         for service, state in zip(services, states, strict=True):

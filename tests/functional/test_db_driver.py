@@ -22,6 +22,7 @@ from sqlalchemy import event
 
 from servicegroup import ServiceGroup, State
 from servicegroup.clock import SkewedClock
+from servicegroup.db.engine import make_engine
 from servicegroup.db.models import server_now, services
 from servicegroup.exceptions import BackendError, InvalidInput, NotFound
 
@@ -614,3 +615,20 @@ def test_heartbeat_of_a_deleted_service_is_not_found(sql_url, make_group) -> Non
     with pytest.raises(NotFound):
         group.heartbeat(service)
     assert row_count(group, live_only=True) == 0
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mysql"])
+def test_the_pool_hands_out_the_connection_used_last(server, request) -> None:
+    # db/engine.py: LIFO, so one beating thread keeps one hot server connection.
+    engine = make_engine(request.getfixturevalue(f"{server}_db"))
+    try:
+        first, second = engine.raw_connection(), engine.raw_connection()
+        first_dbapi, second_dbapi = first.dbapi_connection, second.dbapi_connection
+        first.close()
+        second.close()  # returned last
+        again = engine.raw_connection()
+        assert again.dbapi_connection is second_dbapi
+        again.close()
+        assert first_dbapi is not second_dbapi
+    finally:
+        engine.dispose()
