@@ -203,10 +203,19 @@ events_opts = [
         default=0.05,
         min=0.001,
         max=1.0,
-        help="The largest share of the time the leading daemon spends sweeping. When a sweep "
-        "takes longer than sweep_budget x sweep_interval (a large fleet), the next one waits "
-        "duration / sweep_budget, at most service_down_time / 2: up events come later, down "
-        "events still come when due, and the API keeps its CPU.",
+        help="The largest share of the leading daemon's CPU spent sweeping. When a sweep's "
+        "thread uses more than sweep_budget x sweep_interval of CPU (a large fleet), the next "
+        "sweep waits that CPU time / sweep_budget, at most service_down_time / 2: up events "
+        "come later, down events still come when due, and the API keeps its CPU.",
+    ),
+    cfg.IntOpt(
+        "sweep_slice",
+        default=1000,
+        min=0,
+        help="Services per slice of a sweep: the leading daemon reads its fleet this many "
+        "at a time (one SELECT and one liveness read each), pausing between slices as long "
+        "as each took, so a heartbeat never waits behind a whole fleet's read. 0 reads the "
+        "whole fleet at once. Drivers whose read is a whole group's anyway (tooz) ignore it.",
     ),
     cfg.FloatOpt(
         "leader_lease",

@@ -254,12 +254,17 @@ def query(
     engine: Engine,
     uuids: list[str] | None = None,
     reuse: Reuse | None = None,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
     **filters: str | None,
 ) -> RecordSet:
     """Live records matching the filters, with the server's clock, in ONE SELECT.
 
     With `reuse`, unchanged rows come back as the Services of the last read
     of the same filters (Reuse); reads by uuid are single rows, not worth it.
+    With `limit`, one page in uuid order, of the uuids after `after`: how
+    the sweeper reads a large fleet in slices (api.ServiceGroup.slices).
     """
     stmt = select(*_SERVICE_COLUMNS, server_now().label("db_now")).where(_live)
     for name in FILTERS:
@@ -268,7 +273,12 @@ def query(
             stmt = stmt.where(services.c[name] == value)
     if uuids is not None:
         stmt = stmt.where(services.c.uuid.in_(uuids))
-    stmt = stmt.order_by(services.c.binary, services.c.host)
+    if limit is None:
+        stmt = stmt.order_by(services.c.binary, services.c.host)
+    else:
+        if after is not None:
+            stmt = stmt.where(services.c.uuid > after)
+        stmt = stmt.order_by(services.c.uuid).limit(limit)
     with sql_errors(), engine.connect() as conn:
         result = conn.execute(stmt)
         # The DBAPI's own tuples: SQLAlchemy's Row and result processors

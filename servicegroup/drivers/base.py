@@ -35,6 +35,9 @@ class Pulse:
 new_pulse = fast_new(Pulse)
 UNKNOWN = Pulse(None, known=False)
 NEVER = Pulse(None)
+# Drivers that keep each service's last Pulse to hand out again (db, zookeeper)
+# start afresh past this many, so endless churn cannot grow them for ever.
+MAX_REMEMBERED = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ class Driver(abc.ABC):
     name: ClassVar[str]
     backend: ClassVar[str]
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    # True when read() costs a whole group's read whatever records it is
+    # given (tooz: get_members): the sweeper then reads the fleet in one
+    # slice rather than paying that read once per slice (api.slices).
+    reads_whole_groups: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         self.conf = conf

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, update
 from servicegroup.db import records
 from servicegroup.db.engine import write_one, writing
 from servicegroup.db.models import server_now, services
-from servicegroup.drivers.base import Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import MAX_REMEMBERED, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import NotFound
 from servicegroup.service import Service
 
@@ -24,7 +24,6 @@ BEAT = (
     .where((services.c.uuid == bindparam("beat_uuid")) & (services.c.deleted == 0))
     .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
 )
-MAX_REMEMBERED = 1_000_000
 
 
 class DbDriver(Driver):

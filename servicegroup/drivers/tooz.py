@@ -263,6 +263,7 @@ class ToozDriver(Driver):
     name = "tooz"
     backend = "tooz"
     backend_errors = _errors()
+    reads_whole_groups = True
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         super().__init__(conf, engine, clock)

@@ -101,7 +101,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import MAX_REMEMBERED, NEVER, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
 from servicegroup.service import Service
 
@@ -264,6 +264,10 @@ class ZooKeeperDriver(Driver):
         self._session_lost = False
         # False once a server said it has no multiRead (older than 3.6).
         self._multi_read = True
+        # uuid -> (mtime, data, Pulse) of the last read: a node read again
+        # unchanged gets the same Pulse, without parsing its data and
+        # converting its mtime again (a third of a 10,000-node read's Python).
+        self._pulses: dict[str, tuple[int, bytes, Pulse]] = {}
         handler = SequentialThreadingHandler()
         self._client = KazooClient(
             hosts=",".join(self.hosts),
@@ -324,11 +328,20 @@ class ZooKeeperDriver(Driver):
             else self._read_gets(paths, deadline)
         )
         pulses: dict[str, Pulse] = {}
+        last = self._pulses
+        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
+            last.clear()
         for svc, answer in zip(services, got, strict=True):
             if type(answer) is tuple:
                 data, mtime = answer
+                seen = last.get(svc.uuid)
+                if seen is not None and seen[0] == mtime and seen[1] == data:
+                    pulses[svc.uuid] = seen[2]
+                    continue
                 # A node of another uuid is a deleted namesake's, not this service's.
-                pulses[svc.uuid] = new_pulse(_utc(mtime)) if _owner(data) == svc.uuid else NEVER
+                pulse = new_pulse(_utc(mtime)) if _owner(data) == svc.uuid else NEVER
+                pulses[svc.uuid] = pulse
+                last[svc.uuid] = (mtime, data, pulse)
             elif isinstance(answer, NoNodeError):
                 pulses[svc.uuid] = NEVER
             else:

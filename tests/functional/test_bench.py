@@ -132,3 +132,26 @@ def test_a_killed_reporter_is_detected_and_evented(report: dict, target: str) ->
     for run in detection["runs"]:
         assert run["down_s"] is not None
         assert run["event_s"] is not None
+
+
+def test_sweep_slices_compares_every_variant(tmp_path: Path) -> None:
+    """bench/sweep_slices.py: a daemon per sweep_slice value, each answering its paced window."""
+    if shutil.which("wrk") is None:
+        unavailable("wrk", "the daemon scenario's load generator (Debian package wrk)")
+    out = tmp_path / "slices.json"
+    argv = ["--quick", "--driver", "db-sqlite", "--slices", "50,0", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "bench/sweep_slices.py", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "median p99 ms by sweep_slice" in proc.stdout
+    result = json.loads(out.read_text())["targets"]["db-sqlite"]
+    assert set(result["runs"]) == {"50", "0"}
+    for (run,) in result["runs"].values():
+        assert 0 < run["requests"] <= result["offered_per_s"] * (result["wrk_seconds"] + 1)
+        assert run["non_2xx"] == 0
+        assert run["last_sweep_s"] > 0  # its sweeper led and swept

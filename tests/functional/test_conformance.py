@@ -254,6 +254,38 @@ def test_get_all_reuses_unchanged_records_and_never_a_stale_one(backend: Backend
     assert set(read(binary="compute")) == {b.uuid}
 
 
+def test_slices_read_the_whole_fleet_once(backend: Backend) -> None:
+    """The sweeper's read in slices says what get_all says, every service once."""
+    sg = backend.group()
+    fleet = [sg.register(f"host-{i}", "compute" if i % 2 else "conductor") for i in range(7)]
+    for service in fleet[::3]:
+        sg.heartbeat(service)
+
+    def sliced(size: int) -> list[list[Any]]:
+        return [snapshot.statuses for snapshot in sg.slices(size)]
+
+    def states(statuses: list[Any]) -> dict[str, State]:
+        return {s.service.uuid: s.state for s in statuses}
+
+    whole = states(sg.get_all())
+    assert len(whole) == 7 and sum(s is State.UP for s in whole.values()) == 3
+    slices = sliced(3)
+    flat = [status for part in slices for status in part]
+    assert states(flat) == whole and len(flat) == 7
+    if sg.driver.reads_whole_groups:  # one group read per sweep, not one per slice
+        assert [len(part) for part in slices] == [7]
+        return
+    assert [len(part) for part in slices] == [3, 3, 1]
+    assert [s.service.uuid for s in flat] == sorted(whole)  # uuid order: the page key
+    again = [s.service for part in sliced(3) for s in part]
+    assert all(new is old.service for new, old in zip(again, flat, strict=True))  # reused
+    assert states([s for part in sliced(0) for s in part]) == whole  # 0: all at once
+    for service in fleet[:3]:
+        sg.delete(service)
+    assert [len(part) for part in sliced(3)] == [3, 1]
+    assert len(sg._slice_reuse) == 2  # a shrunken fleet keeps no stale slices
+
+
 def test_min_and_max_versions(backend: Backend) -> None:
     sg = backend.group()
     old = sg.register("host-1", "compute", version=5)

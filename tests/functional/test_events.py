@@ -105,6 +105,29 @@ def test_sweeper_knows_when_the_next_death_is_due(sql_url: str, make_group) -> N
     sweeper.hooks.close()
 
 
+def test_a_sweep_in_slices_sees_every_service(sql_url: str, make_group) -> None:
+    """Read two at a time, five services give the events a one-slice read gives."""
+    group = make_group(sql_url, service_down_time=2.0, events__sweep_slice=2, **EVENT_OPTS)
+    sweeper = Sweeper(group, group.conf)
+    fleet = [group.register(f"host-{i}", "compute") for i in range(5)]
+    for service in fleet[1:]:
+        group.heartbeat(service)
+    before = time.monotonic()
+    sweeper.sweep()
+    ups = [e for e in group.events().events if e.state == "up"]
+    assert sorted(e.service_id for e in ups) == sorted(s.uuid for s in fleet[1:])
+    # The first death due is known whichever slice its service was read in.
+    assert sweeper.expires_at is not None
+    assert before < sweeper.expires_at <= before + group.down_time + 0.05
+    group.leave(fleet[4])
+    mark = group.events().cursor
+    sweeper.sweep()
+    assert [(e.service_id, e.cause) for e in group.events(since=mark).events] == [
+        (fleet[4].uuid, "leave")
+    ]
+    sweeper.hooks.close()
+
+
 def _sweep_story(sweeper: Sweeper, sg: ServiceGroup) -> list[tuple[str | None, str, str]]:
     sweeper.sweep()
     return story(sg)

@@ -1,0 +1,139 @@
+"""The daemon's heartbeat tail with the sweeper reading in slices, against one read of all.
+
+    python bench/sweep_slices.py --driver db-postgresql --driver zookeeper --rounds 2
+    python bench/sweep_slices.py --quick --driver db-sqlite     # seconds; the test suite's
+
+For each driver: N services registered once (90% beating, as in run.py), then
+one daemon per `[events] sweep_slice` value, ALTERNATED for --rounds rounds
+(1000, 0, 1000, 0 ...; 0 reads the whole fleet at once). Each daemon gets
+run.py's warm-up (one beat per id, then the fleet's first sweep), then the
+paced wrk window of run.py: PACED_RATE beats/s offered over 50 connections.
+Reported per daemon: the achieved rate, p50/p90/p99, and its sweeper's last
+sweep from /metrics. A sweep of 10,000 services lands in every such window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench  # bench/run.py, the harness this extends
+
+
+def sweep_seconds(url: str) -> float | None:
+    text = httpx.get(f"{url}/metrics", timeout=60).raise_for_status().text
+    found = re.search(r"^servicegroup_sweep_duration_seconds (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def compare(target: bench.Target, n: int, slices: list[int], rounds: int, seconds: float) -> dict:
+    runs: dict[str, list[dict[str, Any]]] = {str(s): [] for s in slices}
+    with target.env.database(target.dialect) as url:
+        work = bench.Workload(target, n, url)
+        try:
+            ids = [s.uuid for s in work.services][: bench.TOOZ_BEATERS.get(target.name)]
+            ids_file = target.env.tmp / f"ids-{target.tag}.txt"
+            ids_file.write_text("\n".join(ids) + "\n")
+            timing = {
+                "report_interval": bench.BENCH_DOWN_TIME / 10,
+                "service_down_time": bench.BENCH_DOWN_TIME,
+            }
+            for _ in range(rounds):
+                for size in slices:
+                    with bench.daemon(target, url, **timing, events__sweep_slice=size) as proc:
+                        bench.beat_each(proc.url, ids)
+                        bench.settle(proc.url, work.binary)
+                        paced = bench.run_wrk(proc.url, ids_file, seconds, 50, bench.PACED_RATE)
+                        paced["last_sweep_s"] = sweep_seconds(proc.url)
+                    runs[str(size)].append(paced)
+        finally:
+            work.close()
+            target.cleanup()
+    return {
+        "services": n,
+        "offered_per_s": bench.PACED_RATE,
+        "wrk_seconds": seconds,
+        "runs": runs,
+        "median_p99_ms": {
+            size: statistics.median(r["p99_ms"] for r in rs) for size, rs in runs.items()
+        },
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'driver':<16}{'slice':>6}  {'paced/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+        f"{'sweep s':>9}"
+    ]
+    for name, result in report["targets"].items():
+        if "error" in result:
+            lines.append(f"{name:<16}  {result['error']}")
+            continue
+        for size, runs in result["runs"].items():
+            for r in runs:
+                sweep = r["last_sweep_s"]
+                lines.append(
+                    f"{name:<16}{size:>6}  {r['per_s']:>8.0f}{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}"
+                    f"{r['p99_ms']:>8.1f}{'-' if sweep is None else f'{sweep:.2f}':>9}"
+                )
+        medians = ", ".join(f"{s}: {p:.1f}" for s, p in result["median_p99_ms"].items())
+        lines.append(f"{name:<16}median p99 ms by sweep_slice: {medians}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--driver", action="append", help=f"one of {', '.join(bench.DRIVERS)}")
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--slices", default="1000,0", help="sweep_slice values, alternated")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0, help="paced wrk window")
+    parser.add_argument("--quick", action="store_true", help="200 services, 1 s, one round")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    names = [n for spec in args.driver or ["db-sqlite"] for n in spec.split(",")]
+    unknown = [n for n in names if n not in bench.DRIVERS]
+    if unknown:
+        parser.error(f"unknown driver(s): {', '.join(unknown)}")
+    try:
+        slices = [int(s) for s in args.slices.split(",")]
+    except ValueError:
+        parser.error(f"--slices: comma-separated integers, not {args.slices!r}")
+    if bench.WRK is None:
+        parser.error("wrk is not installed (Debian package wrk)")
+    n, rounds, seconds = args.services, args.rounds, args.seconds
+    if args.quick:
+        n, rounds, seconds = 200, 1, 1.0
+    report: dict[str, Any] = {"machine": bench.machine(), "targets": {}}
+    env = bench.Env()
+    failed = False
+    try:
+        for name in names:
+            target = bench.Target(name, env)
+            try:
+                target.check()
+                report["targets"][name] = compare(target, n, slices, rounds, seconds)
+            except bench.Unavailable as exc:
+                report["targets"][name] = {"error": str(exc)}
+                failed = True
+    finally:
+        env.close()
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
