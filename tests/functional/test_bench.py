@@ -154,4 +154,5 @@ def test_sweep_slices_compares_every_variant(tmp_path: Path) -> None:
     for (run,) in result["runs"].values():
         assert 0 < run["requests"] <= result["offered_per_s"] * (result["wrk_seconds"] + 1)
         assert run["non_2xx"] == 0
-        assert run["last_sweep_s"] > 0  # its sweeper led and swept
+        # 0 when the daemon before it still held the sweeper lease (db/events.py).
+        assert run["last_sweep_s"] is not None and run["last_sweep_s"] >= 0
