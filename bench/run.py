@@ -1289,11 +1289,18 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
     finally:
         env.close()
+    finish(report, table, args.json)
+    return 1 if failed else 0
+
+
+def finish(
+    report: dict[str, Any], table: Callable[[dict[str, Any]], str], path: Path | None
+) -> None:
+    """The end of every bench script: the load at the end, the table printed, the JSON written."""
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 1 if failed else 0
+    if path:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

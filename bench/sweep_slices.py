@@ -15,8 +15,6 @@ sweep from /metrics. A sweep of 10,000 services lands in every such window.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import statistics
 import sys
@@ -128,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
     finally:
         env.close()
-    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    bench.finish(report, table, args.json)
     return 1 if failed else 0
 
 

@@ -22,19 +22,23 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("db-sqlite", "memcached")
 
 
+def run_bench(script: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, f"bench/{script}", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if shutil.which("wrk") is None:
         unavailable("wrk", "the daemon scenario's load generator (Debian package wrk)")
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     argv = ["--quick", "--driver", ",".join(TARGETS), "--services", "200", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "bench/run.py", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_bench("run.py", argv)
     if "skipped" in proc.stderr and "memcached" in proc.stderr:
         unavailable("memcached", proc.stderr[-500:])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -140,13 +144,7 @@ def test_sweep_slices_compares_every_variant(tmp_path: Path) -> None:
         unavailable("wrk", "the daemon scenario's load generator (Debian package wrk)")
     out = tmp_path / "slices.json"
     argv = ["--quick", "--driver", "db-sqlite", "--slices", "50,0", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, "bench/sweep_slices.py", *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_bench("sweep_slices.py", argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "median p99 ms by sweep_slice" in proc.stdout
     result = json.loads(out.read_text())["targets"]["db-sqlite"]
