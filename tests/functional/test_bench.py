@@ -138,16 +138,17 @@ def test_a_killed_reporter_is_detected_and_evented(report: dict, target: str) ->
         assert run["event_s"] is not None
 
 
-def test_sweep_slices_compares_every_variant(tmp_path: Path) -> None:
-    """bench/sweep_slices.py: a daemon per sweep_slice value, each answering its paced window."""
+def test_sweeper_bench_compares_every_value(tmp_path: Path) -> None:
+    """bench/sweeper.py: a daemon per value of the varied option, each answering its window."""
     if shutil.which("wrk") is None:
         unavailable("wrk", "the daemon scenario's load generator (Debian package wrk)")
     out = tmp_path / "slices.json"
-    argv = ["--quick", "--driver", "db-sqlite", "--slices", "50,0", "--json", str(out)]
-    proc = run_bench("sweep_slices.py", argv)
+    argv = ["--quick", "--driver", "db-sqlite", "--vary", "sweep_slice=50,0", "--json", str(out)]
+    proc = run_bench("sweeper.py", argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "median p99 ms by sweep_slice" in proc.stdout
     result = json.loads(out.read_text())["targets"]["db-sqlite"]
+    assert result["option"] == "sweep_slice"
     assert set(result["runs"]) == {"50", "0"}
     for (run,) in result["runs"].values():
         assert 0 < run["requests"] <= result["offered_per_s"] * (result["wrk_seconds"] + 1)

@@ -1,11 +1,13 @@
-"""The daemon's heartbeat tail with the sweeper reading in slices, against one read of all.
+"""The daemon's heartbeat tail under each value of one sweeper option, side by side.
 
-    python bench/sweep_slices.py --driver db-postgresql --driver zookeeper --rounds 2
-    python bench/sweep_slices.py --quick --driver db-sqlite     # seconds; the test suite's
+    python bench/sweeper.py --driver db-postgresql --driver zookeeper --rounds 2
+    python bench/sweeper.py --vary sweep_budget=0.05,0.01 --driver db-mysql
+    python bench/sweeper.py --quick --driver db-sqlite     # seconds; the test suite's
 
 For each driver: N services registered once (90% beating, as in run.py), then
-one daemon per `[events] sweep_slice` value, ALTERNATED for --rounds rounds
-(1000, 0, 1000, 0 ...; 0 reads the whole fleet at once). Each daemon gets
+one daemon per value of the `[events]` option named by --vary (default
+sweep_slice=1000,0: slices of 1,000 against one read of the whole fleet),
+ALTERNATED for --rounds rounds (1000, 0, 1000, 0 ...). Each daemon gets
 run.py's warm-up (one beat per id, then the fleet's first sweep), then the
 paced wrk window of run.py: PACED_RATE beats/s offered over 50 connections.
 Reported per daemon: the achieved rate, p50/p90/p99, and its sweeper's last
@@ -27,6 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # bench/run.py, the harness this extends
 
+from servicegroup import conf as sg_conf
+
+EVENTS_OPTIONS = {opt.name: opt for opt in sg_conf.events_opts}
+
 
 def sweep_seconds(url: str) -> float | None:
     text = httpx.get(f"{url}/metrics", timeout=60).raise_for_status().text
@@ -34,8 +40,10 @@ def sweep_seconds(url: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def compare(target: bench.Target, n: int, slices: list[int], rounds: int, seconds: float) -> dict:
-    runs: dict[str, list[dict[str, Any]]] = {str(s): [] for s in slices}
+def compare(
+    target: bench.Target, n: int, option: str, values: list[str], rounds: int, seconds: float
+) -> dict:
+    runs: dict[str, list[dict[str, Any]]] = {value: [] for value in values}
     with target.env.database(target.dialect) as url:
         work = bench.Workload(target, n, url)
         try:
@@ -47,45 +55,47 @@ def compare(target: bench.Target, n: int, slices: list[int], rounds: int, second
                 "service_down_time": bench.BENCH_DOWN_TIME,
             }
             for _ in range(rounds):
-                for size in slices:
-                    with bench.daemon(target, url, **timing, events__sweep_slice=size) as proc:
+                for value in values:
+                    varied = {f"events__{option}": value}
+                    with bench.daemon(target, url, **timing, **varied) as proc:
                         bench.beat_each(proc.url, ids)
                         bench.settle(proc.url, work.binary)
                         paced = bench.run_wrk(proc.url, ids_file, seconds, 50, bench.PACED_RATE)
                         paced["last_sweep_s"] = sweep_seconds(proc.url)
-                    runs[str(size)].append(paced)
+                    runs[value].append(paced)
         finally:
             work.close()
             target.cleanup()
     return {
         "services": n,
+        "option": option,
         "offered_per_s": bench.PACED_RATE,
         "wrk_seconds": seconds,
         "runs": runs,
         "median_p99_ms": {
-            size: statistics.median(r["p99_ms"] for r in rs) for size, rs in runs.items()
+            value: statistics.median(r["p99_ms"] for r in rs) for value, rs in runs.items()
         },
     }
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'driver':<16}{'slice':>6}  {'paced/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
+        f"{'driver':<16}{'value':>6}  {'paced/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
         f"{'sweep s':>9}"
     ]
     for name, result in report["targets"].items():
         if "error" in result:
             lines.append(f"{name:<16}  {result['error']}")
             continue
-        for size, runs in result["runs"].items():
+        for value, runs in result["runs"].items():
             for r in runs:
-                sweep = r["last_sweep_s"]
+                sweep = "-" if r["last_sweep_s"] is None else f"{r['last_sweep_s']:.2f}"
                 lines.append(
-                    f"{name:<16}{size:>6}  {r['per_s']:>8.0f}{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}"
-                    f"{r['p99_ms']:>8.1f}{'-' if sweep is None else f'{sweep:.2f}':>9}"
+                    f"{name:<16}{value:>6}  {r['per_s']:>8.0f}{r['p50_ms']:>8.1f}"
+                    f"{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{sweep:>9}"
                 )
-        medians = ", ".join(f"{s}: {p:.1f}" for s, p in result["median_p99_ms"].items())
-        lines.append(f"{name:<16}median p99 ms by sweep_slice: {medians}")
+        medians = ", ".join(f"{v}: {p:.1f}" for v, p in result["median_p99_ms"].items())
+        lines.append(f"{name:<16}median p99 ms by {result['option']}: {medians}")
     return "\n".join(lines)
 
 
@@ -93,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--driver", action="append", help=f"one of {', '.join(bench.DRIVERS)}")
     parser.add_argument("--services", type=int, default=10000)
-    parser.add_argument("--slices", default="1000,0", help="sweep_slice values, alternated")
+    parser.add_argument(
+        "--vary",
+        default="sweep_slice=1000,0",
+        help="an [events] option and its values, alternated: OPTION=V1,V2[,...]",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="paced wrk window")
     parser.add_argument("--quick", action="store_true", help="200 services, 1 s, one round")
@@ -103,10 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in bench.DRIVERS]
     if unknown:
         parser.error(f"unknown driver(s): {', '.join(unknown)}")
-    try:
-        slices = [int(s) for s in args.slices.split(",")]
-    except ValueError:
-        parser.error(f"--slices: comma-separated integers, not {args.slices!r}")
+    option, _, listed = args.vary.partition("=")
+    values = [v for v in listed.split(",") if v]
+    if option not in EVENTS_OPTIONS or len(values) < 2:
+        parser.error(
+            f"--vary: OPTION=V1,V2 with OPTION one of {', '.join(EVENTS_OPTIONS)}, "
+            f"not {args.vary!r}"
+        )
+    for value in values:
+        try:
+            EVENTS_OPTIONS[option].type(value)
+        except ValueError as exc:
+            parser.error(f"--vary: {option}={value}: {exc}")
     if bench.WRK is None:
         parser.error("wrk is not installed (Debian package wrk)")
     n, rounds, seconds = args.services, args.rounds, args.seconds
@@ -120,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             target = bench.Target(name, env)
             try:
                 target.check()
-                report["targets"][name] = compare(target, n, slices, rounds, seconds)
+                report["targets"][name] = compare(target, n, option, values, rounds, seconds)
             except bench.Unavailable as exc:
                 report["targets"][name] = {"error": str(exc)}
                 failed = True
