@@ -12,6 +12,8 @@ run.py's warm-up (one beat per id, then the fleet's first sweep), then the
 paced wrk window of run.py: PACED_RATE beats/s offered over 50 connections.
 Reported per daemon: the achieved rate, p50/p90/p99, and its sweeper's last
 sweep from /metrics. A sweep of 10,000 services lands in every such window.
+On PostgreSQL and MySQL each round ends with the same paced writes sent to
+the database without a daemon (paced_sql.py), as `raw`: the floor.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def compare(
                         paced = bench.run_wrk(proc.url, ids_file, seconds, 50, bench.PACED_RATE)
                         paced["last_sweep_s"] = sweep_seconds(proc.url)
                     runs[value].append(paced)
+                if target.dialect in bench.PACED_RAW_DIALECTS:
+                    runs.setdefault("raw", []).append(bench.run_paced_sql(url, ids_file, seconds))
         finally:
             work.close()
             target.cleanup()
@@ -89,7 +93,7 @@ def table(report: dict[str, Any]) -> str:
             continue
         for value, runs in result["runs"].items():
             for r in runs:
-                sweep = "-" if r["last_sweep_s"] is None else f"{r['last_sweep_s']:.2f}"
+                sweep = "-" if r.get("last_sweep_s") is None else f"{r['last_sweep_s']:.2f}"
                 lines.append(
                     f"{name:<16}{value:>6}  {r['per_s']:>8.0f}{r['p50_ms']:>8.1f}"
                     f"{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{sweep:>9}"

@@ -155,3 +155,30 @@ def test_sweeper_bench_compares_every_value(tmp_path: Path) -> None:
         assert run["non_2xx"] == 0
         # 0 when the daemon before it still held the sweeper lease (db/events.py).
         assert run["last_sweep_s"] is not None and run["last_sweep_s"] >= 0
+
+
+def test_paced_sql_sends_every_due_write_once(sql_url, make_group, tmp_path: Path) -> None:
+    """bench/paced_sql.py, the daemon's paced floor: each due write lands on one row, once."""
+    group = make_group(sql_url)
+    services = [group.register(f"compute-{i}", "nova-compute") for i in range(20)]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(s.uuid for s in services) + "\n")
+    argv = ["--url", sql_url, "--ids", str(ids), "--rate", "200", "--seconds", "0.5"]
+    proc = run_bench("paced_sql.py", [*argv, "--connections", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["requests"] == 100  # rate x seconds: no more, no fewer
+    assert result["rows_changed"] == 100
+    assert result["connections"] == 2
+    assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+    counts = [group.get(s).service.report_count for s in services]
+    assert counts == [5] * 20  # the ids in rotation, as heartbeat.lua sends them
+
+
+def test_paced_sql_refuses_bad_arguments(tmp_path: Path) -> None:
+    empty = tmp_path / "ids.txt"
+    empty.write_text("")
+    proc = run_bench("paced_sql.py", ["--url", "sqlite://", "--ids", str(empty)])
+    assert proc.returncode == 2
+    assert "--ids" in proc.stderr and "names no service" in proc.stderr
+    assert "Traceback" not in proc.stderr
