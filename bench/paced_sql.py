@@ -26,9 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # bench/run.py: raw_beat_sql, pct
+import sqlalchemy as sa
 
 from servicegroup.db.engine import make_engine
 from servicegroup.server.app import HEARTBEAT_THREADS
+
+
+class WriteFailed(Exception):
+    """A paced write failed: the window's figures would leave it out."""
 
 
 def paced_writes(url: str, ids: list[str], rate: float, seconds: float, connections: int) -> dict:
@@ -39,11 +44,12 @@ def paced_writes(url: str, ids: list[str], rate: float, seconds: float, connecti
     start = time.perf_counter() + 0.05
     latencies: list[list[float]] = [[] for _ in conns]
     changed = [0] * len(conns)
+    failures: list[BaseException] = []
 
     def work(i: int) -> None:
         dbapi = conns[i].dbapi_connection
         mine = latencies[i]
-        while True:
+        while not failures:
             k = next(slots)
             due = start + k / rate
             if k >= rate * seconds:
@@ -51,11 +57,15 @@ def paced_writes(url: str, ids: list[str], rate: float, seconds: float, connecti
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            cur = dbapi.cursor()
-            cur.execute(sql, params_for(ids[k % len(ids)]))
-            changed[i] += cur.rowcount
-            cur.close()
-            dbapi.commit()
+            try:
+                cur = dbapi.cursor()
+                cur.execute(sql, params_for(ids[k % len(ids)]))
+                changed[i] += cur.rowcount
+                cur.close()
+                dbapi.commit()
+            except Exception as exc:  # a window with lost writes measures nothing
+                failures.append(exc)
+                return
             mine.append(time.perf_counter() - due)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(conns))]
@@ -67,6 +77,8 @@ def paced_writes(url: str, ids: list[str], rate: float, seconds: float, connecti
     for conn in conns:
         conn.close()
     engine.dispose()
+    if failures:
+        raise WriteFailed(failures[0])
     every = [lat for mine in latencies for lat in mine]
     return {
         "requests": len(every),
@@ -90,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ids: {args.ids} names no service")
     if args.rate <= 0 or args.seconds <= 0 or args.connections < 1:
         parser.error("--rate and --seconds must be > 0, --connections >= 1")
-    result = paced_writes(args.url, ids, args.rate, args.seconds, args.connections)
+    try:
+        result = paced_writes(args.url, ids, args.rate, args.seconds, args.connections)
+    except (WriteFailed, sa.exc.SQLAlchemyError) as exc:
+        print(f"paced_sql: cannot write to {args.url}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result))
     return 0
 

@@ -1029,7 +1029,6 @@ def bench_daemon(work: Workload, seconds: float, reps: int, rotate: int | None) 
         "heartbeat": beat,
         "heartbeat_paced": {**median_run(paced_runs), "offered_per_s": PACED_RATE},
         "heartbeat_paced_runs": paced_runs,
-        "raw_paced": median_run(raw_runs) if raw_runs else None,
         "raw_paced_runs": raw_runs,
         "checks": checks,
         "get_services_ms": ms(statistics.median(times["services"])),

@@ -182,3 +182,15 @@ def test_paced_sql_refuses_bad_arguments(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "--ids" in proc.stderr and "names no service" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_paced_sql_fails_when_a_write_fails(tmp_path: Path) -> None:
+    """No table to write to: every write fails, so the window is refused, not reported."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("some-uuid\n")
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    proc = run_bench("paced_sql.py", ["--url", url, "--ids", str(ids), "--seconds", "0.1"])
+    assert proc.returncode == 1
+    assert "paced_sql: cannot write to" in proc.stderr and "services" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
