@@ -35,7 +35,7 @@ class Pulse:
 new_pulse = fast_new(Pulse)
 UNKNOWN = Pulse(None, known=False)
 NEVER = Pulse(None)
-# Drivers that keep each service's last Pulse to hand out again (db, zookeeper)
+# Drivers that keep each service's last Pulse to hand out again (db, zookeeper, memcached)
 # start afresh past this many, so endless churn cannot grow them for ever.
 MAX_REMEMBERED = 1_000_000
 

@@ -57,7 +57,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import MAX_REMEMBERED, UNKNOWN, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
 from servicegroup.service import Service
 
@@ -76,7 +76,6 @@ MAX_RELATIVE_TTL = 30 * 24 * 3600
 STALE_CONNECTION = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError)
 # Unprefixed; not a uuid, so it can never be a service's key.
 SENTINEL = "sentinel"
-MAX_REMEMBERED = 1_000_000
 
 
 def _check_prefix(prefix: str) -> bytes:
@@ -161,7 +160,8 @@ class MemcachedDriver(Driver):
         self._hold_for = bound_down_time(conf)
         self._sentinel_seen = [False] * len(self.servers)
         self._hold_until = [0.0] * len(self.servers)
-        self._last: dict[str, Pulse] = {}
+        # uuid -> (stored value, its Pulse): see read().
+        self._last: dict[str, tuple[bytes | None, Pulse]] = {}
 
     # -- placement -------------------------------------------------------------
 
@@ -198,11 +198,15 @@ class MemcachedDriver(Driver):
         # "Now" is taken before asking: a server that takes its full timeout
         # to fail must not age the services of the servers that answered.
         now = self.clock.now()
-        batches: dict[int, list[str]] = {}
-        for svc in recordset.services:
-            batches.setdefault(self._server_of(svc.uuid), []).append(svc.uuid)
+        if len(self.servers) == 1:
+            batches = {0: [svc.uuid for svc in recordset.services]}
+        else:
+            batches = {}
+            for svc in recordset.services:
+                batches.setdefault(self._server_of(svc.uuid), []).append(svc.uuid)
         pulses: dict[str, Pulse] = {}
         failures: list[tuple[int, BaseException]] = []
+        last = self._last
         # One get_many per server. Sequential: with one dead server a read
         # costs that server's timeout once, bounded by the configured timeouts.
         for index, uuids in batches.items():
@@ -214,18 +218,29 @@ class MemcachedDriver(Driver):
                 pulses.update(dict.fromkeys(uuids, UNKNOWN))
                 continue
             for uuid in uuids:
-                pulse = _parse(values.get(uuid))
+                value = values.get(uuid)
+                entry = last.get(uuid)
+                if value is not None and entry is not None and entry[0] == value:
+                    # Unchanged since the last read (most keys between two
+                    # reads): its Pulse again, without parsing the value.
+                    pulses[uuid] = entry[1]
+                    continue
+                pulse = _parse(value)
                 if pulse is None and held:
-                    pulse = self._last.get(uuid, UNKNOWN)
-                if pulse is not None:
-                    pulses[uuid] = pulse
-                else:
-                    self._last.pop(uuid, None)  # gone for real (leave, expiry)
+                    # The server forgot the key: the last Pulse, kept as the
+                    # value it came from, so a new beat still reads as new.
+                    pulse = entry[1] if entry is not None else UNKNOWN
+                    value = entry[0] if entry is not None else None
+                if pulse is None:
+                    last.pop(uuid, None)  # gone for real (leave, expiry)
+                    continue
+                pulses[uuid] = pulse
+                if pulse.known:
+                    last[uuid] = (value, pulse)
         if failures and len(failures) == len(batches):
             raise self._none_answered(failures)
-        if len(self._last) > MAX_REMEMBERED:  # bound memory on endless churn
-            self._last.clear()
-        self._last.update((uuid, p) for uuid, p in pulses.items() if p.known)
+        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
+            last.clear()
         return Reading(now=now, pulses=pulses)
 
     def _held(self, index: int, sentinel_found: bool) -> bool:

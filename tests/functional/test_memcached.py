@@ -19,6 +19,8 @@ import pytest
 
 from servicegroup import ServiceGroup, State
 from servicegroup.clock import SkewedClock
+from servicegroup.db import records
+from servicegroup.drivers.base import UNKNOWN
 from servicegroup.drivers.memcached import SENTINEL, MemcachedDriver
 from servicegroup.exceptions import BackendError, ConfigError
 from tests.conftest import empty_tables
@@ -156,6 +158,32 @@ def test_a_value_that_cannot_be_read_is_unknown(sqlite_url, memcached_server, mc
     driver = driver_of(sg)
     driver.servers[0].client().set(service.uuid, b"not a heartbeat", expire=5, noreply=False)
     assert sg.get(service).state is State.UNKNOWN
+
+
+def test_an_unchanged_value_is_read_as_the_same_pulse_and_a_new_one_anew(
+    sqlite_url, memcached_server, mc_group
+) -> None:
+    """Most keys are unchanged between two reads: their Pulse is handed back unparsed."""
+    sg = mc_group(sqlite_url, [memcached_server])
+    service = sg.register("host-1", "compute")
+    driver = driver_of(sg)
+    recordset = records.query(sg.engine, uuids=[service.uuid])
+    sg.heartbeat(service)
+    first = driver.read(recordset).pulses[service.uuid]
+    assert driver.read(recordset).pulses[service.uuid] is first
+
+    client = driver.servers[0].client()
+    stored = client.get(service.uuid)
+    later = b"%d|0" % (int(stored.split(b"|")[0]) + 1_000_000)  # one second later
+    client.set(service.uuid, later, expire=5, noreply=False)
+    second = driver.read(recordset).pulses[service.uuid]
+    assert second is not first
+    assert (second.last_heartbeat - first.last_heartbeat).total_seconds() == 1.0
+
+    client.set(service.uuid, b"not a heartbeat", expire=5, noreply=False)
+    assert driver.read(recordset).pulses[service.uuid] is UNKNOWN
+    client.delete(service.uuid, noreply=False)
+    assert service.uuid not in driver.read(recordset).pulses
 
 
 def count_calls(sg: ServiceGroup, method: str) -> list[list[Any]]:
