@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,7 +62,7 @@ class StatusReuse:
     is the same, the old status is the right one. A dict lookup and three
     comparisons cost less than building one (0.5 us), which at 10,000
     services per read is what keeps get_all near its raw floor. One dict
-    for every scope: a uuid's status does not depend on the filters that
+    for every read: a uuid's status does not depend on the filters that
     found it. Racing reads may both build; either result is correct.
     """
 
@@ -96,6 +96,10 @@ class StatusReuse:
                 status = last[service.uuid] = new_status(service, state, beat)
             append(status)
         return statuses
+
+    def keep(self, live: Collection[str]) -> None:
+        """Forget the statuses of uuids not in `live`: deleted services, once read past."""
+        records.keep_only(self._last, live)
 
 
 def judge_all(
@@ -189,7 +193,6 @@ class ServiceGroup(ClaimsMixin):
         self._lock = threading.Lock()
         self._reuse = records.Reuse()
         self._statuses = StatusReuse()
-        self._slice_reuse: list[records.Reuse] = []  # slices(): one per slice position
         self._read_failing = False
         # Monotonic (start, end) of the last liveness outage this process saw.
         self._outage: tuple[float, float | None] | None = None
@@ -369,6 +372,8 @@ class ServiceGroup(ClaimsMixin):
             ),
         )
         if snapshot.statuses:
+            if binary is host is topic is availability_zone is None:
+                self._keep_only([status.service.uuid for status in snapshot.statuses])
             return snapshot
         try:
             with self._driver_call():
@@ -387,21 +392,25 @@ class ServiceGroup(ClaimsMixin):
         that was the daemon's p99. Read in slices, with the caller pausing
         between them, a request waits behind one slice at most. A driver
         whose read is a whole group's read anyway (tooz) gets one slice.
-        Unchanged rows are reused per slice position (records.Reuse).
+        A whole pass has read every live service, so it is where the
+        services deleted since the last one are forgotten.
         """
         limit = None if self.driver.reads_whole_groups or size <= 0 else size
         after = None
-        index = 0
+        live: set[str] = set()
         while True:
-            if index == len(self._slice_reuse):
-                self._slice_reuse.append(records.Reuse())
-            snapshot = self._snapshot(reuse=self._slice_reuse[index], after=after, limit=limit)
+            snapshot = self._snapshot(after=after, limit=limit)
             yield snapshot
-            index += 1
+            live.update(status.service.uuid for status in snapshot.statuses)
             if limit is None or len(snapshot.statuses) < limit:
                 break
             after = snapshot.statuses[-1].service.uuid
-        del self._slice_reuse[index:]  # a shrunken fleet leaves no stale slices
+        self._keep_only(live)
+
+    def _keep_only(self, live: Collection[str]) -> None:
+        """Drop what is remembered of services not in `live`, a read of every live one."""
+        self._reuse.keep(live)
+        self._statuses.keep(live)
 
     def seconds_to_expiry(self, snapshot: Snapshot) -> float | None:
         """See seconds_to_expiry(): for the sweeper, with this group's down time."""
@@ -491,18 +500,10 @@ class ServiceGroup(ClaimsMixin):
         versions = [s.service.version for s in self.get_all(binary=binary, state=State.UP)]
         return (min(versions), max(versions)) if versions else (None, None)
 
-    def _snapshot(
-        self,
-        uuids: list[str] | None = None,
-        reuse: records.Reuse | None = None,
-        **page_and_filters: Any,
-    ) -> Snapshot:
+    def _snapshot(self, uuids: list[str] | None = None, **page_and_filters: Any) -> Snapshot:
         try:
             recordset = records.query(
-                self.engine,
-                uuids=uuids,
-                reuse=self._reuse if reuse is None else reuse,
-                **page_and_filters,
+                self.engine, uuids=uuids, reuse=self._reuse, **page_and_filters
             )
         except BackendError:
             # With the db driver the records are the liveness store.

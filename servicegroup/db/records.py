@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import operator
-import threading
 import uuid as uuid_mod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -141,31 +140,28 @@ class Reuse:
     with the others only admin changes. Never stale: a Service is reused
     only for a row equal to its source, so any changed column builds anew.
 
-    Kept per filter combination (a "scope": get_all(binary=...) and the
-    sweeper's unfiltered read each find their own), for the last SCOPES of
-    them, as uuid -> (row, Service). A read updates only the entries whose
-    row changed, and drops those it did not return (deleted, or no longer
-    matching), so a scope holds what its last read returned. Thread-safe
-    without holding a lock while reading: entries are immutable tuples,
-    replaced whole, and the dict is only changed by single operations; two
-    reads racing in one scope may leave an extra entry, dropped by the next.
+    One table, uuid -> (row, Service), for every read whatever its filters
+    or slice: a row is the same row whichever query found it. Kept per
+    filter instead, a daemon held a copy of the fleet for each (the
+    sweeper's slices, the list, a scrape: 50,000 Services at 10,000
+    services), and the statuses built on them (api.StatusReuse, one per
+    uuid) were rebuilt whenever two reads' Services differed. A read adds
+    and replaces entries; deleted services leave when a read of every live
+    service says which are left (keep()), or all at once past MAX.
+    Thread-safe without a lock: entries are immutable tuples, replaced
+    whole, and the dict is only changed by single operations.
     """
 
-    SCOPES = 4
+    MAX = 1_000_000
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._scopes: dict[tuple[str | None, ...], dict[str, tuple[Any, Service]]] = {}
+        self._known: dict[str, tuple[Any, Service]] = {}
 
-    def services(self, scope: tuple[str | None, ...], rows: list[Any]) -> list[Service]:
+    def services(self, rows: list[Any]) -> list[Service]:
         """Services for query()'s rows (Service's fields, then the server's clock)."""
-        with self._lock:
-            known = self._scopes.pop(scope, None)
-            if known is None:
-                known = {}
-            self._scopes[scope] = known  # most recently used last
-            while len(self._scopes) > self.SCOPES:
-                del self._scopes[next(iter(self._scopes))]
+        known = self._known
+        if len(known) > self.MAX:  # bound memory on endless churn
+            known.clear()
         found = []
         get, append, build = known.get, found.append, _service
         for row in rows:
@@ -174,12 +170,26 @@ class Reuse:
             if entry is None or entry[0] != fields:
                 entry = known[fields[0]] = (fields, build(fields))
             append(entry[1])
-        if len(known) > len(found):
-            returned = {service.uuid for service in found}
-            for uuid in list(known):  # a copy: other reads may add meanwhile
-                if uuid not in returned:
-                    known.pop(uuid, None)
         return found
+
+    def keep(self, live: Collection[str]) -> None:
+        """Forget every uuid not in `live`: what a read of every live service returned."""
+        keep_only(self._known, live)
+
+
+def keep_only(remembered: dict[str, Any], live: Collection[str]) -> None:
+    """Drop the entries of uuids not in `live`, for a cache of what past reads returned.
+
+    Another read may add entries meanwhile (hence the copy); a live uuid
+    dropped by a race is built again by the next read, which is all a
+    cache can lose. A table no larger than `live` has nothing to drop,
+    since a read adds every uuid it returns: the usual case, one len().
+    """
+    if len(remembered) <= len(live):
+        return
+    for uuid in list(remembered):
+        if uuid not in live:
+            remembered.pop(uuid, None)
 
 
 _live = services.c.deleted == 0
@@ -261,8 +271,8 @@ def query(
 ) -> RecordSet:
     """Live records matching the filters, with the server's clock, in ONE SELECT.
 
-    With `reuse`, unchanged rows come back as the Services of the last read
-    of the same filters (Reuse); reads by uuid are single rows, not worth it.
+    With `reuse`, unchanged rows come back as the Services earlier reads
+    built for them (Reuse); reads by uuid are single rows, not worth it.
     With `limit`, one page in uuid order, of the uuids after `after`: how
     the sweeper reads a large fleet in slices (api.ServiceGroup.slices).
     """
@@ -295,7 +305,7 @@ def query(
             if reuse is None or uuids is not None:
                 found = [_service(r[:-1]) for r in rows]
             else:
-                found = reuse.services(tuple(filters.get(n) for n in FILTERS), rows)
+                found = reuse.services(rows)
             del rows
     return RecordSet(found, db_now)
 

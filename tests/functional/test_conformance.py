@@ -249,9 +249,13 @@ def test_get_all_reuses_unchanged_records_and_never_a_stale_one(backend: Backend
         assert beaten[b.uuid].report_count == changed[b.uuid].report_count + 1
         assert beaten[b.uuid].last_seen_up is not None
     assert reader.get(b).state is State.UP
-    assert read()[a.uuid].disabled  # another filter reads its own rows, just as fresh
+    assert read()[a.uuid].disabled  # another filter reads the same rows, just as fresh
+    assert read()[b.uuid] is read(binary="compute")[b.uuid]  # and gets the same Services
     writer.delete(a)
     assert set(read(binary="compute")) == {b.uuid}
+    assert a.uuid in reader._reuse._known  # a filtered read cannot tell deleted from unmatched
+    assert set(read()) == {b.uuid}
+    assert set(reader._reuse._known) == set(reader._statuses._last) == {b.uuid}
 
 
 def test_slices_read_the_whole_fleet_once(backend: Backend) -> None:
@@ -283,7 +287,8 @@ def test_slices_read_the_whole_fleet_once(backend: Backend) -> None:
     for service in fleet[:3]:
         sg.delete(service)
     assert [len(part) for part in sliced(3)] == [3, 1]
-    assert len(sg._slice_reuse) == 2  # a shrunken fleet keeps no stale slices
+    live = {service.uuid for service in fleet[3:]}  # a whole pass forgets the deleted
+    assert set(sg._reuse._known) == set(sg._statuses._last) == live
 
 
 def test_min_and_max_versions(backend: Backend) -> None:

@@ -12,7 +12,7 @@ import pytest
 from servicegroup import gcpause
 from servicegroup.api import StatusReuse
 from servicegroup.clock import SYSTEM_CLOCK
-from servicegroup.db.records import RecordSet, Reuse, _service, _utc, to_service
+from servicegroup.db.records import RecordSet, Reuse, _service, _utc, keep_only, to_service
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, new_pulse
 from servicegroup.drivers.db import DbDriver
 from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
@@ -104,8 +104,8 @@ def rows(*uuids: str, **changed: object) -> list[tuple]:
 
 def test_reuse_hands_back_the_same_service_for_an_unchanged_row() -> None:
     reuse = Reuse()
-    first = reuse.services(("b",), rows("u1", "u2"))
-    again = reuse.services(("b",), rows("u1", "u2"))
+    first = reuse.services(rows("u1", "u2"))
+    again = reuse.services(rows("u1", "u2"))
     assert [s is t for s, t in zip(first, again, strict=True)] == [True, True]
     assert first == [to_service_row(r) for r in rows("u1", "u2")]
 
@@ -118,25 +118,32 @@ def to_service_row(row: tuple) -> Service:
 def test_reuse_never_returns_a_stale_service(column: int) -> None:
     name = dataclasses.fields(Service)[column].name
     reuse = Reuse()
-    before = reuse.services((), rows("u1", "u2"))
+    before = reuse.services(rows("u1", "u2"))
     changed = rows("u1", "u2", **{name: OTHER[column]})
-    after = reuse.services((), changed)
+    after = reuse.services(changed)
     assert after == [to_service_row(r) for r in changed]
     assert all(a is not b and a != b for a, b in zip(after, before, strict=True))
     assert before == [to_service_row(r) for r in rows("u1", "u2")]  # old values untouched
     # Changing back is a change too.
-    assert reuse.services((), rows("u1", "u2")) == before
+    assert reuse.services(rows("u1", "u2")) == before
 
 
-def test_reuse_keeps_only_what_each_scope_last_read() -> None:
+def test_reuse_forgets_only_what_a_read_of_every_live_service_left_out() -> None:
     reuse = Reuse()
-    reuse.services(("a",), rows("u1", "u2", "u3"))
-    reuse.services(("a",), rows("u2"))
-    assert set(reuse._scopes[("a",)]) == {"u2"}  # deleted services leave with the next read
-    for i in range(Reuse.SCOPES + 3):
-        reuse.services((str(i),), rows("u1"))
-    assert len(reuse._scopes) == Reuse.SCOPES  # least recently read scopes go first
-    assert ("a",) not in reuse._scopes
+    kept = reuse.services(rows("u1", "u2", "u3"))[1]
+    assert reuse.services(rows("u2")) == [kept]  # a filtered read says nothing about the rest
+    assert set(reuse._known) == {"u1", "u2", "u3"}
+    reuse.keep({"u2"})
+    assert set(reuse._known) == {"u2"}  # deleted services leave
+    assert reuse.services(rows("u2"))[0] is kept
+
+
+def test_keep_only_drops_nothing_from_a_table_no_larger_than_the_live_set() -> None:
+    remembered = {"u1": 1, "u2": 2}
+    keep_only(remembered, {"u1", "u2", "u3"})  # u3 is new: nothing to drop
+    assert remembered == {"u1": 1, "u2": 2}
+    keep_only(remembered, ["u2"])
+    assert remembered == {"u2": 2}
 
 
 def test_reuse_is_safe_across_threads() -> None:
@@ -150,7 +157,7 @@ def test_reuse_is_safe_across_threads() -> None:
     def reader(offset: int) -> None:
         for i in range(300):
             k = (i + offset) % len(variants)
-            if reuse.services(("s",), variants[k]) != expected[k]:
+            if reuse.services(variants[k]) != expected[k]:
                 failures.append(f"reader {offset} read {i}")
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in range(6)]
