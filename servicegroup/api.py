@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -390,16 +390,17 @@ class ServiceGroup(ClaimsMixin):
         fetchall in C without letting go of it; then the Services and
         statuses are built), and a heartbeat landing in it waited as long:
         that was the daemon's p99. Read in slices, with the caller pausing
-        between them, a request waits behind one slice at most. A driver
-        whose read is a whole group's read anyway (tooz) gets one slice.
+        between them, a request waits behind one slice at most. The slices
+        of one pass share the driver's pass_reader (tooz: one group read).
         A whole pass has read every live service, so it is where the
         services deleted since the last one are forgotten.
         """
-        limit = None if self.driver.reads_whole_groups or size <= 0 else size
+        limit = None if size <= 0 else size
         after = None
         live: set[str] = set()
+        read = self.driver.pass_reader()
         while True:
-            snapshot = self._snapshot(after=after, limit=limit)
+            snapshot = self._snapshot(after=after, limit=limit, read=read)
             yield snapshot
             live.update(status.service.uuid for status in snapshot.statuses)
             if limit is None or len(snapshot.statuses) < limit:
@@ -500,7 +501,12 @@ class ServiceGroup(ClaimsMixin):
         versions = [s.service.version for s in self.get_all(binary=binary, state=State.UP)]
         return (min(versions), max(versions)) if versions else (None, None)
 
-    def _snapshot(self, uuids: list[str] | None = None, **page_and_filters: Any) -> Snapshot:
+    def _snapshot(
+        self,
+        uuids: list[str] | None = None,
+        read: Callable[[records.RecordSet], Reading] | None = None,
+        **page_and_filters: Any,
+    ) -> Snapshot:
         try:
             recordset = records.query(
                 self.engine, uuids=uuids, reuse=self._reuse, **page_and_filters
@@ -514,7 +520,7 @@ class ServiceGroup(ClaimsMixin):
         missing = NEVER
         try:
             with self._driver_call():
-                reading: Reading = self.driver.read(recordset)
+                reading: Reading = (read or self.driver.read)(recordset)
         except BackendError as exc:
             # The records are fine; only liveness cannot be read. Say so
             # ("unknown") rather than calling a healthy fleet down.

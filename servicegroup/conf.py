@@ -215,7 +215,8 @@ events_opts = [
         help="Services per slice of a sweep: the leading daemon reads its fleet this many "
         "at a time (one SELECT and one liveness read each), pausing between slices as long "
         "as each took, so a heartbeat never waits behind a whole fleet's read. 0 reads the "
-        "whole fleet at once. Drivers whose read is a whole group's anyway (tooz) ignore it.",
+        "whole fleet at once. Where a liveness read is a whole group's (tooz), the slices "
+        "of one sweep share one such read per group.",
     ),
     cfg.FloatOpt(
         "leader_lease",

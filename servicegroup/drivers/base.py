@@ -9,7 +9,7 @@ conformance suite proves them all.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -59,10 +59,6 @@ class Driver(abc.ABC):
     name: ClassVar[str]
     backend: ClassVar[str]
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = ()
-    # True when read() costs a whole group's read whatever records it is
-    # given (tooz: get_members): the sweeper then reads the fleet in one
-    # slice rather than paying that read once per slice (api.slices).
-    reads_whole_groups: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         self.conf = conf
@@ -76,6 +72,16 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def read(self, records: RecordSet) -> Reading:
         """Pulses for every record, in one round trip (or one per server), never one each."""
+
+    def pass_reader(self) -> Callable[[RecordSet], Reading]:
+        """read() for the slices of one pass over the whole fleet (api.slices).
+
+        A driver whose read costs a whole group's read whatever records it
+        is given (tooz: get_members) answers every slice of a pass from one
+        group read, rather than paying it once per slice or making the pass
+        one slice; for every other driver a slice's read is just read().
+        """
+        return self.read
 
     @abc.abstractmethod
     def forget(self, service: Service) -> None:

@@ -7,8 +7,8 @@ What "up" means here: the member is in its group. Each backend expires
 members itself, so the driver tunes that expiry to service_down_time when it
 builds the URL (redis ``membership_timeout``, zookeeper session ``timeout``,
 etcd3/memcached ``membership_timeout``) unless the operator set it. tooz gives
-no beat time, so a present member's last_heartbeat is the reading's own "now":
-the API judges age 0 -> up, absent -> down. The redis beat key's TTL would
+no beat time, so a present member's last_heartbeat is when its group was
+read: the API judges age ~0 -> up, absent -> down. The redis beat key's TTL would
 give a real beat time, but only by reaching into tooz's private key layout
 and client for one backend; not worth a second, fragile code path.
 
@@ -43,6 +43,7 @@ import math
 import threading
 import uuid as uuid_mod
 from collections import defaultdict
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -263,7 +264,6 @@ class ToozDriver(Driver):
     name = "tooz"
     backend = "tooz"
     backend_errors = _errors()
-    reads_whole_groups = True
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         super().__init__(conf, engine, clock)
@@ -377,23 +377,44 @@ class ToozDriver(Driver):
     # -- read ------------------------------------------------------------------
 
     def read(self, recordset: RecordSet) -> Reading:
-        """One get_members per binary, all sent before any is awaited."""
+        return self._read(recordset, {})
+
+    def pass_reader(self) -> Callable[[RecordSet], Reading]:
+        # A get_members is the whole group whatever the slice: one per
+        # binary per pass (10,000 services in 1,000-row slices: 1 not 10),
+        # so the sweeper can slice tooz's fleet like any other's.
+        return functools.partial(self._read, groups={})
+
+    def _read(self, recordset: RecordSet, groups: dict[str, tuple[Any, Pulse]]) -> Reading:
+        """One get_members per binary not yet in `groups`, all sent before any is awaited.
+
+        `groups` keeps each binary's members with the Pulse of when they were
+        read: a member present then was last seen alive then, so a slice
+        answered from an earlier read is aged by that read's time, not its own.
+        """
         by_binary: dict[str, list[Service]] = defaultdict(list)
         for service in recordset.services:
             by_binary[service.binary].append(service)
         reader = self._reader_coord()
-        pending = {binary: reader.get_members(group_id(binary)) for binary in by_binary}
+        pending = {
+            binary: reader.get_members(group_id(binary))
+            for binary in by_binary
+            if binary not in groups
+        }
         deadline = self.clock.monotonic() + self.timeout
-        present: list[str] = []
         for binary, result in pending.items():
             try:
                 members = result.get(timeout=max(0.0, deadline - self.clock.monotonic()))
             except coordination.GroupNotCreated:
-                continue  # nobody of this binary ever joined: all NEVER
-            present += [s.uuid for s in by_binary[binary] if member_id(s.host, s.binary) in members]
-        now = self.clock.now()
-        pulse = Pulse(now)
-        return Reading(now=now, pulses=dict.fromkeys(present, pulse))
+                members = frozenset()  # nobody of this binary ever joined: all NEVER
+            groups[binary] = (members, Pulse(self.clock.now()))
+        pulses: dict[str, Pulse] = {}
+        for binary, services in by_binary.items():
+            members, pulse = groups[binary]
+            for s in services:
+                if member_id(s.host, s.binary) in members:
+                    pulses[s.uuid] = pulse
+        return Reading(now=self.clock.now(), pulses=pulses)
 
     def _reader_coord(self) -> coordination.CoordinationDriver:
         with self._reader_lock:

@@ -197,6 +197,14 @@ def test_read_is_one_get_members_per_binary(group) -> None:
     assert calls == {"get_members": 3, "get_member_capabilities": 0}
     up = {s.service.uuid for s in statuses if s.is_up}
     assert up == {s.uuid for s in services[::2]}
+    # The sweeper's pass in slices of 4 (15 services, 3 binaries): still one
+    # get_members per binary, and the same states as the whole read.
+    calls["get_members"] = 0
+    sliced = [status for part in sg.slices(4) for status in part.statuses]
+    assert calls["get_members"] == 3
+    assert len(sliced) == 15 and {s.service.uuid for s in sliced if s.is_up} == up
+    list(sg.slices(4))  # the next pass reads the groups again: no stale membership
+    assert calls["get_members"] == 6
 
 
 def test_binary_nobody_joined_is_down(group) -> None:
