@@ -85,6 +85,11 @@ WRK_THREADS = 2
 PACED_ROUNDS = 2
 PACED_RAW_DIALECTS = ("postgresql", "mysql")
 PACED_SQL = Path(__file__).with_name("paced_sql.py")
+# These targets' paced windows alternate with the same window on a bare
+# route that only calls each member's tooz heartbeat() (bare_tooz.py): the
+# floor of a daemon holding one ZooKeeper session per member.
+PACED_BARE_TARGETS = ("tooz-zookeeper",)
+BARE_TOOZ = Path(__file__).with_name("bare_tooz.py")
 # tooz keeps one coordinator per beating service: a redis connection each, or a
 # ZooKeeper session each (with kazoo's threads). So the tooz targets beat at
 # most this many services; BenchZooKeeper lifts ZooKeeper's default limit of
@@ -932,6 +937,16 @@ def run_paced_sql(url: str, ids_file: Path, seconds: float) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+def run_bare_tooz(url: str, members: int, seconds: float) -> dict[str, Any]:
+    """bare_tooz.py in its own process: one paced window on a bare heartbeat() route."""
+    argv = [sys.executable, str(BARE_TOOZ), "--url", url, "--members", str(members)]
+    argv += ["--rate", str(PACED_RATE), "--seconds", str(seconds)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 120)
+    result = json.loads(out.stdout)
+    (window,) = result["windows"]
+    return {**window, "heartbeats": result["heartbeats"], "members": result["members"]}
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median p99 (the upper one of two): one window's figures, not a blend."""
     return sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
@@ -997,12 +1012,16 @@ def bench_daemon(work: Workload, seconds: float, reps: int, rotate: int | None) 
         # The target's "1,000 beats/s sustained": the same 50 connections
         # at a fixed offered rate above it (see heartbeat.lua), PACED_ROUNDS
         # times, alternated on SQL servers with the same writes sent to the
-        # database straight (paced_sql.py): the floor of the daemon's p99.
+        # database straight (paced_sql.py), and on tooz-zookeeper with the
+        # same window on a bare route (bare_tooz.py): the floor of its p99.
         paced_runs, raw_runs = [], []
         for _ in range(PACED_ROUNDS):
             paced_runs.append(run_wrk(proc.url, ids_file, seconds, 50, rate=PACED_RATE))
             if work.target.dialect in PACED_RAW_DIALECTS:
                 raw_runs.append(run_paced_sql(work.url, ids_file, seconds))
+            elif work.target.name in PACED_BARE_TARGETS:
+                url = work.target.options()["tooz__backend_url"]
+                raw_runs.append(run_bare_tooz(url, len(ids), seconds))
         rss_beating = rss_mb(pid)
         with httpx.Client(base_url=proc.url, timeout=60) as client:
             wanted = {"services": f"/v1/services?binary={work.binary}", "metrics": "/metrics"}

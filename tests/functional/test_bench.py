@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unavailable
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("db-sqlite", "memcached")
@@ -192,5 +193,33 @@ def test_paced_sql_fails_when_a_write_fails(tmp_path: Path) -> None:
     proc = run_bench("paced_sql.py", ["--url", url, "--ids", str(ids), "--seconds", "0.1"])
     assert proc.returncode == 1
     assert "paced_sql: cannot write to" in proc.stderr and "services" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_bare_tooz_answers_every_request_with_one_members_heartbeat(zookeeper_server) -> None:
+    """bench/bare_tooz.py, the tooz-zookeeper daemon's floor: each request is one heartbeat."""
+    if shutil.which("wrk") is None:
+        unavailable("wrk", "the bare route's load generator (Debian package wrk)")
+    url = f"zookeeper://{zookeeper_server.address}"
+    argv = ["--url", url, "--members", "5", "--rate", "200", "--seconds", "1"]
+    proc = run_bench("bare_tooz.py", [*argv, "--windows", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["members"] == 5 and result["members_beaten"] == 5
+    windows = result["windows"]
+    assert len(windows) == 2 and all(w["non_2xx"] == 0 for w in windows)
+    answered = sum(w["requests"] for w in windows)
+    assert 0 < answered <= 2 * 200 * 2  # at most the offered rate, with a second's slack
+    # wrk counts the responses it saw; one still in flight when a window
+    # ended was answered too: at most one per connection per window.
+    assert answered <= result["heartbeats"] <= answered + 2 * 50
+
+
+def test_bare_tooz_refuses_an_unreachable_backend() -> None:
+    url = f"zookeeper://127.0.0.1:{free_port()}?timeout=1"
+    proc = run_bench("bare_tooz.py", ["--url", url, "--members", "1", "--seconds", "0.1"])
+    assert proc.returncode == 1
+    assert "bare_tooz: cannot join 1 members at" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
