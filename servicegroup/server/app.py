@@ -27,6 +27,7 @@ from fastapi import FastAPI, Path, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -244,7 +245,8 @@ def create_app(
         },
     )
     def get_metrics() -> Response:
-        return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
+        body = metrics.render(registry)
+        return Response(body, media_type=metrics.CONTENT_TYPE, background=_GIVE_BACK)
 
     @app.post(
         "/v1/services",
@@ -284,7 +286,8 @@ def create_app(
             availability_zone=availability_zone,
             state=state,
         )
-        return FastJSONResponse({"services": [s.as_dict() for s in statuses]})
+        body = {"services": [s.as_dict() for s in statuses]}
+        return FastJSONResponse(body, background=_GIVE_BACK if len(statuses) > 1000 else None)
 
     @app.get(
         "/v1/services/{id}",
@@ -537,6 +540,32 @@ def _bound_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0), or nothing where there is none: see _GIVE_BACK.
+
+    Called holding the GIL (PyDLL, not CDLL): with the GIL released, the
+    next request's allocations queued on the heap locks the trim held, and
+    a list or scrape right after one took 5-44% longer (measured).
+    """
+    try:
+        trim = ctypes.PyDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+# Run after a whole-fleet response is sent (/metrics, a list of more than
+# 1,000): its 10,000 statuses, dicts and strings were freed, but the
+# medium-sized blocks among them leave free pages inside glibc's heaps that
+# the process keeps (_bound_malloc bounds the heaps, not their holes);
+# malloc_trim hands those pages back, in 0.1-5 ms. Measured on the bench
+# daemon scenario (zookeeper, 10,000 services, alternated, two runs each):
+# RSS after the reads 135.2 / 135.6 MB untrimmed, 129.6 / 130.0 trimmed;
+# list 209-226 / 221-242 ms, /metrics 452-496 / 469-482 ms.
+_GIVE_BACK = BackgroundTask(_malloc_trim())
 
 
 def _tune_gc() -> None:
