@@ -6,7 +6,6 @@ into up, down or unknown, so every driver means the same thing by "up".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -161,6 +160,32 @@ def seconds_to_expiry(snapshot: Snapshot, down_time: float) -> float | None:
     return (min(beats) - snapshot.read_at).total_seconds() + down_time
 
 
+class _DriverErrors:
+    """A `with` block in which the driver's backend_errors become BackendError: the one place.
+
+    A class, not @contextlib.contextmanager, because every heartbeat enters
+    it: the generator-based one cost ~1.5 us of a 29 us memcached beat
+    (cProfile, in one process). Holds no state of its own, so one instance
+    serves every thread and nested use.
+    """
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: ServiceGroup) -> None:
+        self._group = group
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool:
+        driver = self._group.driver
+        if exc is not None and isinstance(exc, driver.backend_errors):
+            raise BackendError(driver.backend, str(exc) or type(exc).__name__) from exc
+        return False
+
+
 class ServiceGroup(ClaimsMixin):
     """Register services, heartbeat them, and ask who is up.
 
@@ -191,6 +216,7 @@ class ServiceGroup(ClaimsMixin):
             raise
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
+        self._driver_errors = _DriverErrors(self)
         self._reuse = records.Reuse()
         self._statuses = StatusReuse()
         self._read_failing = False
@@ -580,9 +606,5 @@ class ServiceGroup(ClaimsMixin):
     def _record(self, service: ServiceRef) -> Service:
         return records.get(self.engine, self._uuid(service))
 
-    @contextlib.contextmanager
-    def _driver_call(self) -> Iterator[None]:
-        try:
-            yield
-        except self.driver.backend_errors as exc:
-            raise BackendError(self.driver.backend, str(exc) or type(exc).__name__) from exc
+    def _driver_call(self) -> _DriverErrors:
+        return self._driver_errors
