@@ -164,9 +164,9 @@ class _DriverErrors:
     """A `with` block in which the driver's backend_errors become BackendError: the one place.
 
     A class, not @contextlib.contextmanager, because every heartbeat enters
-    it: the generator-based one cost ~1.5 us of a 29 us memcached beat
-    (cProfile, in one process). Holds no state of its own, so one instance
-    serves every thread and nested use.
+    it: the generator-based one cost 0.96 us a with block, this 0.18 us
+    (timeit), of a 14-100 us beat. Holds no state of its own, so one
+    instance serves every thread and nested use.
     """
 
     __slots__ = ("_group",)

@@ -58,6 +58,8 @@ CACHE_SIZE = 100_000
 # Threads running heartbeats' blocking driver calls: few, so they do not
 # convoy on the GIL; within the database pool (pool_size 10 by default).
 HEARTBEAT_THREADS = 8
+# A list of more services than this is followed by malloc_trim: see _GIVE_BACK.
+TRIM_AFTER_LISTING = 1000
 # Net allocations between two young collections: see _tune_gc().
 GC_YOUNG_THRESHOLD = 100_000
 
@@ -287,7 +289,8 @@ def create_app(
             state=state,
         )
         body = {"services": [s.as_dict() for s in statuses]}
-        return FastJSONResponse(body, background=_GIVE_BACK if len(statuses) > 1000 else None)
+        trim = _GIVE_BACK if len(statuses) > TRIM_AFTER_LISTING else None
+        return FastJSONResponse(body, background=trim)
 
     @app.get(
         "/v1/services/{id}",
