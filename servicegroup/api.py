@@ -1,7 +1,11 @@
-"""ServiceGroup: the public API, and the one place that decides state.
+"""ServiceGroup: the public API, for every caller (the daemon, the CLI, agents, scripts).
 
-Drivers report when they last saw each service; this module alone turns that
-into up, down or unknown, so every driver means the same thing by "up".
+It validates what a caller gives it (validation.py), keeps records in SQL
+(db/records.py), moves heartbeats through the configured liveness driver
+(drivers/), and hands every reading to the one state rule (state.py). Claims
+on in-flight work are here too (claim, renew, release...); the rows they live
+in are db/claim_rows.py, and their recovery is the sweeping leader's
+(leader/recovery.py). Nothing here runs only on the leader.
 """
 
 from __future__ import annotations
@@ -9,47 +13,34 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid as uuid_mod
 from collections.abc import Callable, Collection, Iterator, Mapping
-from datetime import datetime, timedelta
 from typing import Any
 
 from oslo_config import cfg
 
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, gcpause, validation
-from servicegroup.claims import ClaimsMixin
+from servicegroup.backend_errors import DriverErrors, sql_errors
 from servicegroup.clock import SYSTEM_CLOCK, Clock
-from servicegroup.db import events as db_events
-from servicegroup.db import migration, records
+from servicegroup.db import claim_rows, event_log, migration, records
+from servicegroup.db.claim_rows import Claim
 from servicegroup.db.engine import make_engine
+from servicegroup.db.event_log import EventBatch
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
-from servicegroup.events import EventBatch, Watcher
-from servicegroup.exceptions import BackendError
+from servicegroup.exceptions import BackendError, InvalidInput, NotFound
+from servicegroup.identity_cache import IdentityCache
+from servicegroup.outage import Outages
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service, ServiceStatus, Snapshot, State, new_status
+from servicegroup.state import judge_all
+from servicegroup.watcher import Watcher
 
 LOG = logging.getLogger(__name__)
 
 ServiceRef = Service | str
-
-
-def judge(
-    service: Service,
-    pulse: Pulse,
-    now: datetime | None,
-    down_time: float,
-    outage: tuple[float, float] | None = None,
-) -> State:
-    """The state rule, for every driver: forced down wins, then the backend's word.
-
-    `outage` is (began, ended) seconds before `now` of the last time this
-    process could not read liveness. That time does not count towards a
-    heartbeat's age: nobody could write a heartbeat then either, so silence
-    during an outage is no evidence of death. Without it, a backend back
-    from an outage longer than the down time reads as a fleet that died
-    (every heartbeat stale) until each service's next beat lands.
-    """
-    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time, outage)[0]
+# renew()'s "details not given", as distinct from details=None (clear them).
+_UNSET: Any = object()
 
 
 class StatusReuse:
@@ -60,15 +51,13 @@ class StatusReuse:
     same beat (db: the same Pulse; the others: an equal time) and the state
     is the same, the old status is the right one. A dict lookup and three
     comparisons cost less than building one (0.5 us), which at 10,000
-    services per read is what keeps get_all near its raw floor. One dict
+    services per read is what keeps get_all near its raw floor. One table
     for every read: a uuid's status does not depend on the filters that
     found it. Racing reads may both build; either result is correct.
     """
 
-    MAX = 1_000_000
-
     def __init__(self) -> None:
-        self._last: dict[str, ServiceStatus] = {}
+        self.cache: IdentityCache[ServiceStatus] = IdentityCache()
 
     def build(
         self,
@@ -77,9 +66,7 @@ class StatusReuse:
         pulses: Mapping[str, Pulse],
         missing: Pulse,
     ) -> list[ServiceStatus]:
-        last = self._last
-        if len(last) > self.MAX:  # bound memory on endless churn
-            last.clear()
+        last = self.cache.for_read()
         found, get = last.get, pulses.get
         statuses: list[ServiceStatus] = []
         append = statuses.append
@@ -96,102 +83,12 @@ class StatusReuse:
             append(status)
         return statuses
 
-    def keep(self, live: Collection[str]) -> None:
-        """Forget the statuses of uuids not in `live`: deleted services, once read past."""
-        records.keep_only(self._last, live)
 
-
-def judge_all(
-    services: list[Service],
-    pulses: Mapping[str, Pulse],
-    missing: Pulse,
-    now: datetime | None,
-    down_time: float,
-    outage: tuple[float, float] | None = None,
-) -> list[State]:
-    """judge() for many services at once; `missing` stands for a uuid absent from pulses.
-
-    Without an outage to excuse, up iff age = now - last_heartbeat <=
-    down_time, i.e. iff the last heartbeat is at or after the cutoff
-    now - down_time: one subtraction per read rather than one per service,
-    which at 10,000 services matters. Within down_time after an outage, the
-    age is computed per service, outage time taken out (see judge()).
-    """
-    up, down, unknown = State.UP, State.DOWN, State.UNKNOWN
-    cutoff = None if now is None else now - timedelta(seconds=down_time)
-    states = []
-    append = states.append
-    get = pulses.get
-    for service in services:
-        pulse = get(service.uuid, missing)
-        if service.deleted or service.forced_down:
-            append(down)
-        elif not pulse.known:
-            append(unknown)
-        else:
-            beat = pulse.last_heartbeat
-            if beat is None or now is None:
-                append(down)
-            elif outage is None:
-                append(up if beat >= cutoff else down)  # type: ignore[operator]
-            else:
-                age = (now - beat).total_seconds()
-                began, ended = outage
-                age -= max(0.0, min(age, began) - ended)
-                append(up if age <= down_time else down)
-    return states
-
-
-def seconds_to_expiry(snapshot: Snapshot, down_time: float) -> float | None:
-    """Seconds after the read until its first up service is down, if that one never beats again.
-
-    The sweeper sleeps until then rather than a whole sweep_interval, so a
-    death is reported as it happens, not up to an interval later. It leaves
-    out judge()'s outage excuse, which can only make the answer early: an
-    early sweep finds the service still up and asks again. None: no up
-    service has a heartbeat to expire.
-    """
-    if snapshot.read_at is None:
-        return None
-    up = State.UP
-    beats = [s.last_heartbeat for s in snapshot.statuses if s.state is up and s.last_heartbeat]
-    if not beats:
-        return None
-    return (min(beats) - snapshot.read_at).total_seconds() + down_time
-
-
-class _DriverErrors:
-    """A `with` block in which the driver's backend_errors become BackendError: the one place.
-
-    A class, not @contextlib.contextmanager, because every heartbeat enters
-    it: the generator-based one cost 0.96 us a with block, this 0.18 us
-    (timeit), of a 14-100 us beat. Holds no state of its own, so one
-    instance serves every thread and nested use.
-    """
-
-    __slots__ = ("_group",)
-
-    def __init__(self, group: ServiceGroup) -> None:
-        self._group = group
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> bool:
-        driver = self._group.driver
-        if exc is not None and isinstance(exc, driver.backend_errors):
-            raise BackendError(driver.backend, str(exc) or type(exc).__name__) from exc
-        return False
-
-
-class ServiceGroup(ClaimsMixin):
-    """Register services, heartbeat them, and ask who is up.
+class ServiceGroup:
+    """Register services, heartbeat them, ask who is up, and claim work.
 
     Records live in SQL (`[database] connection`); liveness in the configured
-    driver. Safe to share between threads. Claims (claim, renew, release,
-    fence...) come from ClaimsMixin (claims.py).
+    driver. Safe to share between threads.
     """
 
     def __init__(self, conf: cfg.ConfigOpts, *, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -207,21 +104,22 @@ class ServiceGroup(ClaimsMixin):
             query_timeout=conf.database.query_timeout,
         )
         try:
-            with records.sql_errors():
+            with sql_errors():
                 migration.check(self.engine)
-                db_events.ensure_sequence(self.engine)
+                event_log.ensure_sequence(self.engine)
             self.driver = driver_cls(conf, self.engine, clock)
         except Exception:
             self.engine.dispose()
             raise
         self._reporters: dict[str, Reporter] = {}
         self._lock = threading.Lock()
-        self._driver_errors = _DriverErrors(self)
+        self._driver_errors = DriverErrors(self.driver)
         self._reuse = records.Reuse()
         self._statuses = StatusReuse()
         self._read_failing = False
-        # Monotonic (start, end) of the last liveness outage this process saw.
-        self._outage: tuple[float, float | None] | None = None
+        self._outages = Outages(clock, self.down_time)
+        # This process start's identity for claims: a ServiceGroup is never its former self.
+        self.incarnation = str(uuid_mod.uuid4())
 
     @classmethod
     def from_options(
@@ -311,7 +209,7 @@ class ServiceGroup(ClaimsMixin):
             elif key == "version":
                 fields[key] = validation.version(value)
             else:
-                raise validation.InvalidInput(key, "is not a field that can be changed")
+                raise InvalidInput(key, "is not a field that can be changed")
         if not fields:
             return self._record(service)
         return records.set_fields(self.engine, self._uuid(service), **fields)
@@ -321,6 +219,9 @@ class ServiceGroup(ClaimsMixin):
         record = self._record(service)
         self.leave(record)
         records.soft_delete(self.engine, record.uuid)
+        # Other processes forget it at their next read of the whole fleet.
+        for cache in self._identity_caches():
+            cache.discard(record.uuid)
 
     # -- liveness --------------------------------------------------------------
 
@@ -359,7 +260,7 @@ class ServiceGroup(ClaimsMixin):
         uuid = self._uuid(service)
         statuses = self._snapshot(uuids=[uuid]).statuses
         if not statuses:
-            raise records.NotFound("service", uuid)
+            raise NotFound("service", uuid)
         return statuses[0]
 
     def get_all(
@@ -434,14 +335,14 @@ class ServiceGroup(ClaimsMixin):
             after = snapshot.statuses[-1].service.uuid
         self._keep_only(live)
 
+    def _identity_caches(self) -> list[IdentityCache[Any]]:
+        """Every table of identity_cache.py this group keeps, the driver's included."""
+        return [self._reuse.cache, self._statuses.cache, *self.driver.identity_caches]
+
     def _keep_only(self, live: Collection[str]) -> None:
         """Drop what is remembered of services not in `live`, a read of every live one."""
-        self._reuse.keep(live)
-        self._statuses.keep(live)
-
-    def seconds_to_expiry(self, snapshot: Snapshot) -> float | None:
-        """See seconds_to_expiry(): for the sweeper, with this group's down time."""
-        return seconds_to_expiry(snapshot, self.down_time)
+        for cache in self._identity_caches():
+            cache.keep_only(live)
 
     def get_min_version(self, binary: str, up_only: bool = False) -> int | None:
         return self._version_range(binary, up_only)[0]
@@ -473,7 +374,7 @@ class ServiceGroup(ClaimsMixin):
         binary: str | None = None,
         host: str | None = None,
         wait: float = 0.0,
-        limit: int = db_events.MAX_PAGE,
+        limit: int = event_log.MAX_PAGE,
     ) -> EventBatch:
         """Events after `since` (oldest kept first), waiting up to `wait` s for one.
 
@@ -493,16 +394,17 @@ class ServiceGroup(ClaimsMixin):
             time.sleep(min(self.event_poll_interval, remaining))
 
     def read_events(
-        self, since: int, binary: str | None, host: str | None, limit: int = db_events.MAX_PAGE
+        self, since: int, binary: str | None, host: str | None, limit: int = event_log.MAX_PAGE
     ) -> EventBatch:
         """One read of the stream, inputs already validated."""
-        with records.sql_errors():
-            found = db_events.read(self.engine, since, binary, host, limit)
+        with sql_errors():
+            found = event_log.read(self.engine, since, binary, host, limit)
         return EventBatch(found, found[-1].id if found else since)
 
     @property
     def event_poll_interval(self) -> float:
-        return min(0.2, self.conf.events.sweep_interval / 2)
+        interval: float = self.conf.events.sweep_interval
+        return min(0.2, interval / 2)
 
     def watch(
         self,
@@ -516,6 +418,116 @@ class ServiceGroup(ClaimsMixin):
         validation.name("binary", binary, required=False)
         validation.name("host", host, required=False)
         return Watcher(self, callback, since, binary, host, poll=self.event_poll_interval).start()
+
+    # -- claims ----------------------------------------------------------------
+    # In-flight work tied to its owner's liveness (doc/claims.md). A token is
+    # a Claim; fence(claim) in claims.py guards the caller's own writes.
+
+    def claim(
+        self,
+        service: Service | str,
+        resource_type: str,
+        resource_id: str,
+        operation: str,
+        details: dict[str, Any] | None = None,
+        *,
+        incarnation: str | None = None,
+    ) -> Claim:
+        """Claim a resource for `service`; ClaimHeld (naming the holder) if it is taken.
+
+        `incarnation` defaults to this ServiceGroup's; the HTTP layer passes
+        the calling process's own.
+        """
+        owner = validation.service_id(self._uuid_of(service), "service_id")
+        resource_type = validation.kind("resource_type", resource_type)
+        resource_id = validation.resource_id(resource_id)
+        operation = validation.kind("operation", operation)
+        encoded = validation.details(details)
+        incarnation = self._incarnation(incarnation)
+        records.get(self.engine, owner)  # NotFound for an unknown or deleted owner
+        with sql_errors():
+            return claim_rows.acquire(
+                self.engine, resource_type, resource_id, operation, owner, incarnation, encoded
+            )
+
+    def renew(
+        self,
+        claim: Claim,
+        details: dict[str, Any] | None = _UNSET,
+        *,
+        incarnation: str | None = None,
+    ) -> Claim:
+        """Say the work is progressing (and optionally replace details); ClaimLost if stale.
+
+        Only the incarnation that made the claim may renew it (`incarnation`
+        defaults to this ServiceGroup's): a restarted process cannot pick up
+        its former self's tokens from lost_claims().
+        """
+        self._check_token(claim, incarnation)
+        encoded = None if details is _UNSET else validation.details(details)
+        with sql_errors():
+            return claim_rows.renew(self.engine, claim, encoded, details is not _UNSET)
+
+    def release(self, claim: Claim, *, incarnation: str | None = None) -> Claim:
+        """Free the resource: the work is done. ClaimLost if the token is stale."""
+        self._check_token(claim, incarnation)
+        with sql_errors():
+            return claim_rows.release(self.engine, claim)
+
+    def is_current(self, claim: Claim) -> bool:
+        """Whether the token still holds. Racy by nature: fence writes with fence(claim)."""
+        if not isinstance(claim, Claim):
+            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+        with sql_errors():
+            return claim_rows.is_current(self.engine, claim)
+
+    def get_claim(self, resource_type: str, resource_id: str) -> Claim:
+        resource_type = validation.kind("resource_type", resource_type)
+        resource_id = validation.resource_id(resource_id)
+        with sql_errors():
+            return claim_rows.get(self.engine, resource_type, resource_id)
+
+    def list_claims(
+        self,
+        owner: Service | str | None = None,
+        resource_type: str | None = None,
+        state: str | None = None,
+    ) -> list[Claim]:
+        if owner is not None:
+            owner = validation.service_id(self._uuid_of(owner), "owner")
+        if resource_type is not None:
+            resource_type = validation.kind("resource_type", resource_type)
+        state = validation.claim_state(state)
+        with sql_errors():
+            return claim_rows.find(self.engine, owner, resource_type, state)
+
+    def force_release(self, resource_type: str, resource_id: str, reason: str) -> Claim:
+        """Operator override: free a live claim whoever holds it, bump the epoch, audit it."""
+        resource_type = validation.kind("resource_type", resource_type)
+        resource_id = validation.resource_id(resource_id)
+        reason = validation.reason(reason, "reason") or ""
+        with sql_errors():
+            return claim_rows.force_release(self.engine, resource_type, resource_id, reason)
+
+    def lost_claims(self, service: Service | str, incarnation: str | None = None) -> list[Claim]:
+        """Claims this service held in a previous incarnation and did not release itself."""
+        owner = validation.service_id(self._uuid_of(service), "service_id")
+        incarnation = self._incarnation(incarnation)
+        with sql_errors():
+            return claim_rows.lost_of(self.engine, owner, incarnation)
+
+    def _incarnation(self, given: str | None) -> str:
+        """This process's own incarnation unless another is named; "" is not "none given"."""
+        return validation.incarnation(self.incarnation if given is None else given)
+
+    def _check_token(self, claim: Any, incarnation: str | None) -> None:
+        if not isinstance(claim, Claim):
+            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+        mine = self._incarnation(incarnation)
+        if claim.incarnation != mine:
+            with sql_errors():
+                current = claim_rows.find_one(self.engine, *claim.key)
+            raise claim_rows.lost(claim, current, "it was made by another incarnation")
 
     # -- internals -------------------------------------------------------------
 
@@ -539,7 +551,7 @@ class ServiceGroup(ClaimsMixin):
             )
         except BackendError:
             # With the db driver the records are the liveness store.
-            self._outage_seen()
+            self._outages.seen()
             raise
         if not recordset.services:
             return Snapshot([], liveness_ok=True)
@@ -551,42 +563,16 @@ class ServiceGroup(ClaimsMixin):
             # The records are fine; only liveness cannot be read. Say so
             # ("unknown") rather than calling a healthy fleet down.
             self._log_read_failure(exc)
-            self._outage_seen()
+            self._outages.seen()
             reading, missing = Reading(None, {}), UNKNOWN
         else:
             self._log_read_recovery()
-        outage = None if missing is UNKNOWN else self._outage_ago()
+        outage = None if missing is UNKNOWN else self._outages.ago()
         services, pulses = recordset.services, reading.pulses
         with gcpause.paused():  # building, no I/O: see gcpause.py
             states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
             statuses = self._statuses.build(services, states, pulses, missing)
         return Snapshot(statuses, liveness_ok=missing is NEVER, read_at=reading.now)
-
-    def _outage_seen(self) -> None:
-        now = self.clock.monotonic()
-        outage = self._outage
-        if outage is None or (outage[1] is not None and now - outage[1] > self.down_time):
-            self._outage = (now, None)
-        elif outage[1] is not None:
-            # Back down soon after coming back: one outage, the gap counted in it.
-            self._outage = (outage[0], None)
-
-    def _outage_ago(self) -> tuple[float, float] | None:
-        """The last outage as (began, ended) seconds ago, ending it if this read succeeded."""
-        outage = self._outage
-        if outage is None:
-            return None
-        now = self.clock.monotonic()
-        began, ended = outage
-        if ended is None:
-            ended = now
-            self._outage = (began, ended)
-        if now - ended > self.down_time:
-            # Every heartbeat older than the outage's end is past the down
-            # time in available time too: nothing left to excuse.
-            self._outage = None
-            return None
-        return (now - began, now - ended)
 
     def _log_read_failure(self, exc: BackendError) -> None:
         if not self._read_failing:
@@ -598,6 +584,11 @@ class ServiceGroup(ClaimsMixin):
             self._read_failing = False
             LOG.info("reading liveness from %s again", self.driver.backend)
 
+    @staticmethod
+    def _uuid_of(service: ServiceRef) -> str:
+        """The uuid of a Service, or the string given, unvalidated: the caller names the field."""
+        return service.uuid if isinstance(service, Service) else service
+
     def _uuid(self, service: ServiceRef) -> str:
         if isinstance(service, Service):
             return service.uuid
@@ -606,5 +597,5 @@ class ServiceGroup(ClaimsMixin):
     def _record(self, service: ServiceRef) -> Service:
         return records.get(self.engine, self._uuid(service))
 
-    def _driver_call(self) -> _DriverErrors:
+    def _driver_call(self) -> DriverErrors:
         return self._driver_errors

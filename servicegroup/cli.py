@@ -151,9 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def leaf(
-        sub: argparse._SubParsersAction, name: str, func: Callable[..., int], help: str
+        sub: argparse._SubParsersAction[Any],
+        name: str,
+        func: Callable[..., int],
+        help: str,
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
         _add_config_options(p, late=True)
         p.set_defaults(func=func)
         return p
@@ -240,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_claim_commands(commands: argparse._SubParsersAction, leaf: Callable[..., Any]) -> None:
+def _add_claim_commands(
+    commands: argparse._SubParsersAction[Any], leaf: Callable[..., Any]
+) -> None:
     claim = commands.add_parser("claim", help="list, show and release claims on work")
     sub = claim.add_subparsers(dest="claim_command", metavar="ACTION", required=True)
     p = leaf(sub, "list", cmd_claim_list, "list claims (held, recovering, released)")
@@ -565,7 +570,7 @@ def _group(conf: cfg.ConfigOpts) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _engine(conf: cfg.ConfigOpts) -> Iterator[Any]:
-    from servicegroup.db import records
+    from servicegroup.backend_errors import sql_errors
     from servicegroup.db.engine import make_engine
 
     engine = make_engine(
@@ -574,7 +579,7 @@ def _engine(conf: cfg.ConfigOpts) -> Iterator[Any]:
         pool_size=conf.database.pool_size,
     )
     try:
-        with records.sql_errors():
+        with sql_errors():
             yield engine
     finally:
         engine.dispose()

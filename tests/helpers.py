@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from servicegroup.clock import Clock
 from servicegroup.service import Service
 
 T = TypeVar("T")
@@ -53,3 +54,19 @@ def make_service(**fields: Any) -> Service:
     }
     values.update(fields)
     return Service(**values)
+
+
+class ManualClock(Clock):
+    """Time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.t, UTC)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

@@ -204,7 +204,7 @@ def write_one(engine: Engine, stmt: Executable, params: dict[str, Any]) -> int:
     exists to go stale. do_commit is then a no-op.
 
     Errors come out as from a Connection (DBAPIError subclasses, with
-    connection_invalidated), for records.sql_errors() to map.
+    connection_invalidated), for backend_errors.sql_errors() to map.
     """
     compiled = _compiled(engine, stmt, params)
     parameters = compiled.parameters(params)

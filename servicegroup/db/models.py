@@ -7,6 +7,7 @@ queries are written against, and a test proves both agree on every dialect.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -22,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import DateTime as DateTimeType
 
@@ -39,7 +42,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class server_now(FunctionElement):
+class server_now(FunctionElement[datetime]):
     """The database server's current UTC time, with sub-second precision.
 
     Heartbeats are stamped, and ages judged, with this one clock, so skew
@@ -51,23 +54,27 @@ class server_now(FunctionElement):
 
 
 @compiles(server_now, "sqlite")
-def _sqlite_now(element, compiler, **kw):  # CURRENT_TIMESTAMP has whole seconds only
+def _sqlite_now(
+    element: server_now, compiler: SQLCompiler, **kw: Any
+) -> str:  # CURRENT_TIMESTAMP has whole seconds only
     return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
 @compiles(server_now, "postgresql")
-def _pg_now(element, compiler, **kw):  # now() is frozen at transaction start
+def _pg_now(
+    element: server_now, compiler: SQLCompiler, **kw: Any
+) -> str:  # now() is frozen at transaction start
     return "timezone('utc', clock_timestamp())"
 
 
 @compiles(server_now, "mysql")
 @compiles(server_now, "mariadb")
-def _mysql_now(element, compiler, **kw):
+def _mysql_now(element: server_now, compiler: SQLCompiler, **kw: Any) -> str:
     return "UTC_TIMESTAMP(6)"
 
 
 @compiles(server_now)
-def _default_now(element, compiler, **kw):
+def _default_now(element: server_now, compiler: SQLCompiler, **kw: Any) -> str:
     return "CURRENT_TIMESTAMP"
 
 
@@ -132,7 +139,7 @@ class ServiceEvent(Base):
 
 
 class EventSequence(Base):
-    """One row per sequence; every appending transaction locks it first (see db/events.py)."""
+    """One row per sequence; every appending transaction locks it first (see db/event_log.py)."""
 
     __tablename__ = "event_sequence"
 
@@ -181,8 +188,9 @@ class ClaimRecord(Base):
     retry_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
-services = ServiceRecord.__table__
-service_events = ServiceEvent.__table__
-event_sequence = EventSequence.__table__
-leases = Lease.__table__
-claims = ClaimRecord.__table__
+# The Core tables, for the statements built in records.py and its siblings.
+services = cast(Table, ServiceRecord.__table__)
+service_events = cast(Table, ServiceEvent.__table__)
+event_sequence = cast(Table, EventSequence.__table__)
+leases = cast(Table, Lease.__table__)
+claims = cast(Table, ClaimRecord.__table__)

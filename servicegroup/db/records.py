@@ -7,11 +7,10 @@ drivers/db.py, because it is liveness, not a record change.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 import uuid as uuid_mod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +19,12 @@ from sqlalchemy import Engine, Row, func, select, update
 from sqlalchemy import exc as sa_exc
 
 from servicegroup import gcpause
-from servicegroup.db import events
+from servicegroup.backend_errors import sql_errors
+from servicegroup.db import event_log
 from servicegroup.db.engine import writing
 from servicegroup.db.models import server_now, services
-from servicegroup.exceptions import BackendError, NotFound
+from servicegroup.exceptions import NotFound
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service, new_service
 
 FILTERS = ("binary", "host", "topic", "availability_zone")
@@ -35,26 +36,6 @@ class RecordSet:
     # The SQL server's clock, read in the same SELECT; the db driver judges
     # ages against it. None when the SELECT returned no row.
     db_now: datetime | None
-
-
-@contextlib.contextmanager
-def sql_errors() -> Iterator[None]:
-    """Turn connection-level SQL failures into BackendError, the one error callers handle."""
-    try:
-        yield
-    except sa_exc.IntegrityError:
-        raise
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-        raise BackendError("database", _short(exc)) from exc
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise BackendError("database", _short(exc)) from exc
-        raise
-
-
-def _short(exc: Exception) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
 _COLUMNS = [c.name for c in services.columns]
@@ -79,9 +60,10 @@ def _utc(value: Any) -> datetime | None:
         return None
     if value.__class__ is str:
         return _fromisoformat(value + "+00:00")
-    if value.tzinfo is None:
-        return _combine(value.date(), value.time(), UTC)
-    return value.astimezone(UTC)
+    stamp: datetime = value
+    if stamp.tzinfo is None:
+        return _combine(stamp.date(), stamp.time(), UTC)
+    return stamp.astimezone(UTC)
 
 
 def to_service(row: Row[Any] | Sequence[Any]) -> Service:
@@ -141,28 +123,18 @@ class Reuse:
     only for a row equal to its source, so any changed column builds anew.
 
     One table, uuid -> (row, Service), for every read whatever its filters
-    or slice: a row is the same row whichever query found it. Kept per
-    filter instead, a daemon held a copy of the fleet for each (the
-    sweeper's slices, the list, a scrape: 50,000 Services at 10,000
-    services), and the statuses built on them (api.StatusReuse, one per
-    uuid) were rebuilt whenever two reads' Services differed. A read adds
-    and replaces entries; deleted services leave when a read of every live
-    service says which are left (keep()), or all at once past MAX.
-    Thread-safe without a lock: entries are immutable tuples, replaced
-    whole, and the dict is only changed by single operations.
+    or slice: a row is the same row whichever query found it (kept per
+    filter, a daemon held a copy of the fleet for each). Its bound and its
+    pruning are identity_cache.py's.
     """
 
-    MAX = 1_000_000
-
     def __init__(self) -> None:
-        self._known: dict[str, tuple[Any, Service]] = {}
+        self.cache: IdentityCache[tuple[Any, Service]] = IdentityCache()
 
-    def services(self, rows: list[Any]) -> list[Service]:
+    def services(self, rows: Sequence[Any]) -> list[Service]:
         """Services for query()'s rows (Service's fields, then the server's clock)."""
-        known = self._known
-        if len(known) > self.MAX:  # bound memory on endless churn
-            known.clear()
-        found = []
+        known = self.cache.for_read()
+        found: list[Service] = []
         get, append, build = known.get, found.append, _service
         for row in rows:
             fields = row[:-1]  # the clock differs on every read
@@ -171,25 +143,6 @@ class Reuse:
                 entry = known[fields[0]] = (fields, build(fields))
             append(entry[1])
         return found
-
-    def keep(self, live: Collection[str]) -> None:
-        """Forget every uuid not in `live`: what a read of every live service returned."""
-        keep_only(self._known, live)
-
-
-def keep_only(remembered: dict[str, Any], live: Collection[str]) -> None:
-    """Drop the entries of uuids not in `live`, for a cache of what past reads returned.
-
-    Another read may add entries meanwhile (hence the copy); a live uuid
-    dropped by a race is built again by the next read, which is all a
-    cache can lose. A table no larger than `live` has nothing to drop,
-    since a read adds every uuid it returns: the usual case, one len().
-    """
-    if len(remembered) <= len(live):
-        return
-    for uuid in list(remembered):
-        if uuid not in live:
-            remembered.pop(uuid, None)
 
 
 _live = services.c.deleted == 0
@@ -214,8 +167,8 @@ def register(
                 where = (services.c.host == host) & (services.c.binary == binary) & _live
                 row = conn.execute(select(services).where(where)).first()
                 if row is None:
-                    # The registration and its event commit together (db/events.py).
-                    events.lock_sequence(conn)
+                    # The registration and its event commit together (db/event_log.py).
+                    event_log.lock_sequence(conn)
                     new_uuid = str(uuid_mod.uuid4())
                     conn.execute(
                         services.insert().values(
@@ -231,8 +184,8 @@ def register(
                             observed_at=server_now(),
                         )
                     )
-                    draft = events.Draft(new_uuid, host, binary, None, "down", "registered")
-                    events.append(conn, [draft])
+                    draft = event_log.Draft(new_uuid, host, binary, None, "down", "registered")
+                    event_log.append(conn, [draft])
                     created = True
                 else:
                     changes: dict[str, Any] = {"version": version}
@@ -321,7 +274,7 @@ def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
     with sql_errors(), writing(engine) as conn:
         flagged = "disabled" in changes or "forced_down" in changes
         if flagged:
-            events.lock_sequence(conn)  # also serializes admin changes to these flags
+            event_log.lock_sequence(conn)  # also serializes admin changes to these flags
         before = conn.execute(select(services).where(where)).first()
         if before is None:
             raise NotFound("service", uuid)
@@ -329,12 +282,12 @@ def set_fields(engine: Engine, uuid: str, **changes: Any) -> Service:
         if flagged:
             drafts = _admin_events(before._mapping, changes)
             if any(d.cause == "forced_down" for d in drafts):
-                events.set_observed(conn, uuid, "down")
-            events.append(conn, drafts)
+                event_log.set_observed(conn, uuid, "down")
+            event_log.append(conn, drafts)
         return to_service(conn.execute(select(services).where(where)).one())
 
 
-def _admin_events(before: Any, changes: dict[str, Any]) -> list[events.Draft]:
+def _admin_events(before: Any, changes: dict[str, Any]) -> list[event_log.Draft]:
     """One event per flag that really changed; the state stays what was observed.
 
     Only forcing down changes the state (to down, at once). Clearing it says
@@ -352,7 +305,7 @@ def _admin_events(before: Any, changes: dict[str, Any]) -> list[events.Draft]:
             forcing = flag == "forced_down" and changes[flag]
             state = "down" if forcing else observed or "unknown"
             drafts.append(
-                events.Draft(
+                event_log.Draft(
                     before["uuid"],
                     before["host"],
                     before["binary"],
@@ -367,7 +320,7 @@ def _admin_events(before: Any, changes: dict[str, Any]) -> list[events.Draft]:
 def soft_delete(engine: Engine, uuid: str) -> None:
     where = (services.c.uuid == uuid) & _live
     with sql_errors(), writing(engine) as conn:
-        events.lock_sequence(conn)
+        event_log.lock_sequence(conn)
         before = conn.execute(select(services).where(where)).first()
         if before is None:
             raise NotFound("service", uuid)
@@ -382,8 +335,10 @@ def soft_delete(engine: Engine, uuid: str) -> None:
                 observed_at=server_now(),
             )
         )
-        draft = events.Draft(uuid, m["host"], m["binary"], m["observed_state"], "down", "deleted")
-        events.append(conn, [draft])
+        draft = event_log.Draft(
+            uuid, m["host"], m["binary"], m["observed_state"], "down", "deleted"
+        )
+        event_log.append(conn, [draft])
 
 
 def version_range(engine: Engine, binary: str) -> tuple[int | None, int | None]:

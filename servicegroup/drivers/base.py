@@ -9,7 +9,7 @@ conformance suite proves them all.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service, fast_new
 
 
@@ -35,9 +36,6 @@ class Pulse:
 new_pulse = fast_new(Pulse)
 UNKNOWN = Pulse(None, known=False)
 NEVER = Pulse(None)
-# Drivers that keep each service's last Pulse to hand out again (db, zookeeper, memcached)
-# start afresh past this many, so endless churn cannot grow them for ever.
-MAX_REMEMBERED = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +62,18 @@ class Driver(abc.ABC):
         self.conf = conf
         self.engine = engine
         self.clock = clock
+        self.identity_caches: list[IdentityCache[Any]] = []
+
+    def identity_cache(self) -> IdentityCache[Any]:
+        """A table by service uuid that keep_only() prunes: see identity_cache.py."""
+        cache: IdentityCache[Any] = IdentityCache()
+        self.identity_caches.append(cache)
+        return cache
+
+    def keep_only(self, live: Collection[str]) -> None:
+        """Forget every service not in `live`, the uuids a read of every live service found."""
+        for cache in self.identity_caches:
+            cache.keep_only(live)
 
     @abc.abstractmethod
     def beat(self, service: Service) -> None:

@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, update
 
+from servicegroup.backend_errors import sql_errors
 from servicegroup.db import records
 from servicegroup.db.engine import write_one, writing
 from servicegroup.db.models import server_now, services
-from servicegroup.drivers.base import MAX_REMEMBERED, Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import NotFound
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service
 
 # Built once: write_one() compiles it once per engine.
@@ -36,7 +38,7 @@ class DbDriver(Driver):
         # Service, hence the same last_seen_up object, for an unchanged row,
         # so an identity test finds the Pulse still right (0.1 us, against
         # 0.4 us to build one: a tenth of a 10,000-row get_all's Python).
-        self._pulses: dict[str, Pulse] = {}
+        self._pulses: IdentityCache[Pulse] = self.identity_cache()
 
     def beat(self, service: Service) -> None:
         """The UPDATE and its COMMIT, on a raw pooled connection (write_one).
@@ -45,15 +47,13 @@ class DbDriver(Driver):
         sets last_seen_up to the server's now. At worst, a connection lost
         during COMMIT counts one report twice.
         """
-        with records.sql_errors():
+        with sql_errors():
             if write_one(self.engine, BEAT, {"beat_uuid": service.uuid}) == 0:
                 raise NotFound("service", service.uuid)
 
     def read(self, recordset: records.RecordSet) -> Reading:
         # Only beating services get a pulse: a missing uuid means NEVER (base.py).
-        last, pulses = self._pulses, {}
-        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
-            last.clear()
+        last, pulses = self._pulses.for_read(), {}
         for service in recordset.services:
             seen = service.last_seen_up
             if seen is None:
@@ -66,7 +66,7 @@ class DbDriver(Driver):
 
     def forget(self, service: Service) -> None:
         stmt = update(services).where(services.c.uuid == service.uuid).values(last_seen_up=None)
-        with records.sql_errors(), writing(self.engine) as conn:
+        with sql_errors(), writing(self.engine) as conn:
             conn.execute(stmt)
 
     def ping(self) -> None:

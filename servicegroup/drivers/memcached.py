@@ -57,8 +57,9 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import MAX_REMEMBERED, UNKNOWN, Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service
 
 LOG = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ def _ttl(conf: cfg.ConfigOpts) -> int:
 
 def bound_down_time(conf: cfg.ConfigOpts) -> float:
     """An upper bound of the API's effective down time, without repeating its rule."""
-    return max(conf.service_down_time, 2.5 * conf.report_interval)
+    down_time: float = conf.service_down_time
+    interval: float = conf.report_interval
+    return max(down_time, 2.5 * interval)
 
 
 def _parse(value: bytes | None) -> Pulse | None:
@@ -152,8 +155,7 @@ class MemcachedDriver(Driver):
         self._index = {address: i for i, address in enumerate(self.addresses)}
         # uuid -> server index; placement never changes, and RendezvousHash is
         # pure-Python murmur3 per server, too slow to redo for 10,000 keys a read.
-        self._placement: dict[str, int] = {}
-        self._placement_lock = threading.Lock()
+        self._placement: IdentityCache[int] = self.identity_cache()
         # Restart detection (module docstring): per server, whether the
         # sentinel was there at the last read, and until when (monotonic) its
         # missing keys are held; per service, the last pulse read.
@@ -161,20 +163,17 @@ class MemcachedDriver(Driver):
         self._sentinel_seen = [False] * len(self.servers)
         self._hold_until = [0.0] * len(self.servers)
         # uuid -> (stored value, its Pulse): see read().
-        self._last: dict[str, tuple[bytes | None, Pulse]] = {}
+        self._last: IdentityCache[tuple[bytes | None, Pulse]] = self.identity_cache()
 
     # -- placement -------------------------------------------------------------
 
     def _server_of(self, uuid: str) -> int:
         if len(self.servers) == 1:
             return 0
-        index = self._placement.get(uuid)
+        placement = self._placement.for_read()
+        index = placement.get(uuid)
         if index is None:
-            index = self._index[self._hasher.get_node(uuid)]
-            with self._placement_lock:
-                if len(self._placement) > 1_000_000:  # bound memory on endless churn
-                    self._placement.clear()
-                self._placement[uuid] = index
+            index = placement[uuid] = self._index[self._hasher.get_node(uuid)]
         return index
 
     def _call(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -206,7 +205,7 @@ class MemcachedDriver(Driver):
                 batches.setdefault(self._server_of(svc.uuid), []).append(svc.uuid)
         pulses: dict[str, Pulse] = {}
         failures: list[tuple[int, BaseException]] = []
-        last = self._last
+        last = self._last.for_read()
         # One get_many per server. Sequential: with one dead server a read
         # costs that server's timeout once, bounded by the configured timeouts.
         for index, uuids in batches.items():
@@ -239,8 +238,6 @@ class MemcachedDriver(Driver):
                     last[uuid] = (value, pulse)
         if failures and len(failures) == len(batches):
             raise self._none_answered(failures)
-        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
-            last.clear()
         return Reading(now=now, pulses=pulses)
 
     def _held(self, index: int, sentinel_found: bool) -> bool:

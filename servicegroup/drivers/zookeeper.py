@@ -101,8 +101,9 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
-from servicegroup.drivers.base import MAX_REMEMBERED, NEVER, Driver, Pulse, Reading, new_pulse
+from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import ConfigError
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service
 
 LOG = logging.getLogger(__name__)
@@ -257,7 +258,9 @@ class ZooKeeperDriver(Driver):
         self.hosts: list[str] = list(opts.hosts)
         self.root = _root(opts.root)
         self.timeout: float = opts.connect_timeout
-        self._nodes: dict[str, _Node] = {}
+        # uuid -> the node this process beats, re-created after a session loss;
+        # pruned of deleted services like every identity cache.
+        self._nodes: IdentityCache[_Node] = self.identity_cache()
         self._forget_lock = threading.Lock()
         # (zk_seconds - local monotonic, monotonic when sampled)
         self._offset: tuple[float, float] | None = None
@@ -267,7 +270,7 @@ class ZooKeeperDriver(Driver):
         # uuid -> (mtime, data, Pulse) of the last read: a node read again
         # unchanged gets the same Pulse, without parsing its data and
         # converting its mtime again (a third of a 10,000-node read's Python).
-        self._pulses: dict[str, tuple[int, bytes, Pulse]] = {}
+        self._pulses: IdentityCache[tuple[int, bytes, Pulse]] = self.identity_cache()
         handler = SequentialThreadingHandler()
         self._client = KazooClient(
             hosts=",".join(self.hosts),
@@ -303,10 +306,10 @@ class ZooKeeperDriver(Driver):
     # -- Driver ----------------------------------------------------------------
 
     def beat(self, service: Service) -> None:
-        node = self._nodes.get(service.uuid)
+        node = self._nodes.entries.get(service.uuid)
         if node is None or node.service is not service:
             node = self._node(service)
-            self._nodes[service.uuid] = node
+            self._nodes.entries[service.uuid] = node
         self._client.retry(self._put, node)
 
     def read(self, recordset: RecordSet) -> Reading:
@@ -328,9 +331,7 @@ class ZooKeeperDriver(Driver):
             else self._read_gets(paths, deadline)
         )
         pulses: dict[str, Pulse] = {}
-        last = self._pulses
-        if len(last) > MAX_REMEMBERED:  # bound memory on endless churn
-            last.clear()
+        last = self._pulses.for_read()
         for svc, answer in zip(services, got, strict=True):
             if type(answer) is tuple:
                 data, mtime = answer
@@ -352,7 +353,7 @@ class ZooKeeperDriver(Driver):
 
     def forget(self, service: Service) -> None:
         with self._forget_lock:
-            self._nodes.pop(service.uuid, None)
+            self._nodes.discard(service.uuid)
             self._client.retry(self._delete, self._path(service.binary, service.host), service.uuid)
 
     def ping(self) -> None:
@@ -484,9 +485,9 @@ class ZooKeeperDriver(Driver):
 
     def _recreate(self) -> None:
         """A new session owns nothing: put back every node we were beating."""
-        for uuid in list(self._nodes):
+        for uuid in list(self._nodes.entries):
             with self._forget_lock:
-                node = self._nodes.get(uuid)
+                node = self._nodes.entries.get(uuid)
                 if node is None:
                     continue  # forgotten meanwhile
                 try:

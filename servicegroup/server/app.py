@@ -36,8 +36,8 @@ from starlette.types import Receive, Scope, Send
 from servicegroup import validation
 from servicegroup.api import ServiceGroup
 from servicegroup.db import records
-from servicegroup.events import Sweeper
 from servicegroup.exceptions import InvalidInput, NotFound
+from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server import auth, claims_api, errors, metrics
 from servicegroup.server.schemas import (
     NAME_DOC,
@@ -542,7 +542,7 @@ def _bound_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok)
 
 
 def _malloc_trim() -> Callable[[], object]:

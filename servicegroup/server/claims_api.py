@@ -1,4 +1,4 @@
-"""/v1/claims: the HTTP face of claims.py, included by app.py.
+"""/v1/claims: the HTTP face of ServiceGroup's claim methods (api.py), included by app.py.
 
 Same rules as the rest of the API: shapes in schemas.py, field rules in
 validation.py (through the ServiceGroup API), every error through errors.py.

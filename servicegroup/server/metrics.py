@@ -19,10 +19,10 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from servicegroup.api import ServiceGroup
-from servicegroup.db import claims as db_claims
-from servicegroup.db import records
-from servicegroup.events import Sweeper
+from servicegroup.backend_errors import sql_errors
+from servicegroup.db import claim_rows
 from servicegroup.exceptions import BackendError
+from servicegroup.leader.sweeper import Sweeper
 from servicegroup.service import ServiceStatus, Snapshot, State
 
 LOG = logging.getLogger(__name__)
@@ -163,8 +163,8 @@ def _per_service(
 def claim_metrics(sg: ServiceGroup) -> Iterator[Metric]:
     """Live claims by type and state, and the oldest one's age: one GROUP BY per scrape."""
     try:
-        with records.sql_errors():
-            counts, oldest = db_claims.stats(sg.engine)
+        with sql_errors():
+            counts, oldest = claim_rows.stats(sg.engine)
     except BackendError as exc:
         LOG.warning("metrics scrape: cannot read claims: %s", exc)
         return
@@ -222,7 +222,7 @@ def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
         "Events a hook never saw because its queue was full.",
         labels=["hook"],
     )
-    for hook in sweeper.hooks.hooks:
+    for hook in sweeper.hooks.queues:
         failures.add_metric([hook.command], hook.failures)
         dropped.add_metric([hook.command], hook.dropped)
     yield failures

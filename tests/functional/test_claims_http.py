@@ -13,9 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from servicegroup import ServiceGroup, cli
-from servicegroup.claims import Policies
-from servicegroup.events import Sweeper
-from servicegroup.exceptions import ConfigError
+from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server.app import create_app
 from tests.live import serve_in_thread
 
@@ -192,51 +190,3 @@ def test_cli_claim_commands(sqlite_url: str, make_group, tmp_path: Path, capsys)
     assert code == 1 and "not found" in err
     code, _, err = _cli(config, "claim", "show", "bad type", "x", capsys=capsys)
     assert code == 2
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "compute = release",
-        "compute:rebuilding release",
-        "compute:rebuilding = explode",
-        "compute:rebuilding = handoff",
-        "compute:rebuilding = release, hook=log",
-        "compute:rebuilding = handoff, hook=nope",
-        "compute:rebuilding = release, grace=-1",
-        "compute:rebuilding = release, max_duration=0",
-        "compute:rebuilding = release, colour=blue",
-        "com pute:rebuilding = release",
-    ],
-)
-def test_bad_policy_lines_are_config_errors(line: str) -> None:
-    with pytest.raises(ConfigError) as error:
-        Policies([line], "release", 5.0, {})
-    assert line in str(error.value)
-
-
-def test_policy_lookup_most_specific_first() -> None:
-    policies = Policies(
-        [
-            "compute:rebuilding = handoff, hook=log, max_duration=300, grace=1.5",
-            "compute:* = delete",
-            "*:migrating = release, grace=0",
-            "*:* = release, max_duration=900",
-        ],
-        "release",
-        5.0,
-        {},
-    )
-    rebuild = policies.lookup("compute", "rebuilding")
-    assert (rebuild.action, rebuild.hook, rebuild.max_duration, rebuild.grace) == (
-        "handoff",
-        "log",
-        300.0,
-        1.5,
-    )
-    assert policies.lookup("compute", "spawning").action == "delete"
-    assert policies.lookup("compute", "spawning").grace == 5.0
-    assert policies.lookup("stack", "migrating").grace == 0.0
-    assert policies.lookup("stack", "updating").max_duration == 900.0
-    assert policies.shortest_max_duration == 300.0
-    assert Policies([], "delete", 2.0, {}).lookup("x", "y").action == "delete"

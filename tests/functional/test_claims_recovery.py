@@ -29,8 +29,8 @@ import sqlalchemy as sa
 
 from servicegroup import ServiceGroup
 from servicegroup.claims import fence, token
-from servicegroup.events import Sweeper
 from servicegroup.exceptions import ClaimLost
+from servicegroup.leader.sweeper import Sweeper
 from tests.functional.claims_demo.worker import TASKS
 from tests.functional.test_conformance import Backend, backend  # noqa: F401
 from tests.helpers import wait_for

@@ -253,9 +253,13 @@ def test_get_all_reuses_unchanged_records_and_never_a_stale_one(backend: Backend
     assert read()[b.uuid] is read(binary="compute")[b.uuid]  # and gets the same Services
     writer.delete(a)
     assert set(read(binary="compute")) == {b.uuid}
-    assert a.uuid in reader._reuse._known  # a filtered read cannot tell deleted from unmatched
+    assert (
+        a.uuid in reader._reuse.cache.entries
+    )  # a filtered read cannot tell deleted from unmatched
     assert set(read()) == {b.uuid}
-    assert set(reader._reuse._known) == set(reader._statuses._last) == {b.uuid}
+    assert set(reader._reuse.cache.entries) == set(reader._statuses.cache.entries) == {b.uuid}
+    # A read of every live service prunes every identity cache, the driver's too.
+    assert all(set(cache.entries) <= {b.uuid} for cache in reader._identity_caches())
 
 
 def test_slices_read_the_whole_fleet_once(backend: Backend) -> None:
@@ -285,7 +289,8 @@ def test_slices_read_the_whole_fleet_once(backend: Backend) -> None:
         sg.delete(service)
     assert [len(part) for part in sliced(3)] == [3, 1]
     live = {service.uuid for service in fleet[3:]}  # a whole pass forgets the deleted
-    assert set(sg._reuse._known) == set(sg._statuses._last) == live
+    assert set(sg._reuse.cache.entries) == set(sg._statuses.cache.entries) == live
+    assert all(set(cache.entries) <= live for cache in sg._identity_caches())
 
 
 def test_min_and_max_versions(backend: Backend) -> None:

@@ -322,7 +322,7 @@ def test_heartbeats_and_read_write_transactions_interleave(sql_url, make_group) 
 
 def test_a_failed_heartbeat_leaves_its_connection_clean(sql_url, make_group) -> None:
     # A statement error inside the heartbeat's transaction: the caller gets
-    # SQLAlchemy's exception or BackendError (records.sql_errors()), never the
+    # SQLAlchemy's exception or BackendError (backend_errors.sql_errors()), never the
     # driver's own, and the connection goes back to the pool rolled back (the
     # pool has no reset-on-return): the next heartbeat on it succeeds.
     group = make_group(sql_url)

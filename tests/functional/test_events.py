@@ -14,10 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from servicegroup import ServiceGroup
-from servicegroup.db import events as db_events
+from servicegroup.db import event_log
 from servicegroup.db.models import services
-from servicegroup.events import LEASE_NAME, Sweeper, decide, next_sweep, write_transitions
 from servicegroup.exceptions import InvalidInput
+from servicegroup.leader import lease
+from servicegroup.leader.decision import decide
+from servicegroup.leader.sweeper import Sweeper, next_sweep, write_transitions
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
 from tests.helpers import wait_for
 
@@ -187,8 +189,8 @@ def test_wait_returns_early_when_an_event_arrives(group: ServiceGroup) -> None:
 def test_pruning_drops_old_events(sql_url: str, make_group) -> None:
     group = make_group(sql_url, events__retention=1.0, **EVENT_OPTS)
     group.register("host-1", "compute")
-    assert db_events.prune(group.engine, 1.0) == 0
-    wait_for(lambda: db_events.prune(group.engine, 1.0) == 1, "the event to age")
+    assert event_log.prune(group.engine, 1.0) == 0
+    wait_for(lambda: event_log.prune(group.engine, 1.0) == 1, "the event to age")
     # Ids keep increasing after the newest events were pruned.
     group.register("host-2", "compute")
     assert group.events().events[0].id == 2
@@ -199,15 +201,15 @@ def test_pruning_drops_old_events(sql_url: str, make_group) -> None:
 
 def test_lease_expiry_takeover_and_fencing(group: ServiceGroup) -> None:
     engine = group.engine
-    assert db_events.acquire(engine, "t", "a", None, 0.3) == 1
-    assert db_events.acquire(engine, "t", "b", None, 0.3) == 0  # held by a
-    assert db_events.acquire(engine, "t", "a", 1, 0.3) == 1  # renewed
-    wait_for(lambda: db_events.acquire(engine, "t", "b", None, 30) == 2, "b to take over")
-    assert db_events.holder_of(engine, "t") == ("b", 2)
-    assert db_events.acquire(engine, "t", "a", 1, 0.3) == 0  # a was deposed
+    assert lease.acquire(engine, "t", "a", None, 0.3) == 1
+    assert lease.acquire(engine, "t", "b", None, 0.3) == 0  # held by a
+    assert lease.acquire(engine, "t", "a", 1, 0.3) == 1  # renewed
+    wait_for(lambda: lease.acquire(engine, "t", "b", None, 30) == 2, "b to take over")
+    assert lease.holder_of(engine, "t") == ("b", 2)
+    assert lease.acquire(engine, "t", "a", 1, 0.3) == 0  # a was deposed
     with engine.begin() as conn:
-        assert not db_events.fence(conn, "t", "a", 1, 0.3)
-        assert db_events.fence(conn, "t", "b", 2, 30)
+        assert not lease.Hold("t", "a", 1, 0.3).confirm(conn)
+        assert lease.Hold("t", "b", 2, 30).confirm(conn)
 
 
 def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGroup) -> None:
@@ -222,10 +224,16 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     assert [(t.previous, t.state) for t in transitions] == [("down", "up")]
     wait_for(lambda: bool(new.sweep()) or new.stats.leader, "the new leader")
     before = story(group)
-    assert write_transitions(group.engine, transitions, "old", old.stats.epoch, 0.2) is None
+    assert (
+        write_transitions(
+            group.engine, transitions, lease.Hold(lease.SWEEPER, "old", old.stats.epoch, 0.2)
+        )
+        is None
+    )
     assert story(group) == before
     # The same transition written twice by the leader: the CAS lets one through.
-    again = write_transitions(group.engine, transitions, "new", new.stats.epoch, 1.0)
+    hold = lease.Hold(lease.SWEEPER, "new", new.stats.epoch, 1.0)
+    again = write_transitions(group.engine, transitions, hold)
     assert again == []
     assert Counter(story(group))[("down", "up", "heartbeat")] == 1
     old.hooks.close()
@@ -236,7 +244,7 @@ def test_a_batch_of_transitions_is_compared_and_set_row_by_row(
     group: ServiceGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Many transitions go in a few statements (chunks of 3 here), each still a CAS."""
-    monkeypatch.setattr(db_events, "CAS_CHUNK", 3)
+    monkeypatch.setattr(event_log, "CAS_CHUNK", 3)
     sweeper = Sweeper(group, group.conf)
     assert sweeper.sweep() == [] and sweeper.stats.leader
     fleet = [group.register(f"host-{i}", "compute") for i in range(8)]
@@ -248,10 +256,11 @@ def test_a_batch_of_transitions_is_compared_and_set_row_by_row(
     raced_ids = {fleet[1].uuid, fleet[6].uuid}
     raced = [t for t in transitions if t.status.service.uuid in raced_ids]
     # Renewed for long enough: registering the fleet may outlast the 0.15 s lease.
-    epoch = db_events.acquire(group.engine, LEASE_NAME, sweeper.holder, sweeper.stats.epoch, 30)
-    assert len(write_transitions(group.engine, raced, sweeper.holder, epoch, 30) or []) == 2
+    epoch = lease.acquire(group.engine, lease.SWEEPER, sweeper.holder, sweeper.stats.epoch, 30)
+    hold = lease.Hold(lease.SWEEPER, sweeper.holder, epoch, 30)
+    assert len(write_transitions(group.engine, raced, hold) or []) == 2
     mark = group.events().cursor
-    written = write_transitions(group.engine, transitions, sweeper.holder, epoch, 30)
+    written = write_transitions(group.engine, transitions, hold)
     assert written is not None
     assert {t.status.service.uuid for t in written} == {s.uuid for s in fleet} - raced_ids
     assert story(group, mark) == [("down", "up", "heartbeat")] * 6

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from servicegroup.db.models import services as services_table
-from servicegroup.events import Sweeper
+from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server import metrics
 from tests.functional import faultkit as fk
 

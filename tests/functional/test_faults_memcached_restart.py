@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 
 from servicegroup import State
-from servicegroup.events import Sweeper
+from servicegroup.leader.sweeper import Sweeper
 from tests.conftest import sqlite_db
 from tests.functional import faultkit as fk
 

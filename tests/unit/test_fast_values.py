@@ -12,7 +12,7 @@ import pytest
 from servicegroup import gcpause
 from servicegroup.api import StatusReuse
 from servicegroup.clock import SYSTEM_CLOCK
-from servicegroup.db.records import RecordSet, Reuse, _service, _utc, keep_only, to_service
+from servicegroup.db.records import RecordSet, Reuse, _service, _utc, to_service
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, new_pulse
 from servicegroup.drivers.db import DbDriver
 from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
@@ -132,18 +132,10 @@ def test_reuse_forgets_only_what_a_read_of_every_live_service_left_out() -> None
     reuse = Reuse()
     kept = reuse.services(rows("u1", "u2", "u3"))[1]
     assert reuse.services(rows("u2")) == [kept]  # a filtered read says nothing about the rest
-    assert set(reuse._known) == {"u1", "u2", "u3"}
-    reuse.keep({"u2"})
-    assert set(reuse._known) == {"u2"}  # deleted services leave
+    assert set(reuse.cache.entries) == {"u1", "u2", "u3"}
+    reuse.cache.keep_only({"u2"})
+    assert set(reuse.cache.entries) == {"u2"}  # deleted services leave
     assert reuse.services(rows("u2"))[0] is kept
-
-
-def test_keep_only_drops_nothing_from_a_table_no_larger_than_the_live_set() -> None:
-    remembered = {"u1": 1, "u2": 2}
-    keep_only(remembered, {"u1", "u2", "u3"})  # u3 is new: nothing to drop
-    assert remembered == {"u1": 1, "u2": 2}
-    keep_only(remembered, ["u2"])
-    assert remembered == {"u2": 2}
 
 
 def test_reuse_is_safe_across_threads() -> None:

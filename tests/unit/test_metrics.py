@@ -213,14 +213,14 @@ def test_promtool_check_metrics_is_silent(
 
 
 def test_sweeper_metrics_pass_promtool(sg: ServiceGroup, fleet: dict[str, Any]) -> None:
-    from servicegroup.events import Sweeper
+    from servicegroup.leader.sweeper import Sweeper
 
     tool = promtool()
     sg.conf.set_override("hooks", ["/bin/false"], group="events")
     sweeper = Sweeper(sg, sg.conf)
     try:
         sweeper.sweep()  # leads; the beating service goes down -> up
-        sweeper.hooks.hooks[0].run({"id": 0})  # one failure to count
+        sweeper.hooks.queues[0].run({"id": 0})  # one failure to count
         text = metrics.render(metrics.make_registry(sg, sweeper)).decode()
     finally:
         sweeper.hooks.close()

@@ -5,32 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
 
-from servicegroup.clock import Clock
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service
-from tests.helpers import make_service, wait_for
+from tests.helpers import ManualClock, make_service, wait_for
 
 LOGGER = "servicegroup.reporter"
 
 SERVICE = make_service(uuid="0b7e6a4e-1d5f-4c1e-bc1d-1c5f0f3c9a01", version=1)
-
-
-class ManualClock(Clock):
-    """Time moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.t, UTC)
-
-    def monotonic(self) -> float:
-        return self.t
 
 
 class FlakyBeat:

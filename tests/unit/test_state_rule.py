@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from servicegroup.api import judge, judge_all
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse
 from servicegroup.service import State
+from servicegroup.state import judge, judge_all
 from tests.helpers import make_service
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, 500000, tzinfo=UTC)

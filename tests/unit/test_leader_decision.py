@@ -1,14 +1,94 @@
-"""Mass-expiry protection in decide(): a binary going down at once is doubted, not reported."""
+"""leader/decision.py: which transitions a sweep writes, damping, mass-down protection."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from servicegroup.events import MassDown, decide
-from servicegroup.service import ServiceStatus, State
+from servicegroup.leader.decision import MassDown, cause_of, decide
+from servicegroup.service import Service, ServiceStatus, State
 from tests.helpers import make_service
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def svc(observed: str | None, uuid: str = "u1", forced: bool = False) -> Service:
+    return make_service(
+        uuid=uuid,
+        host="h",
+        binary="b",
+        forced_down=forced,
+        created_at=NOW,
+        observed_state=observed,
+    )
+
+
+def status(observed: str | None, state: State, beat: datetime | None = NOW, **kw) -> ServiceStatus:
+    return ServiceStatus(svc(observed, **kw), state, beat)
+
+
+def run(snapshots, down_after=1, up_after=1):
+    """Feed successive snapshots, applying written transitions like SQL would."""
+    observed = snapshots[0][0]
+    pending: dict = {}
+    emitted = []
+    for _, state in snapshots:
+        transitions, pending, _ = decide(
+            [status(observed, state)], pending, down_after=down_after, up_after=up_after
+        )
+        for t in transitions:
+            emitted.append((t.previous, t.state))
+            observed = t.state
+    return emitted
+
+
+def test_no_change_no_transition() -> None:
+    assert run([("up", State.UP)] * 3) == []
+
+
+def test_each_change_is_one_transition() -> None:
+    seq = [("up", State.UP), (None, State.DOWN), (None, State.DOWN), (None, State.UP)]
+    assert run(seq) == [("up", "down"), ("down", "up")]
+
+
+def test_unknown_and_back() -> None:
+    seq = [("up", State.UNKNOWN), (None, State.UP)]
+    assert run(seq) == [("up", "unknown"), ("unknown", "up")]
+
+
+def test_down_damping_needs_consecutive_sweeps() -> None:
+    flap = [("up", State.DOWN), (None, State.UP), (None, State.DOWN), (None, State.UP)]
+    assert run(flap, down_after=2) == []
+    steady = [("up", State.DOWN), (None, State.DOWN), (None, State.DOWN)]
+    assert run(steady, down_after=2) == [("up", "down")]
+    assert run(steady, down_after=3) == [("up", "down")]
+    assert run(steady, down_after=4) == []
+
+
+def test_up_damping_is_separate_from_down() -> None:
+    seq = [("down", State.UP), (None, State.UP), (None, State.DOWN), (None, State.DOWN)]
+    assert run(seq, up_after=2, down_after=1) == [("down", "up"), ("up", "down")]
+
+
+def test_damping_counter_resets_on_a_different_candidate() -> None:
+    seq = [("up", State.DOWN), (None, State.UNKNOWN), (None, State.DOWN), (None, State.DOWN)]
+    assert run(seq, down_after=2) == [("up", "down")]
+
+
+def test_never_observed_is_seeded_silently() -> None:
+    transitions, _, _ = decide([status(None, State.UP)], {})
+    assert [(t.previous, t.state, t.cause) for t in transitions] == [(None, "up", "observed")]
+
+
+def test_causes() -> None:
+    assert cause_of(status("down", State.UP)) == "heartbeat"
+    assert cause_of(status("up", State.UNKNOWN, None)) == "backend_unavailable"
+    assert cause_of(status("up", State.DOWN)) == "heartbeat_timeout"
+    assert cause_of(status("up", State.DOWN, None)) == "leave"
+    assert cause_of(status("up", State.DOWN, forced=True)) == "forced_down"
+
+
+# -- mass-down protection ----------------------------------------------------------
+
 MASS = MassDown(threshold=0.5, min_services=3, hold=1.0)
 
 

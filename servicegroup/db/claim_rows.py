@@ -20,7 +20,7 @@ Why every write is a single compare-and-set
     racing writers exactly one matches; the others see rowcount 0 and nothing
     changes. No SELECT ... FOR UPDATE, no read-modify-write in Python.
 
-Lock order, shared with db/events.py: lease -> event_sequence -> services ->
+Lock order, shared with db/event_log.py: lease -> event_sequence -> services ->
 claims. Owner writes (acquire, renew, release) touch only claims.
 """
 
@@ -45,7 +45,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 
 from servicegroup.clock import as_utc
-from servicegroup.db import events
+from servicegroup.db import event_log
 from servicegroup.db.engine import is_deadlock, writing
 from servicegroup.db.models import claims, server_now, services
 from servicegroup.exceptions import ClaimHeld, ClaimLost, NotFound
@@ -411,7 +411,7 @@ def stats(engine: Engine) -> tuple[list[tuple[str, str, int]], float | None]:
 # -- takeovers: force-release and recovery --------------------------------------
 
 
-def _draft(row: Any, cause: str, details: dict[str, Any]) -> events.Draft:
+def _draft(row: Any, cause: str, details: dict[str, Any]) -> event_log.Draft:
     """A claim event on the one stream, about the claim's (last) owner.
 
     previous == state == the owner's observed state, as for admin events
@@ -420,7 +420,7 @@ def _draft(row: Any, cause: str, details: dict[str, Any]) -> events.Draft:
     """
     m = row._mapping
     observed = m.get("owner_state") or "unknown"
-    return events.Draft(
+    return event_log.Draft(
         m["owner"],
         m.get("owner_host") or "",
         m.get("owner_binary") or "",
@@ -436,7 +436,7 @@ def force_release(engine: Engine, resource_type: str, resource_id: str, reason: 
     with writing(engine) as conn:
         # The sequence lock also serializes us with recovery; owners' writes
         # do not take it, so the UPDATE still re-checks epoch and state.
-        events.lock_sequence(conn)
+        event_log.lock_sequence(conn)
         for _ in range(ACQUIRE_ATTEMPTS):
             row = _read(conn, resource_type, resource_id)
             if row is None or row._mapping["state"] == DELETED:
@@ -469,7 +469,7 @@ def force_release(engine: Engine, resource_type: str, resource_id: str, reason: 
                 "incarnation": m["incarnation"],
                 "reason": reason,
             }
-            events.append(conn, [_draft(row, "claim_force_released", details)])
+            event_log.append(conn, [_draft(row, "claim_force_released", details)])
             return to_claim(_read(conn, resource_type, resource_id))
     raise ClaimHeld(None, f"{resource_type} {resource_id!r}: too much contention; retry")
 
@@ -565,7 +565,7 @@ def revoke(
         "recover_at": rfc3339(as_utc(retry_at)),
         "recovered_by": recovered_by,
     }
-    events.append(conn, [_draft(row, "claim_revoked", details)])
+    event_log.append(conn, [_draft(row, "claim_revoked", details)])
     return to_claim(row)
 
 
@@ -588,7 +588,7 @@ def finish(conn: Connection, claim: Claim, state: str, cause: str, details: dict
     ).rowcount
     if done == 1:
         row = _read(conn, *claim.key)
-        events.append(conn, [_draft(row, cause, {"epoch": claim.epoch, **details})])
+        event_log.append(conn, [_draft(row, cause, {"epoch": claim.epoch, **details})])
     return done == 1
 
 
@@ -617,7 +617,7 @@ def attempt_failed(
     row = _read(conn, *claim.key)
     if row is not None:
         cause = "claim_recovery_failed"
-        events.append(
+        event_log.append(
             conn, [_draft(row, cause, {"epoch": claim.epoch, "superseded": done != 1, **details})]
         )
     return done == 1

@@ -1,4 +1,4 @@
-"""The event stream and the sweeper's lease, in SQL, for every driver.
+"""The event stream in SQL, for every driver: appends, reads, pruning.
 
 Why ids are a cursor without holes appearing later
     A reader asks for "events after id N". If two transactions could append
@@ -15,19 +15,14 @@ Why ids are a cursor without holes appearing later
     Lock order is always lease -> event_sequence -> services rows, in every
     writer (sweeper and admin actions), so appenders cannot deadlock.
 
-Why the leader lease lives in SQL whatever the driver
-    Records always live in SQL, so a lease row needs no extra dependency,
-    behaves the same on every driver and is testable everywhere; keeping it is
-    one tiny UPDATE per sweep. It is "a database lock" done safely: it expires
-    on the SQL server's clock (a dead leader loses it without anyone's help),
-    and each takeover bumps `epoch`, so a writer can fence on (holder, epoch).
+    The leader lease (leader/lease.py) comes first in that order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +32,7 @@ from sqlalchemy import exc as sa_exc
 
 from servicegroup.clock import as_utc
 from servicegroup.db.engine import writing
-from servicegroup.db.models import event_sequence, leases, server_now, service_events, services
+from servicegroup.db.models import event_sequence, server_now, service_events, services
 from servicegroup.service import rfc3339
 
 SEQUENCE = "events"
@@ -54,7 +49,7 @@ class Event:
     state: str
     cause: str
     time: datetime
-    # Claim events only: which claim, and what happened to it (db/claims.py).
+    # Claim events only: which claim, and what happened to it (db/claim_rows.py).
     details: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +65,15 @@ class Event:
             "time": rfc3339(self.time),
             "details": self.details,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """One page of the stream, and where to continue from."""
+
+    events: list[Event]
+    # Pass it back as `since` to continue: the last id returned, or the since given.
+    cursor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +221,8 @@ def read(
 
 def last_id(engine: Engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.coalesce(func.max(service_events.c.id), 0))).scalar_one()
+        found = conn.execute(select(func.coalesce(func.max(service_events.c.id), 0)))
+        return int(found.scalar_one())
 
 
 def _event(row: Any) -> Event:
@@ -243,79 +248,3 @@ def prune(engine: Engine, retention: float) -> int:
         return conn.execute(
             service_events.delete().where(service_events.c.created_at < cutoff)
         ).rowcount
-
-
-# -- the lease -------------------------------------------------------------------
-
-
-def acquire(engine: Engine, name: str, holder: str, epoch: int | None, duration: float) -> int:
-    """Renew our lease or take an expired one; the epoch we hold, or 0 if another does.
-
-    Renewal needs (holder, epoch) to match, so a holder that lost the lease
-    and got it back is told so by a new epoch.
-    """
-    with writing(engine) as conn:
-        now = conn.execute(select(server_now())).scalar_one()
-        expires = now + timedelta(seconds=duration)
-        where = leases.c.name == name
-        if epoch is not None:
-            mine = where & (leases.c.holder == holder) & (leases.c.epoch == epoch)
-            renewed = conn.execute(update(leases).where(mine).values(expires_at=expires))
-            if renewed.rowcount == 1:
-                return epoch
-        taken = conn.execute(
-            update(leases)
-            .where(where & (leases.c.expires_at < now))
-            .values(holder=holder, epoch=leases.c.epoch + 1, expires_at=expires)
-        )
-        if taken.rowcount == 1:
-            return conn.execute(select(leases.c.epoch).where(where)).scalar_one()
-        if conn.execute(select(leases.c.name).where(where)).first() is not None:
-            return 0
-    try:
-        with writing(engine) as conn:
-            conn.execute(
-                insert(leases).values(name=name, holder=holder, epoch=1, expires_at=expires)
-            )
-    except sa_exc.IntegrityError:
-        return 0  # another daemon created it first; it leads
-    return 1
-
-
-def fence(conn: Connection, name: str, holder: str, epoch: int, duration: float) -> bool:
-    """Re-check and extend our lease inside a writing transaction.
-
-    The UPDATE locks the lease row until commit, so a takeover cannot commit
-    between this check and our writes: a deposed leader writes nothing.
-    """
-    now = conn.execute(select(server_now())).scalar_one()
-    stmt = (
-        update(leases)
-        .where(
-            (leases.c.name == name)
-            & (leases.c.holder == holder)
-            & (leases.c.epoch == epoch)
-            & (leases.c.expires_at >= now)
-        )
-        .values(expires_at=now + timedelta(seconds=duration))
-    )
-    return conn.execute(stmt).rowcount == 1
-
-
-def holder_of(engine: Engine, name: str) -> tuple[str, int] | None:
-    with engine.connect() as conn:
-        row = conn.execute(select(leases.c.holder, leases.c.epoch).where(leases.c.name == name))
-        found = row.first()
-    return None if found is None else (found[0], found[1])
-
-
-def rows(events: Iterable[Event]) -> list[dict[str, Any]]:
-    return [e.as_dict() for e in events]
-
-
-@contextlib.contextmanager
-def appending(engine: Engine) -> Iterator[Connection]:
-    """A transaction that already holds the append lock."""
-    with writing(engine) as conn:
-        lock_sequence(conn)
-        yield conn
