@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -32,6 +32,9 @@ from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.exceptions import BackendError
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service
+
+if TYPE_CHECKING:
+    from servicegroup.api import ServiceGroup
 
 LOG = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ class HttpTransport:
 class DirectTransport:
     """Straight to the records database and the liveness driver, as the daemon does."""
 
-    def __init__(self, group: Any) -> None:
+    def __init__(self, group: ServiceGroup) -> None:
         self.group = group
         self.backend = group.driver.backend
 

@@ -76,7 +76,7 @@ class Client:
             "availability_zone": availability_zone,
             "version": version,
         }
-        return self._call("POST", "/v1/services", json=body).json()
+        return self._json("POST", "/v1/services", json=body)
 
     def heartbeat(self, id: str) -> None:
         self._call("POST", f"/v1/services/{_quote(id)}/heartbeat", id=id)
@@ -85,30 +85,41 @@ class Client:
         self._call("POST", f"/v1/services/{_quote(id)}/leave", id=id)
 
     def get(self, id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/services/{_quote(id)}", id=id).json()
+        return self._json("GET", f"/v1/services/{_quote(id)}", id=id)
 
     def list(self, **filters: str | None) -> list[dict[str, Any]]:
         """binary, host, topic, availability_zone, state; None means no filter."""
         params = {key: value for key, value in filters.items() if value is not None}
-        return self._call("GET", "/v1/services", params=params).json()["services"]
+        body = self._json("GET", "/v1/services", params=params)
+        services: list[dict[str, Any]] = body["services"]
+        return services
 
     def update(self, id: str, **changes: Any) -> dict[str, Any]:
         """disabled, disabled_reason, forced_down, version (admin token)."""
-        return self._call("PATCH", f"/v1/services/{_quote(id)}", id=id, json=changes).json()
+        return self._json("PATCH", f"/v1/services/{_quote(id)}", id=id, json=changes)
 
     def delete(self, id: str) -> None:
         self._call("DELETE", f"/v1/services/{_quote(id)}", id=id)
 
     def versions(self, binary: str, up_only: bool = False) -> dict[str, Any]:
         params = {"up_only": "true" if up_only else "false"}
-        return self._call("GET", f"/v1/versions/{_quote(binary)}", params=params).json()
+        return self._json("GET", f"/v1/versions/{_quote(binary)}", params=params)
 
     def health(self) -> dict[str, Any]:
-        return self._call("GET", "/healthz").json()
+        return self._json("GET", "/healthz")
 
     # -- internals ---------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, id: str | None = None, **kwargs: Any) -> Any:
+    def _json(
+        self, method: str, path: str, *, id: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The answer's JSON body: a dict for every endpoint this client calls."""
+        body: dict[str, Any] = self._call(method, path, id=id, **kwargs).json()
+        return body
+
+    def _call(
+        self, method: str, path: str, *, id: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

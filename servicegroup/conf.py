@@ -386,7 +386,8 @@ def effective_down_time(conf: cfg.ConfigOpts) -> float:
     A down time of two report intervals or less flaps on one late heartbeat,
     so it is raised to 2.5 x report_interval with a warning.
     """
-    down, interval = conf.service_down_time, conf.report_interval
+    down: float = conf.service_down_time
+    interval: float = conf.report_interval
     if down <= 2 * interval:
         fixed = 2.5 * interval
         LOG.warning(
@@ -402,7 +403,7 @@ def effective_down_time(conf: cfg.ConfigOpts) -> float:
 
 def database_url(conf: cfg.ConfigOpts) -> str:
     if conf.database.connection:
-        return conf.database.connection
+        return str(conf.database.connection)
     state_dir = Path(conf.state_dir).expanduser()
     state_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state_dir / 'servicegroup.sqlite'}"

@@ -11,13 +11,19 @@ import json
 import sys
 import unicodedata
 import uuid as uuid_mod
-from typing import Any
+from typing import Any, Literal, overload
 
 from servicegroup.exceptions import InvalidInput
 
 MAX_NAME_LENGTH = 255
 MAX_REASON_LENGTH = 255
 MAX_VERSION = 2**31 - 1  # fits a signed 32-bit INTEGER on every dialect
+
+
+@overload
+def name(field: str, value: Any, *, required: Literal[True] = True) -> str: ...
+@overload
+def name(field: str, value: Any, *, required: bool) -> str | None: ...
 
 
 def name(field: str, value: Any, *, required: bool = True) -> str | None:
@@ -170,7 +176,7 @@ def state(value: Any, field: str = "state") -> str | None:
         return None
     if value not in STATES:
         raise InvalidInput(field, f"must be one of {', '.join(STATES)}")
-    return value
+    return str(value)
 
 
 MAX_WAIT = 60.0
@@ -275,7 +281,7 @@ def claim_state(value: Any, field: str = "state") -> str | None:
         return None
     if value not in CLAIM_STATES:
         raise InvalidInput(field, f"must be one of {', '.join(CLAIM_STATES)}")
-    return value
+    return str(value)
 
 
 def incarnation(value: Any, field: str = "incarnation") -> str:

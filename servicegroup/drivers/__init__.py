@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import stevedore
 from stevedore.exception import NoMatches
@@ -25,10 +25,12 @@ def installed() -> list[str]:
 def load(name: str) -> type[Driver]:
     """The driver class registered under `name`; unknown names list what is installed."""
     try:
-        manager = stevedore.DriverManager(NAMESPACE, name, invoke_on_load=False)
+        manager: stevedore.DriverManager[Any] = stevedore.DriverManager(
+            NAMESPACE, name, invoke_on_load=False
+        )
     except NoMatches:
         raise ConfigError(
             f"driver: unknown liveness driver {name!r}; installed drivers: "
             f"{', '.join(installed()) or 'none'}"
         ) from None
-    return manager.driver
+    return cast("type[Driver]", manager.driver)  # the class itself: invoke_on_load=False

@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -177,7 +178,7 @@ KIND_DOC = {
     "maxLength": validation.MAX_KIND_LENGTH,
     "pattern": "^[A-Za-z0-9_.-]+$",
 }
-UUID_DOC = {"format": "uuid"}
+UUID_DOC: dict[str, JsonValue] = {"format": "uuid"}
 
 
 class ClaimBody(_Body):
