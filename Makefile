@@ -1,6 +1,6 @@
 # The two commands of the README.
 #   make run   the daemon on http://127.0.0.1:8797: SQLite + db driver, nothing to install
-#   make test  installs every test backend, then lint, format check and the whole suite
+#   make test  installs every test backend, then lint, format and type checks and the whole suite
 #
 # Both create .venv on first use and reinstall only when the package metadata
 # changes (the install is editable, so code changes need nothing).
@@ -22,6 +22,7 @@ run: $(VENV)/.installed
 test: backends $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q --timeout=$(PYTEST_TIMEOUT)
 
 backends:
@@ -30,6 +31,7 @@ backends:
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -766,7 +766,7 @@ def sql_counter(engine: sa.Engine) -> Iterator[dict[str, int]]:
 
     Counted on the dialect's do_* methods, which every statement passes
     through, whether sent by a SQLAlchemy Connection or straight on a DBAPI
-    connection (db/engine.py write_one(), the heartbeat).
+    connection (db/engine.py RawWrite, the heartbeat).
     """
     counts = {"statements": 0, "begins": 0, "pings": 0, "commits": 0, "rollbacks": 0}
     dialect = engine.dialect

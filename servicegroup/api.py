@@ -20,7 +20,7 @@ from typing import Any
 from oslo_config import cfg
 
 from servicegroup import conf as sg_conf
-from servicegroup import drivers, gcpause, validation
+from servicegroup import drivers, validation
 from servicegroup.backend_errors import DriverErrors, sql_errors
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import claim_rows, event_log, migration, records
@@ -116,6 +116,7 @@ class ServiceGroup:
         self._driver_errors = DriverErrors(self.driver)
         self._reuse = records.Reuse()
         self._statuses = StatusReuse()
+        self._other_caches: list[IdentityCache[Any]] = []
         self._read_failing = False
         self._outages = Outages(clock, self.down_time)
         # This process start's identity for claims: a ServiceGroup is never its former self.
@@ -335,9 +336,23 @@ class ServiceGroup:
             after = snapshot.statuses[-1].service.uuid
         self._keep_only(live)
 
+    def keep_pruned(self, cache: IdentityCache[Any]) -> None:
+        """Prune a caller's table of services with this group's own (identity_cache.py).
+
+        A read of every live service then drops the services it no longer
+        finds from `cache` too, and delete() the deleted one at once.
+        """
+        with self._lock:
+            self._other_caches.append(cache)
+
     def _identity_caches(self) -> list[IdentityCache[Any]]:
-        """Every table of identity_cache.py this group keeps, the driver's included."""
-        return [self._reuse.cache, self._statuses.cache, *self.driver.identity_caches]
+        """Every table of identity_cache.py this group prunes, the driver's included."""
+        return [
+            self._reuse.cache,
+            self._statuses.cache,
+            *self.driver.identity_caches,
+            *self._other_caches,
+        ]
 
     def _keep_only(self, live: Collection[str]) -> None:
         """Drop what is remembered of services not in `live`, a read of every live one."""
@@ -569,9 +584,8 @@ class ServiceGroup:
             self._log_read_recovery()
         outage = None if missing is UNKNOWN else self._outages.ago()
         services, pulses = recordset.services, reading.pulses
-        with gcpause.paused():  # building, no I/O: see gcpause.py
-            states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
-            statuses = self._statuses.build(services, states, pulses, missing)
+        states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
+        statuses = self._statuses.build(services, states, pulses, missing)
         return Snapshot(statuses, liveness_ok=missing is NEVER, read_at=reading.now)
 
     def _log_read_failure(self, exc: BackendError) -> None:

@@ -1,9 +1,12 @@
 """What the last reads built, by service uuid, handed out again while its source is unchanged.
 
-Speed trick, measured (doc/benchmarks.md): between two reads of a fleet most
-services are unchanged, and comparing a service's source (its row, its
-stored value, its znode's mtime) with the one its object was built from
-costs a fraction of building the object again. records.Reuse (Services),
+Speed trick: between two reads of a fleet most services are unchanged, and
+comparing a service's source (its row, its stored value, its znode's mtime)
+with the one its object was built from costs a fraction of building the
+object again. Measured at 10,000 unchanged services (callgrind, issue 17):
+records.Reuse makes get_all x1.47 faster on SQLite and x2.13 on PostgreSQL
+(some 25 ms), the status cache another x1.08 and x1.17-1.27 (4-6 ms); when
+every row changed they cost 7-10%. records.Reuse (Services),
 ServiceGroup's statuses and the drivers' Pulses all keep such a table; this
 is the one helper they share, so they share one bound and one pruning rule:
 

@@ -54,6 +54,7 @@ from sqlalchemy import Engine
 from tooz import coordination
 
 from servicegroup import conf as sg_conf
+from servicegroup import dependency_internals
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
 from servicegroup.drivers.base import Driver, Pulse, Reading
@@ -178,10 +179,8 @@ class _RedisClients:
     client, it never closes it. Each member still beats its own key and
     expires on its own.
 
-    Private parts used, each guarded (without them a coordinator keeps its
-    own client, as tooz builds it): RedisDriver._make_client, the hook where
-    tooz builds the client (also where the no-retry policy goes), and
-    RedisDriver._server_info, the INFO reply, trimmed to redis_version.
+    tooz's private parts are used through dependency_internals (guarded:
+    without them a coordinator keeps its own client, as tooz builds it).
     """
 
     def __init__(self) -> None:
@@ -190,32 +189,22 @@ class _RedisClients:
 
     def adopt(self, coord: coordination.CoordinationDriver, url: str) -> bool:
         """Before start(): make a redis coordinator take the shared client for url."""
-        try:
-            from tooz.drivers.redis import RedisDriver
-        except ImportError:  # pragma: no cover - redis is optional
-            return False
-        make_client = getattr(coord, "_make_client", None)
-        if not isinstance(coord, RedisDriver) or make_client is None:
-            return False
 
-        def shared_client(*args: Any, **kwargs: Any) -> Any:
+        def shared(build: Callable[[], Any]) -> Any:
             with self._lock:
                 client = self._clients.get(url)
                 if client is None:
-                    client = make_client(*args, **kwargs)
+                    client = build()
                     _no_retry(client)
                     self._clients[url] = client
                 return client
 
-        coord._make_client = shared_client  # type: ignore[method-assign]
-        return True
+        return dependency_internals.tooz_redis_share_client(coord, shared)
 
     @staticmethod
     def trim(coord: coordination.CoordinationDriver) -> None:
         """After start(): keep only the part of the INFO reply tooz reads."""
-        info = getattr(coord, "_server_info", None)
-        if isinstance(info, dict) and "redis_version" in info and len(info) > 1:
-            coord._server_info = {"redis_version": info["redis_version"]}  # type: ignore[attr-defined]
+        dependency_internals.tooz_redis_trim_info(coord)
 
     def close(self) -> None:
         with self._lock:
@@ -227,25 +216,12 @@ class _RedisClients:
                 LOG.debug("closing redis client failed: %s", exc)
 
 
-def _kazoo_client(coord: coordination.CoordinationDriver) -> Any:
-    """The KazooClient behind a zookeeper coordinator, else None.
-
-    tooz's zookeeper heartbeat() is a kazoo get() with no timeout, which
-    waits for as long as ZooKeeper is unreachable; reads have timeouts, a
-    beat has not. So a beat first asks kazoo whether it is connected (an
-    attribute read, no I/O) and fails at once when it is not.
-    """
-    from tooz.drivers.zookeeper import KazooDriver
-
-    return coord._coord if isinstance(coord, KazooDriver) else None
-
-
 class _Member:
     """One beating service: its own coordinator, and what we know of its membership."""
 
     def __init__(self, coord: coordination.CoordinationDriver, service: Service) -> None:
         self.coord = coord
-        self.kazoo = _kazoo_client(coord)
+        self.kazoo = dependency_internals.tooz_kazoo_client(coord)
         self.group = group_id(service.binary)
         self.member_id = member_id(service.host, service.binary)
         self.lock = threading.Lock()
@@ -358,7 +334,9 @@ class ToozDriver(Driver):
         member.suspect = False
         member.verify_at = self.clock.monotonic() + self.down_time
 
-    def _join(self, coord: coordination.CoordinationDriver, group: bytes, caps: dict) -> None:
+    def _join(
+        self, coord: coordination.CoordinationDriver, group: bytes, caps: dict[str, Any]
+    ) -> None:
         for _attempt in range(2):
             try:
                 coord.join_group(group, caps).get(timeout=self.timeout)
@@ -406,7 +384,7 @@ class ToozDriver(Driver):
             try:
                 members = result.get(timeout=max(0.0, deadline - self.clock.monotonic()))
             except coordination.GroupNotCreated:
-                members = frozenset()  # nobody of this binary ever joined: all NEVER
+                members = set()  # nobody of this binary ever joined: all NEVER
             groups[binary] = (members, Pulse(self.clock.now()))
         pulses: dict[str, Pulse] = {}
         for binary, services in by_binary.items():
@@ -482,7 +460,7 @@ class ToozDriver(Driver):
 
     def _stop(self, coord: coordination.CoordinationDriver) -> None:
         try:
-            client = _kazoo_client(coord)
+            client = dependency_internals.tooz_kazoo_client(coord)
             if client is not None and not client.connected:
                 # tooz's stop() leaves each group with no timeout; closed
                 # first, kazoo fails those calls at once instead.

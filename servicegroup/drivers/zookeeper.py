@@ -37,8 +37,9 @@ Bulk read
     ZooKeeper 3.6+ answers a multiRead (opcode 22): many getData ops in one
     request, one reply with each op's data and Stat, or its own error (a
     missing node fails that op only). kazoo has no API for it, so MultiRead
-    below is a request object for kazoo's own queue (KazooClient._call, as
-    its Transaction is sent): it rides the session, auth and reconnection.
+    below is a request object for kazoo's own queue, sent as its Transaction
+    is (dependency_internals.kazoo_send): it rides the session, auth and
+    reconnection.
     kazoo's connection thread handles one request or reply per loop turn
     (~0.14 ms per znode as pipelined gets: 1.1-1.5 s for 10,000, during which
     a beat's set on the same session waits its turn); a few multiReads cost
@@ -78,7 +79,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import orjson
@@ -99,6 +100,7 @@ from kazoo.retry import KazooRetry
 from oslo_config import cfg
 from sqlalchemy import Engine
 
+from servicegroup import dependency_internals
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
 from servicegroup.drivers.base import NEVER, Driver, Pulse, Reading, new_pulse
@@ -153,9 +155,10 @@ def _utc(mtime_ms: int) -> datetime:
 def _owner(data: bytes | None) -> str | None:
     # orjson: a read parses every node's data; same answers as json.loads.
     try:
-        return orjson.loads(data)["uuid"]
+        owner = orjson.loads(data or b"")["uuid"]
     except (ValueError, TypeError, KeyError):
         return None
+    return owner if isinstance(owner, str) else None
 
 
 # -- multiRead ---------------------------------------------------------------
@@ -168,7 +171,7 @@ _MTIME = struct.Struct("!q")
 _MTIME_AT = 24  # a Stat is czxid, mzxid, ctime, mtime, ...
 
 # One op's answer: (data, mtime in ms) or the error ZooKeeper gave that op.
-Got = tuple[bytes, int] | KazooException
+Got: TypeAlias = tuple[bytes, int] | KazooException
 
 
 class MultiRead:
@@ -191,7 +194,7 @@ class MultiRead:
         return f"MultiRead({len(self.paths)} paths)"
 
     def serialize(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         for path in self.paths:
             encoded = path.encode()
             parts += (_GET_DATA_HEADER, int_struct.pack(len(encoded)), encoded, b"\0")
@@ -333,7 +336,7 @@ class ZooKeeperDriver(Driver):
         pulses: dict[str, Pulse] = {}
         last = self._pulses.for_read()
         for svc, answer in zip(services, got, strict=True):
-            if type(answer) is tuple:
+            if isinstance(answer, tuple):
                 data, mtime = answer
                 seen = last.get(svc.uuid)
                 if seen is not None and seen[0] == mtime and seen[1] == data:
@@ -384,8 +387,8 @@ class ZooKeeperDriver(Driver):
         pending = []
         for chunk in chunks(paths, MULTI_READ_BUDGET):
             result = self._client.handler.async_result()
-            # kazoo's own queue, as KazooClient.transaction() sends a multi.
-            self._client._call(MultiRead([chroot + p for p in chunk] if chroot else chunk), result)
+            request = MultiRead([chroot + p for p in chunk] if chroot else chunk)
+            dependency_internals.kazoo_send(self._client, request, result)
             pending.append(result)
         got: list[Got] = []
         try:
@@ -499,7 +502,8 @@ class ZooKeeperDriver(Driver):
         client_id = self._client.client_id
         if client_id is None:
             raise self._not_connected()
-        return client_id[0]
+        session_id: int = client_id[0]
+        return session_id
 
     def _require_connected(self) -> None:
         if not self._client.connected:

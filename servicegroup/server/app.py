@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import gc
 import logging
 import re
 import signal
@@ -27,7 +25,6 @@ from fastapi import FastAPI, Path, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -35,10 +32,12 @@ from starlette.types import Receive, Scope, Send
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup
+from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import records
 from servicegroup.exceptions import InvalidInput, NotFound
+from servicegroup.identity_cache import IdentityCache
 from servicegroup.leader.sweeper import Sweeper
-from servicegroup.server import auth, claims_api, errors, metrics
+from servicegroup.server import auth, claims_api, errors, metrics, process_tuning
 from servicegroup.server.schemas import (
     NAME_DOC,
     EventList,
@@ -54,20 +53,9 @@ from servicegroup.service import Service, ServiceStatus
 LOG = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
-CACHE_SIZE = 100_000
 # Threads running heartbeats' blocking driver calls: few, so they do not
 # convoy on the GIL; within the database pool (pool_size 10 by default).
 HEARTBEAT_THREADS = 8
-# A list of more services than this is followed by malloc_trim: see _GIVE_BACK.
-TRIM_AFTER_LISTING = 1000
-# Net allocations between two young collections: see _tune_gc().
-GC_YOUNG_THRESHOLD = 100_000
-
-# glibc's mallopt() parameters, and the values serve() sets (see _bound_malloc).
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-MMAP_THRESHOLD = 128 * 1024
 
 # The error codes each kind of endpoint can answer; 401/403 are reserved for auth.
 _READ = (400, 401, 403, 422, 500, 503)
@@ -123,32 +111,27 @@ class ServiceCache:
     PATCH and dropped on DELETE or on a NotFound beat (the db driver's UPDATE
     says so for a deleted row). Other drivers cannot tell that a record was
     deleted by another process, so entries also expire after `ttl` seconds:
-    such a service keeps accepting beats for at most that long.
+    such a service keeps accepting beats for at most that long. Its bound,
+    and the pruning of services a whole read no longer finds, are every
+    identity cache's (identity_cache.py; create_app hands it to the group).
     """
 
-    def __init__(self, ttl: float, maxsize: int = CACHE_SIZE) -> None:
-        self._items: dict[str, tuple[Service, float]] = {}
+    def __init__(self, ttl: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.table: IdentityCache[tuple[Service, float]] = IdentityCache()
         self._ttl = ttl
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
+        self._clock = clock
 
     def get(self, uuid: str) -> Service | None:
-        entry = self._items.get(uuid)
-        if entry is None or entry[1] < time.monotonic():
+        entry = self.table.entries.get(uuid)
+        if entry is None or entry[1] < self._clock.monotonic():
             return None
         return entry[0]
 
     def put(self, service: Service) -> None:
-        with self._lock:
-            self._items.pop(service.uuid, None)
-            if len(self._items) >= self._maxsize:
-                # Oldest first: dicts keep insertion order.
-                del self._items[next(iter(self._items))]
-            self._items[service.uuid] = (service, time.monotonic() + self._ttl)
+        self.table.for_read()[service.uuid] = (service, self._clock.monotonic() + self._ttl)
 
     def drop(self, uuid: str) -> None:
-        with self._lock:
-            self._items.pop(uuid, None)
+        self.table.discard(uuid)
 
 
 _beat_executor: ThreadPoolExecutor | None = None
@@ -222,7 +205,8 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    cache = ServiceCache(ttl=sg.down_time)
+    cache = ServiceCache(ttl=sg.down_time, clock=sg.clock)
+    sg.keep_pruned(cache.table)
     registry = metrics.make_registry(sg, sweeper)
     bell = Bell()
     if sweeper is not None:
@@ -248,7 +232,7 @@ def create_app(
     )
     def get_metrics() -> Response:
         body = metrics.render(registry)
-        return Response(body, media_type=metrics.CONTENT_TYPE, background=_GIVE_BACK)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
     @app.post(
         "/v1/services",
@@ -289,8 +273,7 @@ def create_app(
             state=state,
         )
         body = {"services": [s.as_dict() for s in statuses]}
-        trim = _GIVE_BACK if len(statuses) > TRIM_AFTER_LISTING else None
-        return FastJSONResponse(body, background=trim)
+        return FastJSONResponse(body)
 
     @app.get(
         "/v1/services/{id}",
@@ -441,6 +424,9 @@ class HeartbeatRoute:
     body limit, then the agent token (auth.bearer reads it as BEARER does),
     then the id rule and the beat (beat_off_loop, shared), errors through
     errors.error_response; a test compares the two answer for answer.
+    Measured again for issue 17 (SQLite, 10,000 services, alternated):
+    2,076-2,531 against 995-1,047 beats/s through FastAPI (x2.3), 181-300
+    against 426-459 us of daemon CPU a beat.
     """
 
     def __init__(
@@ -486,7 +472,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """
     tokens = auth.Tokens.from_conf(conf)
     auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
-    _bound_malloc()  # before any thread: the driver's, the sweeper, the pools
+    process_tuning.bound_malloc()  # before any thread: the driver's, the sweeper, the pools
     sg = ServiceGroup(conf)
     sweeper = Sweeper(sg, conf)
     try:
@@ -502,7 +488,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         server = uvicorn.Server(config)
-        _tune_gc()
+        process_tuning.tune_gc()
         LOG.info(
             "servicegroup starting on %s:%s (driver %s)",
             conf.api.host,
@@ -519,79 +505,6 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
         sg.close()
     LOG.info("servicegroup stopped")
     return 0
-
-
-def _bound_malloc() -> bool:
-    """Make glibc give back what a 10,000-service read took; False where there is no mallopt.
-
-    Two glibc defaults keep memory the daemon never reuses. A heap (arena)
-    per thread, up to 8 per core: the heartbeat threads, the sweeper and
-    the threadpool each keep a partly free one; two are enough while the
-    GIL serialises nearly every allocation anyway. And the mmap threshold
-    rises to the size of the largest block freed (up to 32 MB): after the
-    first list or scrape, their multi-MB bodies come from a heap, where
-    freeing them leaves holes the process keeps. A fixed threshold (glibc's
-    initial 128 KiB) keeps such blocks in mmap, unmapped on free.
-
-    Measured (memcached, 10,000 services, bench daemon scenario): RSS
-    after the list and metrics reads 126.1 -> 118.0 MB (median of 3, alternated).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc-like: nothing to tune
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok)
-
-
-def _malloc_trim() -> Callable[[], object]:
-    """glibc's malloc_trim(0), or nothing where there is none: see _GIVE_BACK.
-
-    Called holding the GIL (PyDLL, not CDLL): with the GIL released, the
-    next request's allocations queued on the heap locks the trim held, and
-    a list or scrape right after one took 5-44% longer (measured).
-    """
-    try:
-        trim = ctypes.PyDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
-# Run after a whole-fleet response is sent (/metrics, a list of more than
-# 1,000): its 10,000 statuses, dicts and strings were freed, but the
-# medium-sized blocks among them leave free pages inside glibc's heaps that
-# the process keeps (_bound_malloc bounds the heaps, not their holes);
-# malloc_trim hands those pages back, in 0.1-5 ms. Measured on the bench
-# daemon scenario (zookeeper, 10,000 services, alternated, two runs each):
-# RSS after the reads 135.2 / 135.6 MB untrimmed, 129.6 / 130.0 trimmed;
-# list 209-226 / 221-242 ms, /metrics 452-496 / 469-482 ms.
-_GIVE_BACK = BackgroundTask(_malloc_trim())
-
-
-def _tune_gc() -> None:
-    """Keep the daemon's garbage collector off the request path.
-
-    Freeze what startup built (modules, the app, SQLAlchemy's metadata):
-    every full collection walks every tracked object, those live as long as
-    the process, so freezing them loses nothing.
-
-    Then raise the young generation's threshold. A sweep or a 10,000-row
-    list holds some 40,000 objects for a moment; with the default 700, each
-    one pushed them through a young and a middle collection into the old
-    generation, so a full collection (26-44 ms, up to 135 ms) ran every few
-    seconds while 50 clients beat. The threshold counts allocations net of
-    frees, so with 100,000 such transient objects are gone before any
-    collection sees them; cycles still get collected, at most 100,000
-    objects later. Measured (memcached, 10,000 services, wrk -c50, two runs
-    each): collections took 2.2-5.1 s per run, 30 of them full, against
-    0.36-0.48 s and at most one full one.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @contextlib.contextmanager

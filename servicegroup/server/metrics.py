@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 from servicegroup.api import ServiceGroup
 from servicegroup.backend_errors import sql_errors
@@ -24,6 +24,9 @@ from servicegroup.db import claim_rows
 from servicegroup.exceptions import BackendError
 from servicegroup.leader.sweeper import Sweeper
 from servicegroup.service import ServiceStatus, Snapshot, State
+
+# prometheus_client ships it without annotations.
+float_to_go: Callable[[float], str] = _untyped_float_to_go
 
 LOG = logging.getLogger(__name__)
 
@@ -252,11 +255,13 @@ def make_registry(sg: ServiceGroup, sweeper: Sweeper | None = None) -> Collector
 def render(registry: CollectorRegistry) -> bytes:
     """prometheus_client's generate_latest(), byte for byte, for what our collector yields.
 
-    At 10,000 services a scrape has some 60,000 samples and generate_latest
-    formats each through several str.format calls and a sort: two thirds of
-    a scrape's time. This writes the same text (labels sorted by name,
-    values through floatToGoString) with one f-string per sample; a test
-    compares both outputs. Families of other types go to generate_latest.
+    Speed trick: at 10,000 services a scrape has some 60,000 samples and
+    generate_latest formats each through several str.format calls and a
+    sort. This writes the same text (labels sorted by name, values through
+    floatToGoString) with one f-string per sample; a test compares both
+    outputs. Families of other types go to generate_latest. Measured at
+    10,000 services (issue 17): a scrape's render 2.1 G instructions against
+    3.7 G (-42%), 345 against 546 ms (x1.58, some 200 ms of CPU a scrape).
     """
     out: list[str] = []
     for metric in registry.collect():
@@ -282,9 +287,9 @@ _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 def _sample_line(sample: Sample) -> str:
     labels = sample.labels
     if not labels:
-        return f"{sample.name} {floatToGoString(sample.value)}\n"
+        return f"{sample.name} {float_to_go(sample.value)}\n"
     pairs = ",".join(f'{k}="{_escape(labels[k])}"' for k in sorted(labels))
-    return f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n"
+    return f"{sample.name}{{{pairs}}} {float_to_go(sample.value)}\n"
 
 
 def _escape(value: str) -> str:

@@ -97,7 +97,7 @@ def _bench_module():
 
 
 def test_sql_counter_counts_every_path_on_every_dialect(sql_url, make_group) -> None:
-    # The heartbeat bypasses SQLAlchemy's Connection (db/engine.py write_one());
+    # The heartbeat bypasses SQLAlchemy's Connection (db/engine.py RawWrite);
     # reads do not. The bench's counter must see both, on every dialect.
     sql_counter = _bench_module().sql_counter
     group = make_group(sql_url)

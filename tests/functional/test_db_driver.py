@@ -40,7 +40,7 @@ class Statements:
 
     Recorded on the dialect's do_execute (and its no-params and executemany
     twins), which SQLAlchemy's Connection calls and which the heartbeat's
-    lean path (db/engine.py write_one()) calls too; the cursor events would
+    lean path (db/engine.py RawWrite) calls too; the cursor events would
     miss the latter. The checkout ping goes through do_ping, not these, and
     checkouts are counted separately so a test can say "one checkout, hence
     at most one ping, and exactly these statements". Should a ping ever come
@@ -166,7 +166,7 @@ def test_heartbeat_is_one_update_stamped_by_the_server(sql_url, make_group) -> N
     assert stmts.pings == []
     assert stmts.verbs() == ["UPDATE"], stmts.all
     # Not even SQLite's BEGIN IMMEDIATE: the lone UPDATE is its own transaction
-    # (db/engine.py write_one()); the next tests show it still waits for the lock.
+    # (db/engine.py RawWrite); the next tests show it still waits for the lock.
     assert stmts.transaction_control == [], stmts.all
     sql, params = stmts.work[0]
     assert SERVER_CLOCK_SQL[dialect(group)] in sql
@@ -206,7 +206,7 @@ def test_sqlite_heartbeats_reuse_a_connection_kept_out_of_the_pool(sqlite_url, m
     # a connection whose write failed is closed, not kept; dispose() closes
     # the idle ones; concurrent beats keep at most MAX_IDLE.
     group = make_group(sqlite_url)
-    spares = group.engine.__dict__["_sg_spares"]
+    spares = group.driver._beat.spares
     beating = [group.register(f"compute-{i}", "nova-compute") for i in range(8)]
     stmts = Statements(group.engine)
     with stmts.recording():

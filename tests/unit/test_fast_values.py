@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from servicegroup import gcpause
 from servicegroup.api import StatusReuse
 from servicegroup.clock import SYSTEM_CLOCK
+from servicegroup.db.engine import make_engine
 from servicegroup.db.records import RecordSet, Reuse, _service, _utc, to_service
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, new_pulse
 from servicegroup.drivers.db import DbDriver
@@ -61,23 +60,6 @@ def test_to_service_from_a_raw_sqlite_row() -> None:
     text = "2026-11-24 06:22:18.123456"
     row = (1, "u", "h", "b", None, "az", 3, 7, 0, None, 1, text, text, None, None, 0, "up", text)
     assert to_service(row) == Service(*VALUES)
-
-
-def test_gc_pause_nests_and_restores() -> None:
-    assert gc.isenabled()
-    with gcpause.paused():
-        assert not gc.isenabled()
-        with gcpause.paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with gcpause.paused():
-            pass
-        assert not gc.isenabled()  # someone else turned it off: left off
-    finally:
-        gc.enable()
 
 
 # query()'s rows: Service's fields as SQLite stores them, then the server's clock.
@@ -199,7 +181,7 @@ def test_status_reuse_hands_back_an_unchanged_status_and_rebuilds_any_change() -
 
 
 def test_db_driver_reuses_a_pulse_only_for_the_same_beat() -> None:
-    driver = DbDriver(None, None, SYSTEM_CLOCK)  # read() needs no engine or config
+    driver = DbDriver(None, make_engine("sqlite://"), SYSTEM_CLOCK)  # read() needs no config
     beating, silent = new_service(*VALUES), new_service("v", *VALUES[1:10], None, *VALUES[11:])
     first = driver.read(RecordSet([beating, silent], AT)).pulses
     assert first == {"u": Pulse(AT)}

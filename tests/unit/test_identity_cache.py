@@ -47,9 +47,10 @@ def test_discard_forgets_one() -> None:
 
 def test_every_driver_cache_is_pruned_through_keep_only() -> None:
     from servicegroup.clock import SYSTEM_CLOCK
+    from servicegroup.db.engine import make_engine
     from servicegroup.drivers.db import DbDriver
 
-    driver = DbDriver(None, None, SYSTEM_CLOCK)  # pruning needs no engine or config
+    driver = DbDriver(None, make_engine("sqlite://"), SYSTEM_CLOCK)  # read() needs no config
     extra = driver.identity_cache()
     extra.for_read().update(u1=1, u2=2)
     driver.keep_only({"u2"})

@@ -1,4 +1,4 @@
-"""The daemon's glibc tuning: big blocks stay in mmap, so freeing them gives the memory back."""
+"""server/process_tuning.py: big blocks stay in mmap, so freeing them gives the memory back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ PROBE = textwrap.dedent(
     import ctypes
     import sys
 
-    from servicegroup.server import app
+    from servicegroup.server import process_tuning
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -31,7 +31,7 @@ PROBE = textwrap.dedent(
         libc.free(block)
         return count - libc.mallinfo2().hblks
 
-    tuned = app._bound_malloc() if sys.argv[1] == "tuned" else None
+    tuned = process_tuning.bound_malloc() if sys.argv[1] == "tuned" else None
     # By default, freeing an 8 MiB block raises glibc's threshold past 1 MiB.
     libc.free(libc.malloc(8 << 20))
     print(tuned, mmapped(1 << 20), mmapped(1 << 10))
@@ -53,40 +53,16 @@ def test_big_blocks_stay_mmapped_after_bound_malloc() -> None:
     assert probe("tuned") == ["True", "1", "0"]
 
 
-TRIM_PROBE = textwrap.dedent(
-    """
-    import ctypes
-    import re
-
-    from servicegroup.server import app
-
-    def rss_mb():
-        status = open("/proc/self/status").read()
-        return int(re.search(r"VmRSS:\\s+(\\d+)", status).group(1)) / 1024
-
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
-    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-    app._bound_malloc()
-    # 64 MiB of 4 KiB blocks, every 16th kept: holes of 60 KiB inside the
-    # heap, which free() cannot give back (only a heap's top can shrink).
-    blocks = [libc.malloc(4096) for _ in range(16384)]
-    for block in blocks:
-        libc.memset(block, 1, 4096)
-    for i, block in enumerate(blocks):
-        if i % 16:
-            libc.free(block)
-    before = rss_mb()
-    app._malloc_trim()()
-    print(round(before - rss_mb()))
-    """
-)
-
-
-def test_malloc_trim_gives_back_the_free_pages_inside_the_heap() -> None:
+def test_tune_gc_raises_the_young_threshold_and_freezes_startup() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True
-    ).stdout
-    assert int(out) >= 40  # of the 60 MiB freed in holes
+        [
+            sys.executable,
+            "-c",
+            "import gc; from servicegroup.server import process_tuning as t; t.tune_gc(); "
+            "print(gc.get_threshold()[0], gc.get_freeze_count() > 0)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["100000", "True"]

@@ -1,0 +1,110 @@
+"""The private APIs servicegroup/dependency_internals.py relies on, pinned.
+
+Each test fails with a message naming the dependency, its installed version
+and the use, so that a release that changes one is caught here, before a
+heartbeat breaks. The behaviour each use buys is proven by the functional
+tests named in each message, against real servers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import psycopg
+import pytest
+from kazoo.client import KazooClient, TransactionRequest
+from tooz import coordination
+from tooz.drivers.redis import RedisDriver
+from tooz.drivers.zookeeper import KazooDriver
+
+from servicegroup import dependency_internals
+
+
+def changed(package: str, what: str, used_by: str) -> str:
+    return (
+        f"{package} {version(package)} changed {what}, which "
+        f"servicegroup/dependency_internals.py relies on for {used_by}; adapt it there "
+        f"(or cap {package} below this release in setup.cfg)"
+    )
+
+
+def test_kazoo_sends_request_objects_through_call() -> None:
+    call = getattr(KazooClient, "_call", None)
+    params = list(inspect.signature(call).parameters) if call else []
+    assert params == ["self", "request", "async_object"], changed(
+        "kazoo", "KazooClient._call(request, async_object)", "the zookeeper driver's multiRead"
+    )
+    assert "_call(" in inspect.getsource(TransactionRequest), changed(
+        "kazoo", "how a Transaction is sent (no longer KazooClient._call)", "multiRead"
+    )
+
+
+def test_kazoo_send_queues_on_the_client() -> None:
+    sent = []
+
+    class Client:
+        def _call(self, request: object, result: object) -> None:
+            sent.append((request, result))
+
+    dependency_internals.kazoo_send(Client(), "request", "result")
+    assert sent == [("request", "result")]
+
+
+def test_tooz_redis_builds_its_client_in_make_client_and_keeps_server_info() -> None:
+    source = inspect.getsource(RedisDriver)
+    assert callable(getattr(RedisDriver, "_make_client", None)), changed(
+        "tooz", "RedisDriver._make_client", "one shared redis client per driver"
+    )
+    assert "self._client = self._make_client(" in source, changed(
+        "tooz", "where RedisDriver.start() builds its client", "one shared redis client"
+    )
+    assert "self._server_info = self._client.info()" in source, changed(
+        "tooz", "RedisDriver._server_info", "trimming the INFO reply each coordinator keeps"
+    )
+
+
+def test_tooz_redis_share_client_wraps_the_factory() -> None:
+    coord = coordination.get_coordinator("redis://127.0.0.1:1", b"member")
+    built: list[str] = []
+
+    def shared(build):  # type: ignore[no-untyped-def]
+        built.append("shared")
+        return "the client"
+
+    assert dependency_internals.tooz_redis_share_client(coord, shared)
+    assert coord._make_client() == "the client" and built == ["shared"]
+    assert not dependency_internals.tooz_redis_share_client(object(), shared)
+
+
+def test_tooz_redis_trim_info_keeps_the_version_only() -> None:
+    coord = coordination.get_coordinator("redis://127.0.0.1:1", b"member")
+    coord._server_info = {"redis_version": "7.0.15", "used_memory": 1}
+    dependency_internals.tooz_redis_trim_info(coord)
+    assert coord._server_info == {"redis_version": "7.0.15"}
+
+
+def test_tooz_kazoo_driver_keeps_its_client_in_coord() -> None:
+    coord = coordination.get_coordinator("kazoo://127.0.0.1:1", b"member")
+    assert isinstance(coord, KazooDriver)
+    assert isinstance(dependency_internals.tooz_kazoo_client(coord), KazooClient), changed(
+        "tooz", "KazooDriver._coord", "failing a beat at once while ZooKeeper is unreachable"
+    )
+    redis = coordination.get_coordinator("redis://127.0.0.1:1", b"member")
+    assert dependency_internals.tooz_kazoo_client(redis) is None
+
+
+def test_psycopg_waits_go_through_connection_wait_with_a_timeout() -> None:
+    # That a timed-out wait raises an OperationalError is proven against a
+    # black-holed server: tests/functional/test_faults_blackhole.py.
+    params = inspect.signature(psycopg.Connection.wait).parameters
+    assert list(params)[:4] == ["self", "gen", "interval", "timeout"], changed(
+        "psycopg", "Connection.wait(gen, interval, timeout)", "query_timeout on PostgreSQL"
+    )
+
+
+def test_psycopg_bounded_connection_is_a_connection() -> None:
+    bounded = dependency_internals.psycopg_bounded_connection(1.5)
+    assert issubclass(bounded, psycopg.Connection)
+    with pytest.raises(psycopg.OperationalError):
+        bounded.connect("host=127.0.0.1 port=1 connect_timeout=1")
