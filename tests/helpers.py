@@ -70,3 +70,9 @@ class ManualClock(Clock):
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+# A stored time, and every field of a Service in order, for the unit tests of
+# the values a read builds (test_service, test_records, test_api, test_drivers_db).
+AT = datetime(2026, 11, 24, 6, 22, 18, 123456, tzinfo=UTC)
+VALUES = ("u", "h", "b", None, "az", 3, 7, False, None, True, AT, AT, None, False, None, "up")

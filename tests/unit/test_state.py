@@ -1,4 +1,4 @@
-"""api.judge, the one state rule every driver's readings go through."""
+"""state.py: judge(), the one state rule every driver's readings go through."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fast paths a bulk read takes build the same values as the slow ones."""
+"""db/records.py's fast read path: raw rows become the same Services, reused while unchanged."""
 
 from __future__ import annotations
 
@@ -8,33 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from servicegroup.api import StatusReuse
-from servicegroup.clock import SYSTEM_CLOCK
-from servicegroup.db.engine import make_engine
-from servicegroup.db.records import RecordSet, Reuse, _service, _utc, to_service
-from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, new_pulse
-from servicegroup.drivers.db import DbDriver
-from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
-
-AT = datetime(2026, 11, 24, 6, 22, 18, 123456, tzinfo=UTC)
-VALUES = ("u", "h", "b", None, "az", 3, 7, False, None, True, AT, AT, None, False, None, "up")
-
-
-def test_new_service_is_a_real_frozen_service() -> None:
-    fast, slow = new_service(*VALUES), Service(*VALUES)
-    assert type(fast) is Service
-    assert fast == slow and hash(fast) == hash(slow)
-    assert dataclasses.asdict(fast) == dataclasses.asdict(slow)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.host = "other"  # type: ignore[misc]
-    status = new_status(fast, State.UP, AT)
-    assert type(status) is ServiceStatus and status == ServiceStatus(slow, State.UP, AT)
-    assert status.is_up and status.as_dict() == ServiceStatus(slow, State.UP, AT).as_dict()
-
-
-def test_new_pulse_keeps_the_default() -> None:
-    assert new_pulse(AT) == Pulse(AT) and new_pulse(AT).known is True
-    assert new_pulse(None, False) == Pulse(None, known=False)
+from servicegroup.db.records import Reuse, _service, _utc, to_service
+from servicegroup.service import Service
+from tests.helpers import AT, VALUES
 
 
 @pytest.mark.parametrize(
@@ -140,51 +116,3 @@ def test_reuse_is_safe_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
-
-
-def test_status_reuse_hands_back_an_unchanged_status_and_rebuilds_any_change() -> None:
-    reuse = StatusReuse()
-    a, b = new_service(*VALUES), new_service("v", *VALUES[1:])
-    pulses = {"u": new_pulse(AT), "v": new_pulse(AT)}
-    first = reuse.build([a, b], [State.UP, State.UP], pulses, NEVER)
-    assert first == [ServiceStatus(a, State.UP, AT), ServiceStatus(b, State.UP, AT)]
-    again = reuse.build([a, b], [State.UP, State.UP], {"u": new_pulse(AT), "v": pulses["v"]}, NEVER)
-    assert again[0] is first[0] and again[1] is first[1]  # an equal beat is the same beat
-
-    changed_service = new_service(*VALUES[:6], 8, *VALUES[7:])  # report_count + 1
-    later = AT + timedelta(seconds=1)
-    cases = [
-        (
-            [changed_service, b],
-            [State.UP, State.UP],
-            pulses,
-            ServiceStatus(changed_service, State.UP, AT),
-        ),
-        ([a, b], [State.DOWN, State.UP], pulses, ServiceStatus(a, State.DOWN, AT)),
-        (
-            [a, b],
-            [State.UP, State.UP],
-            {"u": new_pulse(later), "v": pulses["v"]},
-            ServiceStatus(a, State.UP, later),
-        ),
-        (
-            [a, b],
-            [State.UNKNOWN, State.UP],
-            {"v": pulses["v"]},
-            ServiceStatus(a, State.UNKNOWN, None),
-        ),
-    ]
-    for services, states, given, expected in cases:
-        built = reuse.build(services, states, given, UNKNOWN if "u" not in given else NEVER)
-        assert built[0] == expected and built[0] is not first[0]
-        assert built[1] is first[1]
-
-
-def test_db_driver_reuses_a_pulse_only_for_the_same_beat() -> None:
-    driver = DbDriver(None, make_engine("sqlite://"), SYSTEM_CLOCK)  # read() needs no config
-    beating, silent = new_service(*VALUES), new_service("v", *VALUES[1:10], None, *VALUES[11:])
-    first = driver.read(RecordSet([beating, silent], AT)).pulses
-    assert first == {"u": Pulse(AT)}
-    assert driver.read(RecordSet([beating, silent], AT)).pulses["u"] is first["u"]
-    later = new_service(*VALUES[:10], AT + timedelta(seconds=1), *VALUES[11:])
-    assert driver.read(RecordSet([later], AT)).pulses == {"u": Pulse(AT + timedelta(seconds=1))}
