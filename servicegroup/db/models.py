@@ -159,7 +159,7 @@ class Lease(Base):
 
 
 class ClaimRecord(Base):
-    """The claim on one resource: who works on it, under which epoch (see db/claims.py).
+    """The claim on one resource: who works on it, under which epoch (see db/claim_rows.py).
 
     One row per resource for ever: a released (or recovered, or deleted)
     claim keeps its row so that its epoch never goes back.

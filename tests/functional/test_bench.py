@@ -154,7 +154,7 @@ def test_sweeper_bench_compares_every_value(tmp_path: Path) -> None:
     for (run,) in result["runs"].values():
         assert 0 < run["requests"] <= result["offered_per_s"] * (result["wrk_seconds"] + 1)
         assert run["non_2xx"] == 0
-        # 0 when the daemon before it still held the sweeper lease (db/events.py).
+        # 0 when the daemon before it still held the sweeper lease (leader/lease.py).
         assert run["last_sweep_s"] is not None and run["last_sweep_s"] >= 0
 
 
