@@ -560,6 +560,13 @@ class ServiceGroup:
         read: Callable[[records.RecordSet], Reading] | None = None,
         **page_and_filters: Any,
     ) -> Snapshot:
+        """One read, every caller's: the records (one SELECT), their liveness (one
+        driver read), the state rule (state.py), then the statuses.
+
+        Unchanged records and statuses come back as the same objects
+        (identity_cache.py); an unreadable liveness backend makes every
+        state unknown, and the outage it was is excused afterwards (outage.py).
+        """
         try:
             recordset = records.query(
                 self.engine, uuids=uuids, reuse=self._reuse, **page_and_filters
