@@ -19,14 +19,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import exc as sa_exc
 
 from servicegroup.exceptions import BackendError
 
-if TYPE_CHECKING:
-    from servicegroup.drivers.base import Driver
+
+class Failing(Protocol):
+    """What DriverErrors needs of a driver (drivers/base.py Driver is one)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def backend_errors(self) -> tuple[type[BaseException], ...]: ...
 
 
 @contextlib.contextmanager
@@ -60,7 +67,7 @@ class DriverErrors:
 
     __slots__ = ("_driver",)
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Failing) -> None:
         self._driver = driver
 
     def __enter__(self) -> None:
