@@ -69,10 +69,9 @@ def tune_gc() -> None:
     collection sees them; cycles still get collected, at most 100,000
     objects later. Measured (memcached, 10,000 services, wrk -c50, two runs
     each): collections took 2.2-5.1 s per run, 30 of them full, against
-    0.36-0.48 s and at most one full one. With this setting, pausing the
-    collector around each bulk read (the former gcpause.py) saved nothing
-    measurable (0 +- 0.3% of a get_all's instructions, callgrind, issue 17),
-    so reads no longer touch the collector.
+    0.36-0.48 s and at most one full one. With this setting, the pause
+    around each bulk read (gcpause.py, for library callers) saves the
+    daemon nothing measurable.
     """
     gc.collect()
     gc.freeze()
