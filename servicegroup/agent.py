@@ -185,7 +185,7 @@ def service_from_json(data: dict[str, Any]) -> Service:
         disabled_reason=data["disabled_reason"],
         forced_down=data["forced_down"],
         last_seen_up=None,
-        created_at=when(data["created_at"]),  # type: ignore[arg-type]
+        created_at=datetime.fromisoformat(data["created_at"]),
         updated_at=when(data["updated_at"]),
         deleted=False,
         deleted_at=None,

@@ -134,8 +134,8 @@ def to_claim(row: Any) -> Claim:
         incarnation=m["incarnation"],
         epoch=m["epoch"],
         state=m["state"],
-        claimed_at=as_utc(m["claimed_at"]),  # type: ignore[arg-type]
-        updated_at=as_utc(m["updated_at"]),  # type: ignore[arg-type]
+        claimed_at=as_utc(m["claimed_at"]),
+        updated_at=as_utc(m["updated_at"]),
         details=None if m["details"] is None else json.loads(m["details"]),
         reason=m["reason"],
         attempts=m["attempts"],

@@ -235,7 +235,7 @@ def _event(row: Any) -> Event:
         previous=m["previous"],
         state=m["state"],
         cause=m["cause"],
-        time=as_utc(m["created_at"]),  # type: ignore[arg-type]
+        time=as_utc(m["created_at"]),
         details=None if m["details"] is None else json.loads(m["details"]),
     )
 
