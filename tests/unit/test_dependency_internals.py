@@ -108,3 +108,31 @@ def test_psycopg_bounded_connection_is_a_connection() -> None:
     assert issubclass(bounded, psycopg.Connection)
     with pytest.raises(psycopg.OperationalError):
         bounded.connect("host=127.0.0.1 port=1 connect_timeout=1")
+
+
+def test_psycopg_bounded_wait_rewords_only_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait that fails before query_timeout keeps its own error; one at the timeout says so."""
+    bounded = dependency_internals.psycopg_bounded_connection(0.05)
+    conn = bounded.__new__(bounded)  # no server: the parent's wait is replaced below
+    closed: list[bool] = []
+    monkeypatch.setattr(bounded, "close", lambda self: closed.append(True))
+
+    def broken(self, gen, **kwargs):  # type: ignore[no-untyped-def]
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(psycopg.Connection, "wait", broken)
+    with pytest.raises(psycopg.OperationalError, match="closed the connection"):
+        conn.wait(iter(()))
+
+    def silent(self, gen, **kwargs):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(kwargs["timeout"])
+        raise psycopg.OperationalError("timed out")
+
+    monkeypatch.setattr(psycopg.Connection, "wait", silent)
+    with pytest.raises(
+        psycopg.OperationalError, match=r"no answer from the database within 0\.05s"
+    ):
+        conn.wait(iter(()))
+    assert closed == [True, True]  # closed either way: mid-statement or broken
