@@ -5,7 +5,7 @@
 What a daemon of tooz members costs before any servicegroup code: N tooz
 coordinators joined to one group, and an HTTP route (uvicorn and Starlette,
 the daemon's own server stack) whose only work is the member's heartbeat()
-on as many threads as the daemon has (server/app.py HEARTBEAT_THREADS).
+on as many threads as the daemon has (drivers/tooz.py BEAT_THREADS).
 No records, no cache, no sweeper. wrk sends it the daemon's paced window
 (heartbeat.lua, the same rate and connections), in its own process, so the
 GIL it contends for is only the route's and the members' sessions'.
@@ -41,7 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tooz import coordination
 
-from servicegroup.server.app import HEARTBEAT_THREADS
+from servicegroup.drivers.tooz import BEAT_THREADS
 
 GROUP = b"bare-floor"
 READY_TIMEOUT = 30.0
@@ -81,7 +81,7 @@ class Members:
 
 
 def serve(members: Members) -> tuple[uvicorn.Server, threading.Thread, str]:
-    pool = ThreadPoolExecutor(HEARTBEAT_THREADS, thread_name_prefix="heartbeat")
+    pool = ThreadPoolExecutor(BEAT_THREADS, thread_name_prefix="heartbeat")
 
     async def heartbeat(request: Request) -> Response:
         key = request.path_params["id"]

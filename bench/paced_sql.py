@@ -4,8 +4,9 @@
 
 The heartbeat UPDATE written by hand (run.raw_beat_sql), with the driver's
 client library, sent straight to the database at the rate the daemon's paced
-wrk window offers, over as many connections as the daemon has heartbeat
-threads (server/app.py HEARTBEAT_THREADS). Paced like heartbeat.lua (wrk2's
+wrk window offers, over as many connections as the daemon has group-commit
+writers (server/group_commit.py WRITERS), one write per beat: what the daemon's
+batches improve on. Paced like heartbeat.lua (wrk2's
 send slots): write k is due at start + k / rate, and its latency counts from
 when it was due, so a stalled database shows up as queueing here exactly as
 in the daemon's window. Its own process, so the GIL it takes is not the
@@ -29,7 +30,7 @@ import run as bench  # bench/run.py: raw_beat_sql, pct
 import sqlalchemy as sa
 
 from servicegroup.db.engine import make_engine
-from servicegroup.server.app import HEARTBEAT_THREADS
+from servicegroup.server.group_commit import WRITERS
 
 
 class WriteFailed(Exception):
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ids", type=Path, required=True, help="service uuids, one per line")
     parser.add_argument("--rate", type=float, default=bench.PACED_RATE, help="writes/s offered")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=HEARTBEAT_THREADS)
+    parser.add_argument("--connections", type=int, default=WRITERS)
     args = parser.parse_args(argv)
     ids = args.ids.read_text().split()
     if not ids:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid as uuid_mod
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -230,6 +230,43 @@ class ServiceGroup:
         record = service if isinstance(service, Service) else self._record(service)
         with self._driver_call():
             self.driver.beat(record)
+
+    def heartbeat_many(self, services: Iterable[ServiceRef]) -> dict[str, BaseException]:
+        """Heartbeat many services with one write per backend round trip: a batch.
+
+        For a caller that beats for many services at once (an agent for a
+        whole host, the daemon's group commit). Uuid strings are looked up
+        in one SELECT; Services are beaten as given, as heartbeat() does.
+
+        Returns the beats that failed on their own, by uuid, each with the
+        error heartbeat() would have raised: NotFound for a service that is
+        not registered (or was deleted), BackendError for one whose backend
+        server failed while others answered. Every other beat was recorded.
+        Raises BackendError when the whole batch failed, and InvalidInput,
+        before anything is written, for an id that is not a uuid.
+        """
+        given: list[Service] = []
+        by_id: list[str] = []
+        for ref in services:
+            if isinstance(ref, Service):
+                given.append(ref)
+            else:
+                by_id.append(validation.service_id(ref))
+        failed: dict[str, BaseException] = {}
+        if by_id:
+            found = records.get_many(self.engine, by_id)
+            for uuid in by_id:
+                record = found.get(uuid)
+                if record is None:
+                    failed[uuid] = NotFound("service", uuid)
+                else:
+                    given.append(record)
+        if given:
+            with self._driver_call():
+                beaten = self.driver.beat_many(given)
+            translate = self._driver_errors.translate
+            failed.update((uuid, translate(exc)) for uuid, exc in beaten.items())
+        return failed
 
     def join(self, service: Service) -> Reporter:
         """Start a background reporter: a beat now, then one every report_interval."""

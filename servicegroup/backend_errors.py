@@ -79,7 +79,21 @@ class DriverErrors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        driver = self._driver
-        if exc is not None and isinstance(exc, driver.backend_errors):
-            raise BackendError(driver.backend, str(exc) or type(exc).__name__) from exc
+        if exc is not None:
+            translated = self.translate(exc)
+            if translated is not exc:
+                raise translated from exc
         return False
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """The BackendError for one of the driver's backend errors; any other exception as is.
+
+        For errors that come back rather than raised: a batch's single
+        failed beats (Driver.beat_many).
+        """
+        driver = self._driver
+        if isinstance(exc, driver.backend_errors):
+            error = BackendError(driver.backend, str(exc) or type(exc).__name__)
+            error.__cause__ = exc
+            return error
+        return exc

@@ -9,7 +9,7 @@ conformance suite proves them all.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
+from servicegroup.exceptions import NotFound
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.service import Service, fast_new
 
@@ -78,6 +79,27 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def beat(self, service: Service) -> None:
         """Record one heartbeat; create whatever the backend needs on first use."""
+
+    def beat_many(self, services: Sequence[Service]) -> dict[str, BaseException]:
+        """Record many heartbeats in as few round trips as the backend allows.
+
+        Group commit (the daemon's, server/group_commit.py; an agent beating
+        for a whole host) depends on it being one write, or one per server,
+        not one per service. Raises when the whole batch failed, so every
+        beat in it failed alike. Returns the beats that failed on their own,
+        by uuid: NotFound for a deleted service, a backend error for a
+        server that held only some of them; a failed beat never spoils its
+        batch mates. This fallback, for a backend with no batch form, is
+        one beat() after another.
+        """
+        failed: dict[str, BaseException] = {}
+        own_errors: tuple[type[BaseException], ...] = (NotFound, *self.backend_errors)
+        for service in services:
+            try:
+                self.beat(service)
+            except own_errors as exc:
+                failed[service.uuid] = exc
+        return failed
 
     @abc.abstractmethod
     def read(self, records: RecordSet) -> Reading:

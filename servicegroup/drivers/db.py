@@ -7,13 +7,15 @@ judged against the server's clock read in that SELECT.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import exc as sa_exc
 
 from servicegroup.backend_errors import sql_errors
 from servicegroup.db import records
-from servicegroup.db.engine import RawWrite, writing
+from servicegroup.db.engine import RawWrite, is_deadlock, writing
 from servicegroup.db.models import server_now, services
 from servicegroup.drivers.base import Driver, Pulse, Reading, new_pulse
 from servicegroup.exceptions import NotFound
@@ -26,6 +28,17 @@ BEAT = (
     .where((services.c.uuid == bindparam("beat_uuid")) & (services.c.deleted == 0))
     .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
 )
+# The batch form: beat_many adds `uuid IN (...)`.
+BEAT_MANY = (
+    update(services)
+    .where(services.c.deleted == 0)
+    .values(report_count=services.c.report_count + 1, last_seen_up=server_now())
+)
+# Uuids per statement of a batch: well under SQLite's 32,766 bound
+# parameters and MySQL's default 64 MiB packet; one transaction for all.
+BEAT_CHUNK = 1000
+# A batch chosen as a deadlock victim was rolled back whole: run it again.
+DEADLOCK_ATTEMPTS = 3
 
 
 class DbDriver(Driver):
@@ -51,6 +64,44 @@ class DbDriver(Driver):
         with sql_errors():
             if self._beat({"beat_uuid": service.uuid}) == 0:
                 raise NotFound("service", service.uuid)
+
+    def beat_many(self, services: Sequence[Service]) -> dict[str, BaseException]:
+        """One UPDATE ... WHERE uuid IN (...) per BEAT_CHUNK, in one transaction.
+
+        Stamped by the server's clock like beat(). The uuids go in sorted,
+        so two daemons' batches that share a service lock its row in the
+        same order; a deadlock all the same rolls the batch back whole, and
+        it runs again.
+        """
+        uuids = sorted({service.uuid for service in services})
+        with sql_errors():
+            for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+                try:
+                    found: set[str] = set()
+                    with writing(self.engine) as conn:
+                        for start in range(0, len(uuids), BEAT_CHUNK):
+                            found.update(self._beat_chunk(conn, uuids[start : start + BEAT_CHUNK]))
+                    break
+                except sa_exc.OperationalError as exc:
+                    if attempt == DEADLOCK_ATTEMPTS or not is_deadlock(exc):
+                        raise
+        return {
+            service.uuid: NotFound("service", service.uuid)
+            for service in services
+            if service.uuid not in found
+        }
+
+    def _beat_chunk(self, conn: Connection, uuids: list[str]) -> Sequence[str]:
+        """The uuids among `uuids` whose live rows the UPDATE stamped."""
+        stmt = BEAT_MANY.where(services.c.uuid.in_(uuids))
+        if self.engine.dialect.update_returning:  # PostgreSQL, SQLite 3.35+
+            return conn.execute(stmt.returning(services.c.uuid)).scalars().all()
+        # MariaDB/MySQL: rowcount counts matched rows (SQLAlchemy asks for
+        # CLIENT_FOUND_ROWS), so only a short count needs a look at which.
+        if conn.execute(stmt).rowcount == len(uuids):
+            return uuids
+        live = select(services.c.uuid).where(services.c.uuid.in_(uuids) & (services.c.deleted == 0))
+        return conn.execute(live).scalars().all()
 
     def read(self, recordset: records.RecordSet) -> Reading:
         # Only beating services get a pulse: a missing uuid means NEVER (base.py).

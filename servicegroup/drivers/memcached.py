@@ -46,6 +46,7 @@ import logging
 import math
 import threading
 import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,6 +193,28 @@ class MemcachedDriver(Driver):
         index = self._server_of(service.uuid)
         if not self._call(index, "set", service.uuid, value, expire=self.ttl, noreply=False):
             raise MemcacheError(f"{self.addresses[index]} did not store the heartbeat")
+
+    def beat_many(self, services: Sequence[Service]) -> dict[str, BaseException]:
+        """One set_many per server: every value in one send, the answers in one read."""
+        micros = (self.clock.now() - EPOCH) // ONE_US
+        by_server: dict[int, dict[str, bytes]] = {}
+        for service in services:
+            values = by_server.setdefault(self._server_of(service.uuid), {})
+            values[service.uuid] = b"%d|%d" % (micros, service.version)
+        failed: dict[str, BaseException] = {}
+        failures: list[tuple[int, BaseException]] = []
+        for index, values in by_server.items():
+            try:
+                refused = self._call(index, "set_many", values, expire=self.ttl, noreply=False)
+            except self.backend_errors as exc:
+                failures.append((index, exc))
+                failed.update(dict.fromkeys(values, exc))
+                continue
+            for uuid in refused:
+                failed[uuid] = MemcacheError(f"{self.addresses[index]} did not store the heartbeat")
+        if failures and len(failures) == len(by_server):
+            raise self._none_answered(failures)
+        return failed
 
     def read(self, recordset: RecordSet) -> Reading:
         # "Now" is taken before asking: a server that takes its full timeout

@@ -77,6 +77,7 @@ import json
 import logging
 import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -92,6 +93,7 @@ from kazoo.exceptions import (
     MarshallingError,
     NodeExistsError,
     NoNodeError,
+    SessionExpiredError,
     UnimplementedError,
 )
 from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
@@ -309,11 +311,19 @@ class ZooKeeperDriver(Driver):
     # -- Driver ----------------------------------------------------------------
 
     def beat(self, service: Service) -> None:
-        node = self._nodes.entries.get(service.uuid)
-        if node is None or node.service is not service:
-            node = self._node(service)
-            self._nodes.entries[service.uuid] = node
-        self._client.retry(self._put, node)
+        self._client.retry(self._put, self._node_for(service))
+
+    def beat_many(self, services: Sequence[Service]) -> dict[str, BaseException]:
+        """Every set_data sent before any answer is awaited: one pipelined round trip.
+
+        A multi would be one request too, but fails whole when one op fails
+        (a node not yet created, or taken over), and one missing node must
+        not spoil its batch mates. Rides out a connection blip as beat()
+        does: the batch is sent again, bounded by connect_timeout.
+        """
+        nodes = {service.uuid: self._node_for(service) for service in services}
+        failed: dict[str, BaseException] = self._client.retry(self._put_many, list(nodes.values()))
+        return failed
 
     def read(self, recordset: RecordSet) -> Reading:
         # Everything goes out before any answer is awaited: one pipelined
@@ -446,6 +456,38 @@ class ZooKeeperDriver(Driver):
             return
         raise NodeExistsError(f"{node.path} kept changing hands; retrying at the next beat")
 
+    def _put_many(self, nodes: list[_Node]) -> dict[str, BaseException]:
+        """_put for many nodes: pipelined set_data; the rare node that needs more gets _put.
+
+        Raises ConnectionLoss when the connection failed under any of them,
+        so that client.retry sends the whole batch again (set_data twice is
+        harmless: a heartbeat's only effect is the mtime).
+        """
+        session = self._session_id()
+        started = self.clock.monotonic()
+        deadline = started + self.timeout
+        pending = [(node, self._client.set_async(node.path, node.data)) for node in nodes]
+        failed: dict[str, BaseException] = {}
+        sampled = False
+        for node, result in pending:
+            try:
+                stat = result.get(timeout=self._left(deadline))
+                if stat.ephemeralOwner != session:
+                    self._put(node)  # an older session's node: take it over
+                elif not sampled:
+                    self._sample(stat.mtime, started, self.clock.monotonic())
+                    sampled = True
+            except NoNodeError:
+                try:
+                    self._put(node)  # first beat since start or a session loss: create
+                except self.backend_errors as exc:
+                    failed[node.service.uuid] = exc
+            except (ConnectionLoss, SessionExpiredError):
+                raise
+            except self.backend_errors as exc:
+                failed[node.service.uuid] = exc
+        return failed
+
     def _take_over(self, node: _Node, version: int) -> bool:
         """Re-create under our session a node an older session owns; False if it moved meanwhile."""
         tx = self._client.transaction()
@@ -564,6 +606,14 @@ class ZooKeeperDriver(Driver):
 
     def _path(self, binary: str, host: str) -> str:
         return f"{self.root}/{escape(binary)}/{escape(host)}"
+
+    def _node_for(self, service: Service) -> _Node:
+        """The node this process beats for `service`, kept for re-creation after a session loss."""
+        node = self._nodes.entries.get(service.uuid)
+        if node is None or node.service is not service:
+            node = self._node(service)
+            self._nodes.entries[service.uuid] = node
+        return node
 
     def _node(self, service: Service) -> _Node:
         data = {

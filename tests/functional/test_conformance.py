@@ -364,3 +364,41 @@ def test_unknown_service_id(backend: Backend) -> None:
     with pytest.raises(NotFound):
         sg.get(missing)
     assert not sg.is_up(missing)
+
+
+def test_heartbeat_many_beats_every_service_in_the_batch(backend: Backend) -> None:
+    sg = backend.group(service_down_time=30.0, report_interval=1.0)
+    fleet = [sg.register(f"host-{i}", "compute", version=i) for i in range(25)]
+    # Services and uuid strings mix; a service named twice is beaten once.
+    failed = sg.heartbeat_many([*fleet[:20], *(s.uuid for s in fleet[20:]), fleet[0]])
+    assert failed == {}
+    statuses = {s.service.uuid: s for s in backend.group().get_all()}
+    assert {uuid for uuid, s in statuses.items() if s.state is State.UP} == {s.uuid for s in fleet}
+    assert all(statuses[s.uuid].last_heartbeat is not None for s in fleet)
+
+
+def test_heartbeat_many_a_deleted_service_fails_alone(backend: Backend) -> None:
+    sg = backend.group(service_down_time=30.0, report_interval=1.0)
+    kept = [sg.register(f"host-{i}", "compute") for i in range(5)]
+    gone = sg.register("host-gone", "compute")
+    sg.delete(gone)
+    never = str(uuid.uuid4())
+    failed = sg.heartbeat_many([*kept, never, gone.uuid])
+    assert set(failed) == {never, gone.uuid}
+    assert all(isinstance(error, NotFound) for error in failed.values())
+    assert all(sg.is_up(service) for service in kept)
+    assert not sg.is_up(gone)
+
+
+def test_heartbeat_many_when_the_backend_fails_every_beat_fails(backend: Backend) -> None:
+    """Injected at the driver boundary: a batch that raises is every beat's BackendError."""
+    sg = backend.group()
+    fleet = [sg.register(f"host-{i}", "compute") for i in range(3)]
+
+    def outage(_services) -> dict[str, BaseException]:
+        raise BackendError(sg.driver.backend, "injected outage")
+
+    sg.driver.beat_many = outage  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="injected outage"):
+        sg.heartbeat_many(fleet)
+    assert not any(sg.is_up(service) for service in fleet)

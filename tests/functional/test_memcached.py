@@ -267,6 +267,24 @@ def test_one_dead_server_makes_exactly_its_services_unknown(
     assert answers == {memcached_pair[0].address: False, memcached_pair[1].address: True}
 
 
+def test_a_batch_across_a_dead_server_fails_only_that_servers_beats(
+    sqlite_url, memcached_pair, mc_group
+) -> None:
+    sg = mc_group(sqlite_url, memcached_pair, service_down_time=30.0, report_interval=1.0)
+    services = [sg.register(f"host-{i}", "compute") for i in range(40)]
+    on_dead, on_alive = split_by_server(sg, services)
+    memcached_pair[0].kill()
+
+    failed = sg.heartbeat_many(services)
+    assert set(failed) == {s.uuid for s in on_dead}
+    assert all(isinstance(error, BackendError) for error in failed.values())
+    assert all(sg.is_up(service) for service in on_alive)
+
+    memcached_pair[1].kill()
+    with pytest.raises(BackendError, match="no memcached server answered"):
+        sg.heartbeat_many(services)
+
+
 def run_bounded(func: Callable[[], Any], guard: float = 30.0) -> Any:
     """Run func in a thread; fail (not hang) if it never returns. A hang guard only."""
     result: dict[str, Any] = {}

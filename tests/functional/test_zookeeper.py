@@ -298,6 +298,28 @@ def test_restart_takes_over_the_node_of_its_old_session(zk_group, sqlite_url, ra
     assert state(new, svc) is State.UP
 
 
+def test_a_batch_creates_takes_over_and_sets_in_one_pipeline(
+    zk_group, sqlite_url, raw, root, monkeypatch
+):
+    old = zk_group(sqlite_url, service_down_time=30.0, report_interval=1.0)
+    new = zk_group(sqlite_url, service_down_time=30.0, report_interval=1.0)
+    fleet = [new.register(f"host{i}", "nova-compute") for i in range(12)]
+    old.heartbeat(fleet[0])  # an older session still owns this one's node
+    new.heartbeat_many(fleet[1:6])  # these already exist under the new session
+    spy = Spy(new.driver._client, monkeypatch)
+
+    assert new.heartbeat_many(fleet) == {}
+    # Every set_data went out before the first answer was awaited; only then
+    # the missing nodes were created and the old session's taken over.
+    first_wait = spy.events.index("wait")
+    assert spy.events[:first_wait] == ["send:SetData"] * len(fleet)
+    kinds = [type(r).__name__ for r in spy.requests]
+    assert kinds.count("Create2") == 6 and kinds.count("Transaction") == 1, kinds
+    owners = {raw.exists(node_path(root, svc)).ephemeralOwner for svc in fleet}
+    assert owners == {session_of(new)}
+    assert all(state(new, svc) is State.UP for svc in fleet)
+
+
 # -- reads -------------------------------------------------------------------
 
 

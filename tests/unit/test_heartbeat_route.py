@@ -103,15 +103,15 @@ def test_a_backend_outage_is_503_on_both(both) -> None:
     headers = {"Authorization": f"Bearer {AGENT}"}
     for client in (fast, slow):  # fill each app's record cache
         assert client.post(f"/v1/services/{sid}/heartbeat", headers=headers).status_code == 204
-    original = group.driver.beat
+    original = group.driver.beat_many
 
-    def failing(service):
+    def failing(services):
         raise BackendError("database", "gone")
 
-    group.driver.beat = failing
+    group.driver.beat_many = failing  # the daemon's beats go out in batches
     try:
         got = answer(fast.post(f"/v1/services/{sid}/heartbeat", headers=headers))
         want = answer(slow.post(f"/v1/services/{sid}/heartbeat", headers=headers))
     finally:
-        group.driver.beat = original
+        group.driver.beat_many = original
     assert got == want and got[0] == 503
