@@ -286,15 +286,15 @@ def create_app(
     def get_service(id: ServiceId) -> JSONResponse:
         return _service_json(sg.get(_uuid(id)))
 
-    def write_beats(uuids: Sequence[str]) -> dict[str, BaseException]:
+    def write_beats(uuids: list[str]) -> list[BaseException | None]:
         """One batch of the group commit: records from the cache, then one heartbeat_many."""
         failed = sg.heartbeat_many(cache.refs(sg.engine, uuids))
         for uuid, error in failed.items():
             if isinstance(error, NotFound):
                 cache.drop(uuid)
-        return failed
+        return [failed.get(uuid) for uuid in uuids]
 
-    commit = GroupCommit(write_beats)
+    beats: GroupCommit[str, None] = GroupCommit(write_beats)
 
     @app.post(
         "/v1/services/{id}/heartbeat",
@@ -310,7 +310,7 @@ def create_app(
 
     async def beat_off_loop(raw_id: str) -> None:
         """The beat, in the next batch of the group commit (group_commit.py)."""
-        await commit.submit(_uuid(raw_id))
+        await beats.submit(_uuid(raw_id))
 
     @app.post(
         "/v1/services/{id}/leave",

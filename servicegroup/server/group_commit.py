@@ -17,10 +17,16 @@ The rules a caller can rely on:
     * a beat that failed on its own (NotFound: a deleted service) fails
       alone, and its batch mates succeed.
 
+Registrations go the same way (ServiceGroup.register_many: one
+transaction, one INSERT and one event append for a whole batch), with a
+result for each.
+
 Usage::
 
-    commit = GroupCommit(write)   # write(keys) -> {key: error} for the keys that failed
-    await commit.submit(key)      # on any event loop; raises that key's error
+    # write(keys) -> one answer per key, in order: its result, or the exception
+    # it failed with. Keys are queued requests, so the same key may come twice.
+    commit = GroupCommit(write)
+    result = await commit.submit(key)   # on any event loop; raises that key's error
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Key = TypeVar("Key")
+Result = TypeVar("Result")
 
 # Batches written at once. One keeps the classic shape (a batch collects
 # while the previous one is written); two overlap one batch's Python with
@@ -44,16 +51,16 @@ MAX_BATCH = 2000
 # starts one again. So an idle daemon (or a test's short-lived app) holds none.
 IDLE_SECONDS = 5.0
 
-Write = Callable[[Sequence[Key]], dict[Key, BaseException]]
-Answer = tuple["asyncio.Future[None]", BaseException | None]
+Write = Callable[[list[Key]], Sequence[Result | BaseException]]
+Answer = tuple["asyncio.Future[Any]", Any]
 
 
-class GroupCommit(Generic[Key]):
+class GroupCommit(Generic[Key, Result]):
     """Coalesce submit()s from any event loop into batches written on a few threads."""
 
     def __init__(
         self,
-        write: Write[Key],
+        write: Write[Key, Result],
         writers: int = WRITERS,
         max_batch: int = MAX_BATCH,
         idle_seconds: float = IDLE_SECONDS,
@@ -62,14 +69,14 @@ class GroupCommit(Generic[Key]):
         self._writers = writers
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
-        self._queue: deque[tuple[Key, asyncio.Future[None]]] = deque()
+        self._queue: deque[tuple[Key, asyncio.Future[Result]]] = deque()
         self._cond = threading.Condition()
         self._threads = 0
         self._waiting = 0
 
-    async def submit(self, key: Key) -> None:
-        """Until the batch holding `key` was written; raises `key`'s error if it failed."""
-        future = asyncio.get_running_loop().create_future()
+    async def submit(self, key: Key) -> Result:
+        """`key`'s answer, once the batch holding it was written; raises its error if it failed."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         with self._cond:
             self._queue.append((key, future))
             if self._waiting:
@@ -77,7 +84,7 @@ class GroupCommit(Generic[Key]):
             elif self._threads < self._writers:
                 self._threads += 1
                 threading.Thread(target=self._run, name="group-commit", daemon=True).start()
-        await future
+        return await future
 
     @property
     def writers(self) -> int:
@@ -99,11 +106,14 @@ class GroupCommit(Generic[Key]):
                 count = min(len(self._queue), self._max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
             try:
-                failed = self._write([key for key, _ in batch])
-            except Exception as exc:  # the whole batch failed: each beat gets the error
+                answers = self._write([key for key, _ in batch])
+                if len(answers) != len(batch):
+                    raise RuntimeError(f"{len(answers)} answers for a batch of {len(batch)}")
+            except Exception as exc:  # the whole batch failed: each request gets the error
                 _settle([(future, exc) for _, future in batch])
             else:
-                _settle([(future, failed.get(key)) for key, future in batch])
+                futures = [future for _, future in batch]
+                _settle(list(zip(futures, answers, strict=True)))
 
 
 def _settle(answers: list[Answer]) -> None:
@@ -118,10 +128,10 @@ def _settle(answers: list[Answer]) -> None:
 
 
 def _answer(answers: list[Answer]) -> None:
-    for future, error in answers:
+    for future, answer in answers:
         if future.done():  # the client went away and its request was cancelled
             continue
-        if error is None:
-            future.set_result(None)
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
         else:
-            future.set_exception(error)
+            future.set_result(answer)

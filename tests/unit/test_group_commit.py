@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
-from collections.abc import Sequence
 
 import pytest
 
@@ -22,15 +22,15 @@ class Recorder:
         self.release = threading.Event()
         self.fail = fail or {}
 
-    def __call__(self, keys: Sequence[str]) -> dict[str, BaseException]:
+    def __call__(self, keys: list[str]) -> list[BaseException | None]:
         self.batches.append(list(keys))
         if len(self.batches) == 1:
             self.first_started.set()
             assert self.release.wait(10)
-        return {key: self.fail[key] for key in keys if key in self.fail}
+        return [self.fail.get(key) for key in keys]
 
 
-async def _first_blocks_then(commit: GroupCommit[str], write: Recorder, keys: list[str]):
+async def _first_blocks_then(commit: GroupCommit[str, None], write: Recorder, keys: list[str]):
     """Submit 'first', wait until its write holds the writer, then submit `keys` meanwhile."""
     first = asyncio.ensure_future(commit.submit("first"))
     await asyncio.to_thread(write.first_started.wait, 10)
@@ -61,7 +61,7 @@ def test_a_failed_beat_fails_alone_and_its_batch_mates_succeed() -> None:
 def test_a_batch_that_raises_fails_every_beat_in_it() -> None:
     calls: list[list[str]] = []
 
-    def outage(keys: Sequence[str]) -> dict[str, BaseException]:
+    def outage(keys: list[str]) -> list[BaseException | None]:
         calls.append(list(keys))
         raise BackendError("database", "injected outage")
 
@@ -108,9 +108,9 @@ def test_a_waiter_that_went_away_does_not_stop_the_others() -> None:
 def test_writers_end_when_idle_and_come_back() -> None:
     batches: list[list[str]] = []
 
-    def write(keys: Sequence[str]) -> dict[str, BaseException]:
+    def write(keys: list[str]) -> list[BaseException | None]:
         batches.append(list(keys))
-        return {}
+        return [None] * len(keys)
 
     commit = GroupCommit(write, writers=2, idle_seconds=0.05)
     asyncio.run(commit.submit("a"))
@@ -125,10 +125,10 @@ def test_every_beat_is_written_exactly_once_under_load(writers: int) -> None:
     seen: list[str] = []
     lock = threading.Lock()
 
-    def write(keys: Sequence[str]) -> dict[str, BaseException]:
+    def write(keys: list[str]) -> list[BaseException | None]:
         with lock:
             seen.extend(keys)
-        return {}
+        return [None] * len(keys)
 
     commit = GroupCommit(write, writers=writers)
 
@@ -139,3 +139,26 @@ def test_every_beat_is_written_exactly_once_under_load(writers: int) -> None:
     assert sorted(seen) == sorted(f"k{i}" for i in range(2000))
     with lock:
         assert len(seen) == 2000
+
+
+def test_each_request_gets_its_own_answer_in_order_duplicates_included() -> None:
+    served = itertools.count()
+
+    def write(keys: list[str]) -> list[object]:
+        return [f"{key}#{next(served)}" for key in keys]
+
+    commit: GroupCommit[str, object] = GroupCommit(write, writers=1)
+
+    async def ask() -> list[object]:
+        return await asyncio.gather(*(commit.submit(key) for key in ["a", "b", "a"]))
+
+    answers = asyncio.run(ask())
+    # Answers follow queue order; the same key twice is two requests, two answers.
+    assert sorted(str(a).split("#")[0] for a in answers) == ["a", "a", "b"]
+    assert len(set(answers)) == 3
+
+
+def test_a_write_that_answers_the_wrong_count_fails_the_batch() -> None:
+    commit: GroupCommit[str, None] = GroupCommit(lambda keys: [], writers=1)
+    with pytest.raises(RuntimeError, match="0 answers for a batch of 1"):
+        asyncio.run(commit.submit("a"))
