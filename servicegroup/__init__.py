@@ -2,6 +2,6 @@
 
 from servicegroup.api import ServiceGroup
 from servicegroup.reporter import Reporter
-from servicegroup.service import Service, ServiceStatus, State
+from servicegroup.service import Registration, Service, ServiceStatus, State
 
-__all__ = ["Reporter", "Service", "ServiceGroup", "ServiceStatus", "State"]
+__all__ = ["Registration", "Reporter", "Service", "ServiceGroup", "ServiceStatus", "State"]

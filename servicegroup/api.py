@@ -32,7 +32,14 @@ from servicegroup.exceptions import BackendError, InvalidInput, NotFound
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.outage import Outages
 from servicegroup.reporter import Reporter
-from servicegroup.service import Service, ServiceStatus, Snapshot, State, new_status
+from servicegroup.service import (
+    Registration,
+    Service,
+    ServiceStatus,
+    Snapshot,
+    State,
+    new_status,
+)
 from servicegroup.state import judge_all
 from servicegroup.watcher import Watcher
 
@@ -172,14 +179,19 @@ class ServiceGroup:
         version: int = 0,
     ) -> tuple[Service, bool]:
         """register(), also saying whether the record is new (HTTP answers 201 or 200)."""
-        return records.register(
-            self.engine,
-            validation.name("host", host),
-            validation.name("binary", binary),
-            validation.name("topic", topic, required=False),
-            validation.name("availability_zone", availability_zone, required=False),
-            validation.version(version),
-        )
+        registration = Registration(host, binary, topic, availability_zone, version)
+        (answer,) = records.register_many(self.engine, [registration])
+        return answer
+
+    def register_many(self, registrations: Iterable[Registration]) -> list[tuple[Service, bool]]:
+        """register_ex() for many services in one transaction, answers in the same order.
+
+        For a fleet's cold start and the daemon's group commit: a few
+        statements per batch, not five per service (db/records.py). A
+        Registration is checked when it is made, so a bad one raises before
+        the batch starts; the batch is then written whole or not at all.
+        """
+        return records.register_many(self.engine, list(registrations))
 
     def set_disabled(
         self, service: ServiceRef, disabled: bool, reason: str | None = None
@@ -300,6 +312,13 @@ class ServiceGroup:
         if not statuses:
             raise NotFound("service", uuid)
         return statuses[0]
+
+    def get_many(self, services: Iterable[ServiceRef]) -> dict[str, ServiceStatus]:
+        """The statuses of many services in one read, by uuid; a missing one is left out."""
+        uuids = [self._uuid(service) for service in services]
+        if not uuids:
+            return {}
+        return {s.service.uuid: s for s in self._snapshot(uuids=uuids).statuses}
 
     def get_all(
         self,

@@ -12,6 +12,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclas
 from datetime import datetime
 from typing import Any, TypeVar
 
+from servicegroup import validation
+
 T = TypeVar("T")
 
 
@@ -72,6 +74,28 @@ class Service:
     deleted_at: datetime | None
     # The state last written to the event stream (None: not yet observed).
     observed_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What register() is told: valid by construction (InvalidInput names the field).
+
+    A value, so a batch of registrations (ServiceGroup.register_many, the
+    daemon's group commit) can be checked one by one before any is written.
+    """
+
+    host: str
+    binary: str
+    topic: str | None = None
+    availability_zone: str | None = None
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        validation.name("host", self.host)
+        validation.name("binary", self.binary)
+        validation.name("topic", self.topic, required=False)
+        validation.name("availability_zone", self.availability_zone, required=False)
+        validation.version(self.version)
 
 
 @dataclass(frozen=True, slots=True)

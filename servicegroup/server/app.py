@@ -49,7 +49,7 @@ from servicegroup.server.schemas import (
     UpdateBody,
     VersionRange,
 )
-from servicegroup.service import Service, ServiceStatus
+from servicegroup.service import Registration, Service, ServiceStatus
 
 LOG = logging.getLogger(__name__)
 
@@ -215,6 +215,35 @@ def create_app(
         sweeper.on_events = bell.ring
     guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens)
 
+    def write_beats(uuids: list[str]) -> list[BaseException | None]:
+        """One batch of the group commit: records from the cache, then one heartbeat_many."""
+        failed = sg.heartbeat_many(cache.refs(sg.engine, uuids))
+        for uuid, error in failed.items():
+            if isinstance(error, NotFound):
+                cache.drop(uuid)
+        return [failed.get(uuid) for uuid in uuids]
+
+    beats: GroupCommit[str, None] = GroupCommit(write_beats)
+
+    def write_registrations(
+        batch: list[Registration],
+    ) -> list[tuple[ServiceStatus, bool] | BaseException]:
+        """One batch: one register_many transaction, then one read of the batch's statuses."""
+        registered = sg.register_many(batch)
+        for service, _ in registered:
+            cache.put(service)
+        statuses = sg.get_many(service for service, _ in registered)
+        return [
+            (statuses[service.uuid], created)
+            if service.uuid in statuses
+            else NotFound("service", service.uuid)  # deleted since, by another request
+            for service, created in registered
+        ]
+
+    registrations: GroupCommit[Registration, tuple[ServiceStatus, bool]] = GroupCommit(
+        write_registrations
+    )
+
     @app.get("/healthz", response_model=Health, responses=errors.responses(500, 503))
     def healthz() -> JSONResponse:
         """200 when the records database and the liveness backend both answer."""
@@ -247,10 +276,10 @@ def create_app(
             **errors.responses(*_WRITE),
         },
     )
-    def register(body: RegisterBody) -> JSONResponse:
-        service, created = sg.register_ex(**body.model_dump())
-        cache.put(service)
-        return _service_json(sg.get(service), 201 if created else 200)
+    async def register(body: RegisterBody) -> JSONResponse:
+        """Checked here, written in the next batch of the group commit (group_commit.py)."""
+        status, created = await registrations.submit(Registration(**body.model_dump()))
+        return _service_json(status, 201 if created else 200)
 
     @app.get(
         "/v1/services",
@@ -285,16 +314,6 @@ def create_app(
     )
     def get_service(id: ServiceId) -> JSONResponse:
         return _service_json(sg.get(_uuid(id)))
-
-    def write_beats(uuids: list[str]) -> list[BaseException | None]:
-        """One batch of the group commit: records from the cache, then one heartbeat_many."""
-        failed = sg.heartbeat_many(cache.refs(sg.engine, uuids))
-        for uuid, error in failed.items():
-            if isinstance(error, NotFound):
-                cache.drop(uuid)
-        return [failed.get(uuid) for uuid in uuids]
-
-    beats: GroupCommit[str, None] = GroupCommit(write_beats)
 
     @app.post(
         "/v1/services/{id}/heartbeat",

@@ -6,6 +6,7 @@ matters is the daemon's, and CI machines are slow in bursts.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import time
@@ -442,3 +443,30 @@ def test_refuses_to_start_when_the_port_is_taken(tmp_path: Path) -> None:
             daemon.stop()
     assert "address already in use" in daemon.log()
     assert "Traceback" not in daemon.log()
+
+
+def test_concurrent_registrations_and_beats_are_each_answered(daemon: Daemon) -> None:
+    """Group commit: many requests at once share batches, each gets its own answer."""
+    hosts = [unique("burst") for _ in range(60)]
+
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=30.0) as http:
+            # Every host twice in the same burst: one registration, one restart.
+            bodies = [{"host": h, "binary": "burst", "version": 1} for h in hosts * 2]
+            registered = await asyncio.gather(*(http.post("/v1/services", json=b) for b in bodies))
+            ids = {r.json()["id"] for r in registered if r.status_code in (200, 201)}
+            gone = str(uuid.uuid4())
+            beat = [http.post(f"/v1/services/{sid}/heartbeat") for sid in [*ids, gone]]
+            return registered, await asyncio.gather(*beat)
+
+    registered, beaten = asyncio.run(burst())
+    assert sorted(r.status_code for r in registered) == [200] * 60 + [201] * 60
+    by_host: dict[str, set[str]] = {}
+    for response in registered:
+        body = response.json()
+        by_host.setdefault(body["host"], set()).add(body["id"])
+    assert set(by_host) == set(hosts) and all(len(ids) == 1 for ids in by_host.values())
+    assert [r.status_code for r in beaten] == [204] * 60 + [404]
+    with httpx.Client(base_url=daemon.url, timeout=10.0) as http:
+        listed = http.get("/v1/services", params={"binary": "burst"}).json()["services"]
+    assert {s["host"] for s in listed if s["state"] == "up"} == set(hosts)
