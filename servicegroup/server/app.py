@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import Annotated, Any
 
@@ -27,8 +26,6 @@ from oslo_config import cfg
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup, ServiceRef
@@ -38,6 +35,7 @@ from servicegroup.exceptions import InvalidInput, NotFound
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server import auth, claims_api, errors, metrics, process_tuning
+from servicegroup.server.fast_routes import FastRoutes
 from servicegroup.server.group_commit import GroupCommit
 from servicegroup.server.schemas import (
     NAME_DOC,
@@ -194,7 +192,7 @@ def _service_json(status: ServiceStatus, code: int = 200) -> JSONResponse:
 
 def create_app(
     sg: ServiceGroup, sweeper: Sweeper | None = None, tokens: auth.Tokens | None = None
-) -> HeartbeatRoute:
+) -> FastRoutes:
     """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them.
 
     Tokens default to those in sg's configuration ([api] *_tokens).
@@ -277,7 +275,10 @@ def create_app(
         },
     )
     async def register(body: RegisterBody) -> JSONResponse:
-        """Checked here, written in the next batch of the group commit (group_commit.py)."""
+        """Checked here, written in the next batch of the group commit (group_commit.py).
+
+        A plain request is answered in fast_routes.py; this is its twin and its doc.
+        """
         status, created = await registrations.submit(Registration(**body.model_dump()))
         return _service_json(status, 201 if created else 200)
 
@@ -323,7 +324,7 @@ def create_app(
         responses=errors.responses(*_BY_ID),
     )
     async def heartbeat(id: ServiceId) -> Response:
-        """The hot route; the daemon answers it in HeartbeatRoute, this is its twin and its doc."""
+        """The hot route; the daemon answers it in fast_routes.py, this is its twin and its doc."""
         await beat_off_loop(id)
         return Response(status_code=204)
 
@@ -421,58 +422,7 @@ def create_app(
             await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
-    return HeartbeatRoute(app, beat_off_loop, guard.tokens)
-
-
-class HeartbeatRoute:
-    """POST /v1/services/{id}/heartbeat answered in front of FastAPI; all else goes to `app`.
-
-    Every service calls it every report_interval. Through FastAPI a beat
-    crossed a dozen ASGI layers and the dependency solver, ~0.35 ms of CPU:
-    half of what the daemon spent per beat. Measured at 10,000 services,
-    wrk -c50, memcached: 0.74 cores at 1,050 beats/s through FastAPI, 0.40
-    here; saturation 1,290-1,400 -> 4,060 beats/s; zookeeper 750-1,150 ->
-    1,940 beats/s. It answers exactly as the FastAPI route (still there, for
-    the OpenAPI document and for any request this one does not take): the
-    body limit, then the agent token (auth.bearer reads it as BEARER does),
-    then the id rule and the beat (beat_off_loop, shared), errors through
-    errors.error_response; a test compares the two answer for answer.
-    Measured again for issue 17 (SQLite, 10,000 services, alternated):
-    2,076-2,531 against 995-1,047 beats/s through FastAPI (x2.3), 181-300
-    against 426-459 us of daemon CPU a beat.
-    """
-
-    def __init__(
-        self, app: FastAPI, beat: Callable[[str], Awaitable[None]], tokens: auth.Tokens
-    ) -> None:
-        self.app = app
-        self.beat = beat
-        self.tokens = tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not scope.get("root_path")
-            and _HEARTBEAT_PATH.fullmatch(scope["path"])
-        )
-        if not match:
-            await self.app(scope, receive, send)
-            return
-        try:
-            if await errors.read_body(scope, receive) is None:
-                raise HTTPException(413, f"request body exceeds {errors.MAX_BODY_BYTES} bytes")
-            self.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
-            await self.beat(match.group(1))
-        except Exception as exc:
-            await errors.error_response(exc)(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-
-# Starlette's {id}: one non-empty path segment, matched on the decoded path.
-_HEARTBEAT_PATH = re.compile(r"/v1/services/([^/]+)/heartbeat")
+    return FastRoutes(app, beat_off_loop, registrations.submit, guard.tokens)
 
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:

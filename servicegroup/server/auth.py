@@ -138,7 +138,7 @@ class Tokens:
 
 
 def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The token raw ASGI headers present, read as BEARER reads it (see HeartbeatRoute).
+    """The token raw ASGI headers present, read as BEARER reads it (see fast_routes.py).
 
     HTTPBearer(auto_error=False): the first Authorization header; its
     credentials when the scheme is "bearer" (any case) and both are there,

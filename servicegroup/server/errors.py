@@ -147,7 +147,7 @@ class GuardMiddleware:
                 too_big = HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
                 await error_response(too_big)(scope, receive, send)
                 return
-            await self.app(scope, _replay(body, receive), tracking_send)
+            await self.app(scope, replay(body, receive), tracking_send)
         except Exception as exc:
             if started:
                 raise
@@ -174,7 +174,8 @@ async def read_body(scope: Scope, receive: Receive) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body already read put back in front, for the app that reads it next."""
     sent = False
 
     async def replay() -> Message:
