@@ -301,6 +301,7 @@ class ServiceGroup:
             reporter.stop()
         with self._driver_call():
             self.driver.forget(record)
+        records.record_leave(self.engine, record.uuid)
 
     def is_up(self, service: ServiceRef) -> bool:
         statuses = self._snapshot(uuids=[self._uuid(service)]).statuses
@@ -316,9 +317,21 @@ class ServiceGroup:
     def get_many(self, services: Iterable[ServiceRef]) -> dict[str, ServiceStatus]:
         """The statuses of many services in one read, by uuid; a missing one is left out."""
         uuids = [self._uuid(service) for service in services]
+        return {s.service.uuid: s for s in self.snapshot_of(uuids).statuses}
+
+    def snapshot_of(self, uuids: Collection[str]) -> Snapshot:
+        """These services' statuses in one read (one SELECT, one driver read), with its time.
+
+        For the incremental sweep (leader/schedule.py); a deleted one is left out.
+        """
         if not uuids:
-            return {}
-        return {s.service.uuid: s for s in self._snapshot(uuids=uuids).statuses}
+            return Snapshot([], liveness_ok=True)
+        return self._snapshot(uuids=list(uuids))
+
+    @property
+    def beat_times(self) -> bool:
+        """Whether the driver's heartbeat times let a sweep read only what changed."""
+        return self.driver.beat_times
 
     def get_all(
         self,

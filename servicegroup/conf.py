@@ -194,9 +194,20 @@ events_opts = [
         "sweep_interval",
         default=1.0,
         min=0.001,
-        help="Seconds between two sweeps: the leading daemon reads every service's state "
-        "once per sweep and records each change as an event. Down events do not wait for "
-        "it: the sweeper also wakes when the first service it saw up is due to expire.",
+        help="Seconds between two sweeps: the leading daemon reads the state of every "
+        "service that can have changed (see full_sweep_interval) and records each change "
+        "as an event. Down events do not wait for it: the sweeper also wakes when the "
+        "first service it saw up is due to expire.",
+    ),
+    cfg.FloatOpt(
+        "full_sweep_interval",
+        default=300.0,
+        min=0.001,
+        help="Seconds between two sweeps that read every service. The sweeps between them "
+        "read only what can have changed: the up services whose last heartbeat is due to "
+        "expire, the services that are not up, and those named by new events (registration, "
+        "admin change, leave, delete). So a sweep costs what changed, not the fleet's size. "
+        "Drivers without heartbeat times (tooz) read every service every sweep.",
     ),
     cfg.FloatOpt(
         "sweep_budget",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -217,6 +217,22 @@ def read(
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [_event(row) for row in rows]
+
+
+def touched_since(engine: Engine, since: int, ignore: Collection[str] = ()) -> tuple[int, set[str]]:
+    """The services named by the events after `since` (but those of an `ignore` cause), and
+    the last id read.
+
+    For the incremental sweep (leader/schedule.py): every change of a record
+    appends an event, so these are the services whose records changed.
+    """
+    columns = (service_events.c.id, service_events.c.service_id, service_events.c.cause)
+    stmt = select(*columns).where(service_events.c.id > since).order_by(service_events.c.id)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    if not rows:
+        return since, set()
+    return int(rows[-1][0]), {row[1] for row in rows if row[2] not in ignore}
 
 
 def last_id(engine: Engine) -> int:

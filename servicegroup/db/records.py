@@ -408,6 +408,29 @@ def _admin_events(before: Any, changes: dict[str, Any]) -> list[event_log.Draft]
     return drafts
 
 
+def record_leave(engine: Engine, uuid: str) -> None:
+    """A leave() as its down event, at once, like an admin action.
+
+    leave() makes a service down before its heartbeat could expire, which no
+    sweep that reads only what changed would look at (leader/schedule.py);
+    so the event is written here, and the sweeper then finds the service
+    down as observed. Nothing is written when it was already observed down.
+    """
+    where = (services.c.uuid == uuid) & _live
+    columns = (services.c.host, services.c.binary, services.c.observed_state)
+    with sql_errors(), writing(engine) as conn:
+        event_log.lock_sequence(conn)
+        before = conn.execute(select(*columns).where(where)).first()
+        if before is None or before.observed_state == "down":
+            return
+        event_log.set_observed(conn, uuid, "down")
+        if before.observed_state is not None:  # never observed: recorded silently
+            draft = event_log.Draft(
+                uuid, before.host, before.binary, before.observed_state, "down", "leave"
+            )
+            event_log.append(conn, [draft])
+
+
 def soft_delete(engine: Engine, uuid: str) -> None:
     where = (services.c.uuid == uuid) & _live
     with sql_errors(), writing(engine) as conn:

@@ -58,6 +58,10 @@ class Driver(abc.ABC):
     name: ClassVar[str]
     backend: ClassVar[str]
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    # Whether a Pulse's last_heartbeat is when the service last beat, so its
+    # expiry is known in advance (leader/schedule.py); False when it is only
+    # when the backend was read (tooz: present or not).
+    beat_times: ClassVar[bool] = True
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         self.conf = conf

@@ -244,6 +244,8 @@ class ToozDriver(Driver):
     name = "tooz"
     backend = "tooz"
     backend_errors = _errors()
+    # A present member's last_heartbeat is the read's time (module docstring).
+    beat_times = False
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         super().__init__(conf, engine, clock)

@@ -38,6 +38,11 @@ class Transition:
         return Draft(svc.uuid, svc.host, svc.binary, self.previous, self.state, self.cause)
 
 
+# Causes only the sweeping leader writes (cause_of); forced_down and leave are
+# also written by admin actions and leave() (db/records.py).
+SWEEP_CAUSES = frozenset({"heartbeat", "heartbeat_timeout", "backend_unavailable"})
+
+
 def cause_of(status: ServiceStatus) -> str:
     """Why a service is in its judged state, in the words events use."""
     if status.state is State.UP:
@@ -90,6 +95,7 @@ def decide(
     mass: MassDown | None = None,
     held: Mapping[str, float] | None = None,
     now: float = 0.0,
+    sizes: Mapping[str, int] | None = None,
 ) -> Decision:
     """The sweeper's one decision: which transitions to emit from this snapshot.
 
@@ -97,7 +103,9 @@ def decide(
     changes still being damped; the new map is returned. A change to up needs
     `up_after` agreeing sweeps, to down or unknown `down_after`. With `mass`,
     down transitions of a binary under mass-expiry protection (`held`, at
-    monotonic time `now`) are kept back; see MassDown.
+    monotonic time `now`) are kept back; see MassDown. `sizes` is how many
+    services each binary has, when `statuses` are not all of them (an
+    incremental sweep reads only what can have changed).
     """
     transitions: list[Transition] = []
     new_pending: dict[str, tuple[str, int]] = {}
@@ -120,11 +128,13 @@ def decide(
     new_held = dict(held or {})
     if mass is None:
         return Decision(transitions, new_pending, new_held)
-    return _protect(statuses, transitions, new_pending, down_after, mass, new_held, now)
+    if sizes is None:
+        sizes = Counter(s.service.binary for s in statuses)
+    return _protect(sizes, transitions, new_pending, down_after, mass, new_held, now)
 
 
 def _protect(
-    statuses: Sequence[ServiceStatus],
+    sizes: Mapping[str, int],
     transitions: list[Transition],
     pending: dict[str, tuple[str, int]],
     down_after: int,
@@ -132,7 +142,6 @@ def _protect(
     held: dict[str, float],
     now: float,
 ) -> Decision:
-    sizes = Counter(s.service.binary for s in statuses)
     downs = Counter(t.status.service.binary for t in transitions if _is_down(t))
     released = set()
     for binary, since in list(held.items()):
@@ -142,7 +151,7 @@ def _protect(
         elif not downs[binary]:
             del held[binary]  # everyone came back: it was a blip
     for binary, count in downs.items():
-        size = sizes[binary]
+        size = sizes.get(binary, 0)
         if (
             binary not in held
             and binary not in released

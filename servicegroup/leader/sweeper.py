@@ -1,11 +1,13 @@
 """The sweep: the leader's loop that turns liveness into up/down events.
 
 Every daemon runs a Sweeper; only the one holding the "sweeper" lease
-(leader/lease.py) sweeps. Each sweep it renews the lease, reads every live
-service's status (the fleet's slices: one SELECT and one liveness read each),
-decides what changed (leader/decision.py, pure) and writes each change as a
-compare-and-set on services.observed_state plus an appended event, in a
-transaction that confirms the lease. So:
+(leader/lease.py) sweeps. Each sweep it renews the lease, reads the status
+of every service that can have changed (leader/schedule.py: after a full
+read, only the up services due to expire, those not up, and those new
+events name; every full_sweep_interval, all of them, in slices of one
+SELECT and one liveness read each), decides what changed (leader/decision.py,
+pure) and writes each change as a compare-and-set on services.observed_state
+plus an appended event, in a transaction that confirms the lease. So:
 
 - two sweepers never duplicate an event: the CAS from the old state succeeds
   once; a deposed leader's confirm fails and it writes nothing;
@@ -33,7 +35,7 @@ import threading
 import time
 import uuid as uuid_mod
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,9 +47,10 @@ from servicegroup.db import event_log
 from servicegroup.db.engine import writing
 from servicegroup.exceptions import BackendError
 from servicegroup.leader import lease
-from servicegroup.leader.decision import MassDown, Transition, decide
+from servicegroup.leader.decision import SWEEP_CAUSES, MassDown, Transition, decide
 from servicegroup.leader.hooks import EventHooks
 from servicegroup.leader.recovery import Recovery
+from servicegroup.leader.schedule import ReadSchedule
 from servicegroup.service import ServiceStatus, Snapshot, State
 
 LOG = logging.getLogger(__name__)
@@ -68,7 +71,12 @@ class Fleet(Protocol):
     @property
     def down_time(self) -> float: ...
 
+    @property
+    def beat_times(self) -> bool: ...
+
     def slices(self, size: int) -> Iterator[Snapshot]: ...
+
+    def snapshot_of(self, uuids: Collection[str]) -> Snapshot: ...
 
 
 def write_transitions(
@@ -156,6 +164,7 @@ class Sweeper:
     def __init__(self, fleet: Fleet, conf: cfg.ConfigOpts, holder: str | None = None) -> None:
         self.fleet = fleet
         self.interval: float = conf.events.sweep_interval
+        self.full_interval: float = conf.events.full_sweep_interval
         self.budget: float = conf.events.sweep_budget
         self.slice: int = conf.events.sweep_slice
         self.lease = lease.duration(conf, fleet.down_time)
@@ -173,6 +182,13 @@ class Sweeper:
         self._epoch: int | None = None
         self._pending: dict[str, tuple[str, int]] = {}
         self._hook_cursor = 0
+        # The incremental sweep's state (leader/schedule.py): None until the
+        # first full read of a leadership; the events it has seen; when the
+        # next full read is due (monotonic).
+        self._schedule: ReadSchedule | None = None
+        self._event_cursor = 0
+        self._next_full = 0.0
+        self._scheduled_full = False  # the last sweep was a full read of an incremental sweeper
         self._next_prune = 0.0
         self._failing = False
         # Monotonic time at which the first service up at the last sweep
@@ -218,7 +234,9 @@ class Sweeper:
                 # What a sweep costs the API is its thread's CPU; its wall
                 # time also holds the pauses between slices, and the waits
                 # for the GIL while requests run: the API's time, not its.
-                took=time.thread_time() - cpu_started,
+                # A scheduled full read is paid once per full_sweep_interval,
+                # so it must not space out the cheap sweeps after it.
+                took=0.0 if self._scheduled_full else time.thread_time() - cpu_started,
                 budget=self.budget,
                 down_time=self.fleet.down_time,
             )
@@ -235,7 +253,7 @@ class Sweeper:
             return []
         self._set_leader(epoch)
         hold = lease.Hold(lease.SWEEPER, self.holder, epoch, self.lease)
-        statuses = self._read_all()
+        statuses, sizes = self._read()
         decision = decide(
             statuses,
             self._pending,
@@ -244,6 +262,7 @@ class Sweeper:
             mass=self.mass,
             held=self._held,
             now=time.monotonic(),
+            sizes=sizes,
         )
         self._log_protection(decision.held, statuses)
         transitions, self._pending, self._held = decision
@@ -274,26 +293,89 @@ class Sweeper:
         self.stats.last_duration = time.perf_counter() - started
         return written
 
-    def _read_all(self) -> list[ServiceStatus]:
+    def _read(self) -> tuple[list[ServiceStatus], Mapping[str, int] | None]:
+        """The statuses this sweep must judge, and each binary's size when they are not all.
+
+        A full read at the start of a leadership and every full_sweep_interval;
+        in between, only what can have changed (leader/schedule.py).
+        """
+        self._scheduled_full = False
+        if not self.fleet.beat_times:
+            return self._read_all(None), None
+        now = time.monotonic()
+        schedule = self._schedule
+        if schedule is None or now >= self._next_full:
+            self._scheduled_full = True
+            with sql_errors():
+                cursor = event_log.last_id(self.fleet.engine)  # before: nothing falls between
+            schedule = ReadSchedule(self.fleet.down_time)
+            statuses = self._read_all(schedule)
+            self._schedule, self._event_cursor = schedule, cursor
+            self._next_full = now + self.full_interval
+        else:
+            statuses = self._read_changed(schedule, now)
+        self.expires_at = schedule.next_expiry()
+        return statuses, schedule.sizes
+
+    def _read_all(self, schedule: ReadSchedule | None) -> list[ServiceStatus]:
         """Every service's status, sweep_slice at a time, pausing between slices.
 
         Each pause is as long as its slice took, so while a sweep runs the
         sweeper holds the GIL half of the time at most, and the requests that
         queued behind a slice are answered before the next one (ServiceGroup.slices).
-        expires_at comes from each slice's own read time.
+        Each slice is scheduled from its own read time; without a schedule,
+        expires_at comes from it.
         """
         statuses: list[ServiceStatus] = []
         expires_at = None
         read_started = time.monotonic()
         for snapshot in self.fleet.slices(self.slice):
             statuses += snapshot.statuses
-            expiry = seconds_to_expiry(snapshot, self.fleet.down_time)
-            if expiry is not None and (expires_at is None or read_started + expiry < expires_at):
-                expires_at = read_started + expiry
+            if schedule is not None:
+                schedule.learn(snapshot, read_started)
+            else:
+                expiry = seconds_to_expiry(snapshot, self.fleet.down_time)
+                if expiry is not None and (
+                    expires_at is None or read_started + expiry < expires_at
+                ):
+                    expires_at = read_started + expiry
             if len(snapshot.statuses) == self.slice:  # a full slice: more may follow
                 self._stop.wait(time.monotonic() - read_started)
             read_started = time.monotonic()
-        self.expires_at = expires_at
+        if schedule is None:
+            self.expires_at = expires_at
+        return statuses
+
+    def _read_changed(self, schedule: ReadSchedule, now: float) -> list[ServiceStatus]:
+        """The statuses of what can have changed since the last sweep, in slices.
+
+        Due up services, services not up, services the new events name, and
+        those still being damped (decide() counts consecutive sweeps). A read
+        that fails leaves them all to be read by the next sweep.
+        """
+        # Its own events name services it has just read: not a change to look at.
+        with sql_errors():
+            cursor, touched = event_log.touched_since(
+                self.fleet.engine, self._event_cursor, ignore=SWEEP_CAUSES
+            )
+        wanted = sorted(schedule.due(now) | touched | self._pending.keys())
+        size = self.slice or len(wanted) or 1
+        statuses: list[ServiceStatus] = []
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start : start + size]
+            read_started = time.monotonic()
+            try:
+                snapshot = self.fleet.snapshot_of(chunk)
+            except BaseException:
+                schedule.watch(wanted[start:])
+                raise
+            schedule.learn(snapshot, read_started)
+            found = {status.service.uuid for status in snapshot.statuses}
+            schedule.forget(uuid for uuid in chunk if uuid not in found)  # deleted
+            statuses += snapshot.statuses
+            if start + size < len(wanted):
+                self._stop.wait(time.monotonic() - read_started)
+        self._event_cursor = cursor
         return statuses
 
     def _log_protection(self, held: Mapping[str, float], statuses: Sequence[ServiceStatus]) -> None:
@@ -334,6 +416,7 @@ class Sweeper:
         self._epoch = epoch
         self._pending = {}
         self._held = {}
+        self._schedule = None  # a new leadership starts with a full read
         self.stats.leader = epoch is not None
         self.stats.epoch = epoch or 0
 

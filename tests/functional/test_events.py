@@ -121,12 +121,12 @@ def test_a_sweep_in_slices_sees_every_service(sql_url: str, make_group) -> None:
     # The first death due is known whichever slice its service was read in.
     assert sweeper.expires_at is not None
     assert before < sweeper.expires_at <= before + group.down_time + 0.05
-    group.leave(fleet[4])
     mark = group.events().cursor
-    sweeper.sweep()
-    assert [(e.service_id, e.cause) for e in group.events(since=mark).events] == [
-        (fleet[4].uuid, "leave")
-    ]
+    group.leave(fleet[4])  # its event is written at once (records.record_leave)...
+    left = [(fleet[4].uuid, "leave")]
+    assert [(e.service_id, e.cause) for e in group.events(since=mark).events] == left
+    sweeper.sweep()  # ...and a sweep finds it down as observed: nothing more
+    assert [(e.service_id, e.cause) for e in group.events(since=mark).events] == left
     sweeper.hooks.close()
 
 
@@ -365,3 +365,58 @@ def test_sweep_on_every_backend(backend: Backend, request: pytest.FixtureRequest
         ("down", "up"): 1,
         ("up", "down"): 1,
     }
+
+
+def test_between_full_sweeps_a_sweep_reads_only_what_can_have_changed(
+    backend: Backend,  # noqa: F811 - the conformance fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """leader/schedule.py on every backend: due up services, the not up, and what events name."""
+    sg = backend.group(
+        service_down_time=30.0,
+        report_interval=1.0,
+        events__sweep_interval=0.05,
+        events__full_sweep_interval=3600.0,
+    )
+    sweeper = Sweeper(sg, sg.conf)
+    fleet = [sg.register(f"host-{i}", "compute") for i in range(20)]
+    assert sg.heartbeat_many(fleet[:15]) == {}
+    sweeper.sweep()  # the leadership's first sweep reads everything
+    assert len([e for e in sg.events().events if e.state == "up"]) == 15
+
+    reads: list[set[str]] = []
+    full_reads: list[int] = []
+    snapshot_of, slices = sg.snapshot_of, sg.slices
+
+    def spy_snapshot_of(uuids):
+        reads.append(set(uuids))
+        return snapshot_of(uuids)
+
+    def spy_slices(size):
+        full_reads.append(size)
+        return slices(size)
+
+    monkeypatch.setattr(sg, "snapshot_of", spy_snapshot_of)
+    monkeypatch.setattr(sg, "slices", spy_slices)
+    newcomer = sg.register("host-new", "compute")
+    sg.delete(fleet[0])
+    sweeper.sweep()
+    if not sg.beat_times:  # tooz: no heartbeat times, so every sweep reads all
+        assert full_reads and not reads
+        return
+    not_up = {s.uuid for s in fleet[15:]}
+    assert full_reads == []
+    assert set().union(*reads) == not_up | {newcomer.uuid, fleet[0].uuid}
+    reads.clear()
+    sweeper.sweep()  # the deleted one is forgotten, the newcomer is watched (down)
+    assert set().union(*reads) == not_up | {newcomer.uuid}
+    reads.clear()
+    sg.heartbeat(newcomer)
+    sweeper.sweep()
+    assert ("down", "up", "heartbeat") in [
+        (e.previous, e.state, e.cause) for e in sg.events().events if e.host == "host-new"
+    ]
+    reads.clear()
+    sweeper.sweep()  # up now, its expiry far off: no longer read
+    assert set().union(*reads) == not_up
+    sweeper.hooks.close()

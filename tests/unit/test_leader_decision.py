@@ -192,3 +192,14 @@ def test_other_binaries_are_not_held() -> None:
     decision = decide(statuses, {}, mass=MASS, now=0.0)
     assert decision.held == {"a": 0.0}
     assert [t.status.service.binary for t in decision.transitions] == ["b"]
+
+
+def test_mass_down_counts_the_binary_given_when_the_sweep_read_only_some() -> None:
+    """An incremental sweep reads 3 dying services of 100: not a mass death."""
+    dying = [status("up", State.DOWN, uuid=f"u{i}") for i in range(3)]
+    mass = MassDown(threshold=0.5, min_services=3, hold=60.0)
+    alone = decide(dying, {}, mass=mass, held={}, now=1.0)
+    assert alone.transitions == [] and set(alone.held) == {"b"}  # 3 of 3: held back
+    among_many = decide(dying, {}, mass=mass, held={}, now=1.0, sizes={"b": 100})
+    assert [t.state for t in among_many.transitions] == ["down"] * 3
+    assert among_many.held == {}

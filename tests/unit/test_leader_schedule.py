@@ -1,0 +1,99 @@
+"""leader/schedule.py: which services an incremental sweep reads, and when."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from servicegroup.leader.schedule import ReadSchedule
+from servicegroup.service import ServiceStatus, Snapshot, State
+from tests.helpers import make_service
+
+READ_AT = datetime(2026, 1, 1, tzinfo=UTC)  # the backend's clock at the read
+DOWN_TIME = 60.0
+
+
+def st(uuid: str, state: State, age: float | None, binary: str = "b") -> ServiceStatus:
+    beat = None if age is None else READ_AT - timedelta(seconds=age)
+    return ServiceStatus(make_service(uuid=uuid, binary=binary), state, beat)
+
+
+def snap(*statuses: ServiceStatus, read_at: datetime | None = READ_AT) -> Snapshot:
+    return Snapshot(list(statuses), liveness_ok=True, read_at=read_at)
+
+
+def test_up_services_are_due_at_their_expiry_and_the_others_every_sweep() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(
+        snap(
+            st("fresh", State.UP, age=0.0),
+            st("old", State.UP, age=50.0),
+            st("down", State.DOWN, age=70.0),
+            st("never", State.DOWN, age=None),
+            st("unknown", State.UNKNOWN, age=None),
+        ),
+        read_started=1000.0,
+    )
+    assert schedule.due(1000.0) == {"down", "never", "unknown"}
+    assert schedule.next_expiry() == 1010.0  # "old": 60 s after its beat, 10 s from now
+    assert schedule.due(1010.0) == {"old", "down", "never", "unknown"}
+    assert schedule.due(1010.0) == {"down", "never", "unknown"}  # taken once
+    assert schedule.next_expiry() == 1060.0
+    assert schedule.due(1060.0) >= {"fresh"}
+    assert schedule.next_expiry() is None
+
+
+def test_a_re_read_replaces_the_old_expiry() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(st("s", State.UP, age=0.0)), read_started=1000.0)
+    # Read again 30 s later (an event named it): it beat 5 s before that read.
+    later = READ_AT + timedelta(seconds=30)
+    beat = later - timedelta(seconds=5)
+    schedule.learn(
+        Snapshot([ServiceStatus(make_service(uuid="s"), State.UP, beat)], True, later),
+        read_started=1030.0,
+    )
+    assert schedule.due(1060.0) == set()  # the first expiry is stale
+    assert schedule.next_expiry() == 1085.0
+    assert schedule.due(1085.0) == {"s"}
+
+
+def test_a_service_that_goes_down_is_watched_and_one_that_comes_up_is_not() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(st("s", State.UP, age=0.0)), read_started=1000.0)
+    schedule.learn(snap(st("s", State.DOWN, age=61.0)), read_started=1061.0)
+    assert schedule.due(1061.0) == {"s"}
+    assert schedule.next_expiry() is None
+    schedule.learn(snap(st("s", State.UP, age=1.0)), read_started=1070.0)
+    assert schedule.due(1070.0) == set()
+
+
+def test_a_read_without_a_backend_time_reads_again_next_sweep() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(st("s", State.UP, age=0.0), read_at=None), read_started=1000.0)
+    assert schedule.due(1000.0) == {"s"}
+
+
+def test_watch_and_forget() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(st("a", State.UP, age=0.0), st("b", State.UP, age=0.0)), 1000.0)
+    schedule.watch(["a"])  # its read failed: read it every sweep again
+    assert schedule.due(1000.0) == {"a"}
+    schedule.forget(["a", "b"])  # deleted
+    assert schedule.due(2000.0) == set() and len(schedule) == 0
+
+
+def test_sizes_count_each_service_once_by_its_binary() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(st("a", State.UP, 0.0, "x"), st("b", State.DOWN, None, "x")), 1000.0)
+    schedule.learn(snap(st("a", State.UP, 0.0, "x"), st("c", State.UP, 0.0, "y")), 1001.0)
+    assert schedule.sizes == {"x": 2, "y": 1}
+    schedule.forget(["b", "c"])
+    assert schedule.sizes == {"x": 1}
+
+
+def test_the_heap_of_stale_expiries_stays_bounded() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    for i in range(5000):  # one service re-read 5,000 times, each with a new beat
+        schedule.learn(snap(st("s", State.UP, age=-i * 0.001)), read_started=1000.0)
+    assert len(schedule._heap) <= 2 * 1 + 1024 + 1
+    assert schedule.next_expiry() == 1000.0 + 4.999 + DOWN_TIME
