@@ -122,6 +122,24 @@ api_opts = [
         "must be shown to read /v1 and /metrics (any agent or admin token works too); "
         "without read tokens reads are open",
     ),
+    cfg.StrOpt(
+        "metrics_per_service",
+        default="all",
+        choices=[
+            ("all", "one series per service in each per-service family"),
+            (
+                "not_up",
+                "only services that are down or unknown: an alert on service_up == 0 "
+                "still fires, at a fraction of the series",
+            ),
+            ("none", "no per-service series; the per-binary counts stay"),
+        ],
+        help="Which services /metrics gives their own series (servicegroup_service_up, "
+        "_info, _disabled, _forced_down, _version, _last_heartbeat_timestamp_seconds). A "
+        "large fleet makes a scrape of every service costly for the daemon and for "
+        "Prometheus alike (doc/operations.md); servicegroup_services counts every service "
+        "whatever this says.",
+    ),
 ]
 
 zookeeper_opts = [

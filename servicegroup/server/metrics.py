@@ -57,7 +57,7 @@ class ServiceGroupCollector:
         backend_up.add_metric([self.sg.driver.name], 1 if answered else 0)
         yield backend_up
         if snapshot is not None:
-            yield from service_metrics(snapshot.statuses)
+            yield from service_metrics(snapshot.statuses, self.sg.conf.api.metrics_per_service)
         if snapshot is not None:
             yield from claim_metrics(self.sg)
         if self.sweeper is not None:
@@ -69,8 +69,12 @@ class ServiceGroupCollector:
         )
 
 
-def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
+def service_metrics(statuses: list[ServiceStatus], per_service: str = "all") -> Iterator[Metric]:
     """The per-service families, each built in its own pass over `statuses`.
+
+    `per_service` ([api] metrics_per_service) says which services get their
+    own series: all, only those not up, or none; the per-binary counts
+    always count every service.
 
     One family at a time because render() writes each before the next is
     built: at 10,000 services a scrape then holds 10,000 samples (one label
@@ -78,6 +82,11 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
     peaked at (tracemalloc peak of a scrape at 10,000: 32 -> 18 MB). A pass
     is ~1 ms; formatting the samples is the scrape's cost.
     """
+    counted = statuses
+    if per_service == "not_up":
+        statuses = [status for status in statuses if status.state is not State.UP]
+    elif per_service == "none":
+        statuses = []
     unknown = State.UNKNOWN
     # No sample rather than 0 while the state is unknown: an alert on
     # service_up == 0 must not page for a whole fleet when only the
@@ -130,7 +139,7 @@ def service_metrics(statuses: list[ServiceStatus]) -> Iterator[Metric]:
         statuses,
         lambda status: None if status.last_heartbeat is None else status.last_heartbeat.timestamp(),
     )
-    counts = Counter((status.service.binary, status.state.value) for status in statuses)
+    counts = Counter((status.service.binary, status.state.value) for status in counted)
     by_state = GaugeMetricFamily(
         "servicegroup_services",
         "Number of services of each binary in each state.",

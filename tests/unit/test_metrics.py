@@ -270,3 +270,23 @@ def test_render_is_generate_latest_byte_for_byte(sg: ServiceGroup, fleet: dict[s
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))
     assert metrics.render(registry) == generate_latest(registry)
+
+
+@pytest.mark.parametrize("per_service", ["all", "not_up", "none"])
+def test_metrics_per_service_limits_the_series_but_never_the_counts(
+    sg: ServiceGroup, fleet: dict[str, Any], per_service: str
+) -> None:
+    sg.conf.set_override("metrics_per_service", per_service, group="api")
+    got = samples(scrape(sg))
+    # compute-1 may have aged out by now (a 0.5 s down time); the others never beat.
+    always_down = {"compute-2", fleet["forced"].host, "sched-1"}
+    wanted = {"all": always_down, "not_up": always_down, "none": set()}[per_service]
+    for family in PER_SERVICE[:-2]:  # every per-service family but the heartbeat times
+        hosts = set(by_host(got.get(family, [])))
+        assert hosts - {"compute-1"} == wanted, family
+        if per_service == "all":
+            assert "compute-1" in hosts
+    counts = {
+        (s.labels["binary"], s.labels["state"]): s.value for s in got["servicegroup_services"]
+    }
+    assert sum(counts.values()) == 4  # the counts always count every service
