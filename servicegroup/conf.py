@@ -149,6 +149,25 @@ zookeeper_opts = [
         help="ZooKeeper servers as host:port, for the zookeeper driver.",
     ),
     cfg.StrOpt(
+        "node_lifetime",
+        choices=[
+            (
+                "session",
+                "ephemeral znodes of the beating process's session: a crashed process is "
+                "down when its session expires (session_timeout)",
+            ),
+            (
+                "heartbeat",
+                "persistent znodes, judged by their age alone and removed by leave and "
+                "delete: a service may beat through any of several daemons, and one "
+                "daemon's death takes no service down",
+            ),
+        ],
+        help="How long a service's znode lives. Unset: session in a process that beats "
+        "for itself (the library, the agent), heartbeat in `servicegroup serve`, which "
+        "beats on behalf of services that may reach any daemon behind a load balancer.",
+    ),
+    cfg.StrOpt(
         "root",
         default="/servicegroup",
         help="Znode under which services are kept as <root>/<binary>/<host>.",

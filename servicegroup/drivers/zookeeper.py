@@ -1,7 +1,7 @@
-"""The `zookeeper` driver (alias `zk`): liveness as ephemeral znodes, with kazoo.
+"""The `zookeeper` driver (alias `zk`): liveness as znodes' mtimes, with kazoo.
 
 Layout
-    A beating service is an EPHEMERAL znode ``<root>/<binary>/<host>`` whose
+    A beating service is a znode ``<root>/<binary>/<host>`` whose
     data is JSON ``{"uuid", "version", "binary", "host"}``; the uuid tells a
     live node from a stale one left by a deleted service of the same name.
     Each path component is percent-encoded (``escape()``): ``quote(name,
@@ -11,10 +11,23 @@ Layout
     dot. The mapping is injective. Children of ``<root>`` that start with '.'
     are the driver's own (``<root>/.clock``).
 
+Two kinds of node (``[zookeeper] node_lifetime``)
+    * ``session`` (a process beating for itself): the node is EPHEMERAL, so
+      it belongs to the session of the process that wrote it, and a crash
+      is seen when that session expires (below).
+    * ``heartbeat`` (``servicegroup serve``, the default there): the node is
+      PERSISTENT and only its age counts, as with the other drivers. A
+      daemon beats on behalf of services that may reach any daemon behind a
+      load balancer: an ephemeral node would vanish with the daemon that
+      wrote it last, and take down services that are beating through
+      another one. leave() and delete remove the node; a node an older
+      session owns (the ephemeral kind) is taken over as a persistent one.
+
 Two ways to go down
-    * crash (process gone): ZooKeeper expires the session after
-      ``[zookeeper] session_timeout`` and deletes the node; reads then see no
-      node, so the service is down at once.
+    * crash (process gone): with session nodes, ZooKeeper expires the
+      session after ``[zookeeper] session_timeout`` and deletes the node;
+      reads then see no node, so the service is down at once. With
+      heartbeat nodes, as a hang below.
     * hang (main loop stuck while kazoo's own thread keeps the session alive):
       the node stays, but ``beat()`` is what rewrites it every
       report_interval and bumps its mtime; once nobody rewrites it, its age
@@ -262,6 +275,8 @@ class ZooKeeperDriver(Driver):
         opts = conf.zookeeper
         self.hosts: list[str] = list(opts.hosts)
         self.root = _root(opts.root)
+        # See "Two kinds of node"; unset means a process beating for itself.
+        self.ephemeral = (opts.node_lifetime or "session") == "session"
         self.timeout: float = opts.connect_timeout
         # uuid -> the node this process beats, re-created after a session loss;
         # pruned of deleted services like every identity cache.
@@ -383,7 +398,7 @@ class ZooKeeperDriver(Driver):
         }
 
     def close(self) -> None:
-        # stop() closes the session, so our ephemeral nodes go at once.
+        # stop() closes the session, so our ephemeral nodes (if any) go at once.
         try:
             self._client.stop()
         finally:
@@ -443,12 +458,16 @@ class ZooKeeperDriver(Driver):
             except NoNodeError:
                 try:
                     _path, stat = self._client.create_async(
-                        node.path, node.data, ephemeral=True, makepath=True, include_data=True
+                        node.path,
+                        node.data,
+                        ephemeral=self.ephemeral,
+                        makepath=True,
+                        include_data=True,
                     ).get(timeout=self.timeout)
                 except NodeExistsError:
                     continue  # someone (our session listener) was quicker: set it
             else:
-                if stat.ephemeralOwner != session:
+                if stat.ephemeralOwner != self._owner_of_ours(session):
                     if self._take_over(node, stat.version):
                         return
                     continue
@@ -472,7 +491,7 @@ class ZooKeeperDriver(Driver):
         for node, result in pending:
             try:
                 stat = result.get(timeout=self._left(deadline))
-                if stat.ephemeralOwner != session:
+                if stat.ephemeralOwner != self._owner_of_ours(session):
                     self._put(node)  # an older session's node: take it over
                 elif not sampled:
                     self._sample(stat.mtime, started, self.clock.monotonic())
@@ -488,11 +507,15 @@ class ZooKeeperDriver(Driver):
                 failed[node.service.uuid] = exc
         return failed
 
+    def _owner_of_ours(self, session: int) -> int:
+        """The ephemeralOwner our nodes have: our session's, or 0 for persistent ones."""
+        return session if self.ephemeral else 0
+
     def _take_over(self, node: _Node, version: int) -> bool:
-        """Re-create under our session a node an older session owns; False if it moved meanwhile."""
+        """Re-create as ours a node an older session owns; False if it moved meanwhile."""
         tx = self._client.transaction()
         tx.delete(node.path, version=version)
-        tx.create(node.path, node.data, ephemeral=True)
+        tx.create(node.path, node.data, ephemeral=self.ephemeral)
         results = tx.commit_async().get(timeout=self.timeout)
         failures = [r for r in results if isinstance(r, Exception)]
         if not failures:
@@ -526,7 +549,8 @@ class ZooKeeperDriver(Driver):
             self._session_lost = True
         elif state == KazooState.CONNECTED and self._session_lost:
             self._session_lost = False
-            self._client.handler.spawn(self._recreate)
+            if self.ephemeral:  # persistent nodes outlive a session
+                self._client.handler.spawn(self._recreate)
 
     def _recreate(self) -> None:
         """A new session owns nothing: put back every node we were beating."""

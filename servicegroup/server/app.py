@@ -435,6 +435,9 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """
     tokens = auth.Tokens.from_conf(conf)
     auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
+    # A daemon beats for services that may reach any daemon: znodes that
+    # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
+    conf.set_default("node_lifetime", "heartbeat", group="zookeeper")
     process_tuning.bound_malloc()  # before any thread: the driver's, the sweeper, the pools
     sg = ServiceGroup(conf)
     sweeper = Sweeper(sg, conf)

@@ -320,6 +320,51 @@ def test_a_batch_creates_takes_over_and_sets_in_one_pipeline(
     assert all(state(new, svc) is State.UP for svc in fleet)
 
 
+# -- heartbeat nodes: several daemons ------------------------------------------
+
+
+def test_heartbeat_nodes_outlive_the_daemon_that_wrote_them(zk_group, sqlite_url, raw, root):
+    """node_lifetime = heartbeat (the daemon's): a daemon's death takes no service down."""
+    timing = {"service_down_time": 30.0, "report_interval": 1.0}
+    first = zk_group(sqlite_url, zookeeper__node_lifetime="heartbeat", **timing)
+    second = zk_group(sqlite_url, zookeeper__node_lifetime="heartbeat", **timing)
+    svc = first.register("host1", "nova-compute")
+    first.heartbeat(svc)
+    path = node_path(root, svc)
+    assert raw.exists(path).ephemeralOwner == 0  # persistent
+
+    first.close()  # the daemon it beat through dies: its session ends
+    assert raw.exists(path) is not None
+    assert state(second, svc) is State.UP
+    mtime = raw.exists(path).mtime
+    second.heartbeat(svc)  # it beats through another daemon now
+    assert raw.exists(path).mtime >= mtime and raw.exists(path).ephemeralOwner == 0
+    second.leave(svc)  # leave and delete remove a persistent node
+    assert raw.exists(path) is None
+    assert state(second, svc) is State.DOWN
+
+
+def test_heartbeat_nodes_take_over_session_nodes(zk_group, sqlite_url, raw, root):
+    """A daemon started where agents beat for themselves makes their nodes persistent."""
+    agent = zk_group(sqlite_url, service_down_time=30.0, report_interval=1.0)
+    daemon = zk_group(
+        sqlite_url,
+        zookeeper__node_lifetime="heartbeat",
+        service_down_time=30.0,
+        report_interval=1.0,
+    )
+    fleet = [agent.register(f"host{i}", "nova-compute") for i in range(4)]
+    agent.heartbeat_many(fleet)
+    assert {raw.exists(node_path(root, s)).ephemeralOwner for s in fleet} == {session_of(agent)}
+    assert daemon.heartbeat_many(fleet[:2]) == {}
+    daemon.heartbeat(fleet[2])
+    owners = [raw.exists(node_path(root, s)).ephemeralOwner for s in fleet]
+    assert owners == [0, 0, 0, session_of(agent)]
+    agent.close()
+    assert [raw.exists(node_path(root, s)) is not None for s in fleet] == [True] * 3 + [False]
+    assert [state(daemon, s) for s in fleet] == [State.UP] * 3 + [State.DOWN]
+
+
 # -- reads -------------------------------------------------------------------
 
 
