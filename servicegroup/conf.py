@@ -114,6 +114,15 @@ api_opts = [
         "tokens, or `servicegroup serve --insecure`.",
     ),
     cfg.PortOpt("port", default=DEFAULT_PORT, help="TCP port the daemon listens on."),
+    cfg.IntOpt(
+        "workers",
+        default=1,
+        min=1,
+        help="Daemon processes sharing the port (SO_REUSEPORT; the kernel spreads "
+        "connections over them). Each is a whole daemon with its own connections; they "
+        "coordinate only through the records database and the sweeper lease, as daemons on "
+        "several hosts do. One process uses about one core at most.",
+    ),
     # With no token of any kind configured the API is open (fine on loopback).
     *_token_opts("agent", "may register, heartbeat and leave"),
     *_token_opts("admin", "may do everything, including PATCH and DELETE"),

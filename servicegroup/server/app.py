@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +36,7 @@ from servicegroup.db import records
 from servicegroup.exceptions import InvalidInput, NotFound
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.leader.sweeper import Sweeper
-from servicegroup.server import auth, claims_api, errors, metrics, process_tuning
+from servicegroup.server import auth, claims_api, errors, metrics, process_tuning, workers
 from servicegroup.server.fast_routes import FastRoutes
 from servicegroup.server.group_commit import GroupCommit
 from servicegroup.server.schemas import (
@@ -431,13 +433,27 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
     (port in use) are already logged by uvicorn and come back as 1. An open
-    API (no agent or admin token) beyond loopback needs `insecure`.
+    API (no agent or admin token) beyond loopback needs `insecure`. With
+    `[api] workers` > 1, that many daemon processes share the port
+    (workers.py).
     """
     tokens = auth.Tokens.from_conf(conf)
     auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
     # A daemon beats for services that may reach any daemon: znodes that
     # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
     conf.set_default("node_lifetime", "heartbeat", group="zookeeper")
+    if conf.api.workers > 1:
+        return workers.supervise(
+            conf.api.workers,
+            conf.api.host,
+            conf.api.port,
+            lambda sock: _serve_process(conf, tokens, sock),
+        )
+    return _serve_process(conf, tokens, None)
+
+
+def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socket | None) -> int:
+    """One daemon process: its own ServiceGroup, sweeper and HTTP server (on `sock` if given)."""
     process_tuning.bound_malloc()  # before any thread: the driver's, the sweeper, the pools
     sg = ServiceGroup(conf)
     sweeper = Sweeper(sg, conf)
@@ -456,13 +472,14 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
         server = uvicorn.Server(config)
         process_tuning.tune_gc()
         LOG.info(
-            "servicegroup starting on %s:%s (driver %s)",
+            "servicegroup starting on %s:%s (driver %s, pid %d)",
             conf.api.host,
             conf.api.port,
             sg.driver.name,
+            os.getpid(),
         )
         with _stop_signals_end_cleanly(server):
-            server.run()
+            server.run(sockets=None if sock is None else [sock])
     except SystemExit as exc:
         # uvicorn exits 3 on startup failures; to an operator a refusal is a refusal.
         return 1 if exc.code else 0

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servicegroup import ServiceGroup
 from servicegroup.db import migration
 from servicegroup.db.engine import make_engine
-from tests.functional.daemon import Daemon, free_port, write_config
+from tests.functional.daemon import Daemon, config_text, free_port, write_config
 
 TIMINGS = {"report_interval": 0.1, "service_down_time": 0.5}
 DEADLINE = 10.0
@@ -470,3 +470,35 @@ def test_concurrent_registrations_and_beats_are_each_answered(daemon: Daemon) ->
     with httpx.Client(base_url=daemon.url, timeout=10.0) as http:
         listed = http.get("/v1/services", params={"binary": "burst"}).json()["services"]
     assert {s["host"] for s in listed if s["state"] == "up"} == set(hosts)
+
+
+def test_workers_share_the_port_and_one_of_them_sweeps(tmp_path: Path) -> None:
+    """[api] workers = 3: three daemons behind one port, one sweeper lease, one clean stop."""
+    port = free_port()
+    config = tmp_path / "servicegroup.conf"
+    options = {**TIMINGS, "api__workers": 3}
+    config.write_text(config_text(migrated_sqlite(tmp_path / "sg.sqlite"), port, options))
+    daemon = Daemon(config, port, tmp_path / "daemon.log").start().wait_ready()
+    try:
+        leaders: list[float] = []
+        registered: set[str] = set()
+        deadline = time.monotonic() + DEADLINE
+        while (len(set(leaders)) < 2 or len(registered) < 30) and time.monotonic() < deadline:
+            # A new connection each time, so the kernel may pick another worker.
+            with httpx.Client(base_url=daemon.url, timeout=10.0) as http:
+                body = http.post("/v1/services", json={"host": unique("w"), "binary": "w"})
+                registered.add(body.json()["id"])
+                assert http.post(f"/v1/services/{body.json()['id']}/heartbeat").status_code == 204
+                scraped = http.get("/metrics").text
+            families = {f.name: f.samples for f in text_string_to_metric_families(scraped)}
+            leaders.append(families["servicegroup_sweep_leader"][0].value)
+        assert set(leaders) == {0.0, 1.0}, "every scrape came from one process"
+        with httpx.Client(base_url=daemon.url, timeout=10.0) as http:
+            listed = http.get("/v1/services", params={"binary": "w"}).json()["services"]
+        assert {s["id"] for s in listed} >= registered
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit() == 0, daemon.log()
+    finally:
+        daemon.stop()
+    assert "Traceback" not in daemon.log()
+    assert daemon.log().count("servicegroup stopped") == 3
