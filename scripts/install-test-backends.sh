@@ -9,6 +9,7 @@
 #     throwaway servers on free ports (tests/servers.py).
 #   promtool (package prometheus): checks the /metrics exposition format.
 #   wrk: the benchmark harness's HTTP load generator (tests/functional/test_bench.py).
+#   haproxy: the load balancer in front of several daemons (tests/functional/test_several_daemons.py).
 #   PostgreSQL 5432, MariaDB 3306, Redis 6379: shared servers the tests use.
 set -euo pipefail
 
@@ -55,6 +56,7 @@ missing=()
 command -v memcached >/dev/null || missing+=(memcached)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi

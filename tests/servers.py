@@ -215,6 +215,108 @@ class ZooKeeperServer(Server):
             return ""
 
 
+class ZooKeeperEnsemble:
+    """Three ZooKeeper servers in one quorum, on loopback ports; any one may be killed.
+
+    Each member is a QuorumPeerMain with its own client, peer and election
+    ports. tickTime 100 ms, as the standalone server, so an election after
+    the leader's death takes a second or two, not tens.
+    """
+
+    size = 3
+
+    def __init__(self) -> None:
+        self.members = [ZooKeeperMember(i + 1, self) for i in range(self.size)]
+
+    @property
+    def hosts(self) -> list[str]:
+        return [member.address for member in self.members]
+
+    def servers_cfg(self) -> str:
+        return "".join(
+            f"server.{m.myid}=127.0.0.1:{m.peer_port}:{m.election_port}\n" for m in self.members
+        )
+
+    def start(self) -> ZooKeeperEnsemble:
+        for member in self.members:
+            member.launch()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            modes = [member.mode() for member in self.members]
+            if modes.count("leader") == 1 and modes.count("follower") == self.size - 1:
+                return self
+            time.sleep(0.2)
+        self.cleanup()
+        raise ServerUnavailable(f"the ZooKeeper ensemble never formed a quorum: {modes}")
+
+    def leader(self) -> ZooKeeperMember:
+        for member in self.members:
+            if member.mode() == "leader":
+                return member
+        raise AssertionError("no ZooKeeper member says it leads")
+
+    def cleanup(self) -> None:
+        for member in self.members:
+            member.cleanup()
+
+
+class ZooKeeperMember(ZooKeeperServer):
+    name = "zookeeper-member"
+
+    def __init__(self, myid: int, ensemble: ZooKeeperEnsemble) -> None:
+        super().__init__()
+        self.myid = myid
+        self.ensemble = ensemble
+        self.peer_port = free_port()
+        self.election_port = free_port()
+
+    def command(self) -> list[str]:
+        java = shutil.which("java")
+        if java is None or not os.path.exists(self.jar):
+            raise ServerUnavailable("ZooKeeper needs java and Debian's zookeeper package")
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        (data / "myid").write_text(f"{self.myid}\n")
+        cfg = self.workdir / "zoo.cfg"
+        cfg.write_text(
+            "tickTime=100\n"
+            "initLimit=50\n"
+            "syncLimit=20\n"
+            f"dataDir={data}\n"
+            f"clientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\n"
+            "minSessionTimeout=200\n"
+            "maxSessionTimeout=60000\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=*\n" + self.ensemble.servers_cfg()
+        )
+        return [
+            java,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-cp",
+            f"/etc/zookeeper/conf:{self.jar}",
+            f"-Dzookeeper.log.dir={self.workdir}",
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            str(cfg),
+        ]
+
+    def launch(self) -> None:
+        """Start the process without waiting: a member answers only once a quorum exists."""
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - child owns it
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+        log.close()
+
+    def mode(self) -> str | None:
+        """'leader' or 'follower' once in the quorum; None before, or when dead."""
+        for line in self.four_letter("srvr").splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+
 class MemcachedServer(Server):
     """Debian's memcached; a restart loses every key, as a real restart does."""
 
