@@ -469,7 +469,8 @@ def test_concurrent_registrations_and_beats_are_each_answered(daemon: Daemon) ->
     assert [r.status_code for r in beaten] == [204] * 60 + [404]
     with httpx.Client(base_url=daemon.url, timeout=10.0) as http:
         listed = http.get("/v1/services", params={"binary": "burst"}).json()["services"]
-    assert {s["host"] for s in listed if s["state"] == "up"} == set(hosts)
+    # Beaten once each (the module daemon's down time is short: not "up" for long).
+    assert {s["host"] for s in listed if s["last_heartbeat"] is not None} == set(hosts)
 
 
 def test_workers_share_the_port_and_one_of_them_sweeps(tmp_path: Path) -> None:

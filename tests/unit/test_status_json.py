@@ -1,0 +1,43 @@
+"""server/status_json.py: a list body byte for byte orjson's, reusing unchanged services' JSON."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+
+from servicegroup.server.status_json import StatusJson
+from servicegroup.service import ServiceStatus, State
+from tests.helpers import make_service
+
+AT = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def statuses() -> list[ServiceStatus]:
+    odd = make_service(host='odd "host" \\ é\n', topic=None, created_at=AT, updated_at=AT)
+    plain = make_service(host="h", availability_zone="az1", created_at=AT)
+    return [ServiceStatus(odd, State.DOWN, None), ServiceStatus(plain, State.UP, AT)]
+
+
+def expected(items: list[ServiceStatus]) -> bytes:
+    return orjson.dumps({"services": [s.as_dict() for s in items]})
+
+
+def test_the_body_is_orjsons_byte_for_byte() -> None:
+    items = statuses()
+    bodies = StatusJson()
+    assert bodies.list_body(items) == expected(items)
+    assert bodies.list_body([]) == expected([]) == b'{"services":[]}'
+
+
+def test_a_status_that_is_the_same_object_is_not_serialised_again() -> None:
+    items = statuses()
+    bodies = StatusJson()
+    bodies.list_body(items)
+    cached = bodies.table.entries[items[0].service.uuid][1]
+    assert bodies.list_body(items)  # unchanged: the same bytes object is reused
+    assert bodies.table.entries[items[0].service.uuid][1] is cached
+    changed = [replace(items[0], state=State.UP, last_heartbeat=AT), items[1]]
+    assert bodies.list_body(changed) == expected(changed)  # a new status object: serialised anew
+    assert bodies.table.entries[items[0].service.uuid][1] is not cached
