@@ -166,6 +166,8 @@ class ZooKeeperServer(Server):
     name = "zookeeper"
     jar = "/usr/share/java/zookeeper.jar"
 
+    main_class = "org.apache.zookeeper.server.ZooKeeperServerMain"
+
     def command(self) -> list[str]:
         java = shutil.which("java")
         if java is None or not os.path.exists(self.jar):
@@ -181,7 +183,7 @@ class ZooKeeperServer(Server):
             "minSessionTimeout=200\n"
             "maxSessionTimeout=60000\n"
             "admin.enableServer=false\n"
-            "4lw.commands.whitelist=*\n"
+            "4lw.commands.whitelist=*\n" + self.more_cfg(data)
         )
         return [
             java,
@@ -190,9 +192,13 @@ class ZooKeeperServer(Server):
             "-cp",
             f"/etc/zookeeper/conf:{self.jar}",
             f"-Dzookeeper.log.dir={self.workdir}",
-            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            self.main_class,
             str(cfg),
         ]
+
+    def more_cfg(self, data: Path) -> str:
+        """zoo.cfg lines beyond a standalone server's."""
+        return ""
 
     def ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -270,36 +276,11 @@ class ZooKeeperMember(ZooKeeperServer):
         self.peer_port = free_port()
         self.election_port = free_port()
 
-    def command(self) -> list[str]:
-        java = shutil.which("java")
-        if java is None or not os.path.exists(self.jar):
-            raise ServerUnavailable("ZooKeeper needs java and Debian's zookeeper package")
-        data = self.workdir / "data"
-        data.mkdir(exist_ok=True)
+    main_class = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+
+    def more_cfg(self, data: Path) -> str:
         (data / "myid").write_text(f"{self.myid}\n")
-        cfg = self.workdir / "zoo.cfg"
-        cfg.write_text(
-            "tickTime=100\n"
-            "initLimit=50\n"
-            "syncLimit=20\n"
-            f"dataDir={data}\n"
-            f"clientPort={self.port}\n"
-            "clientPortAddress=127.0.0.1\n"
-            "minSessionTimeout=200\n"
-            "maxSessionTimeout=60000\n"
-            "admin.enableServer=false\n"
-            "4lw.commands.whitelist=*\n" + self.ensemble.servers_cfg()
-        )
-        return [
-            java,
-            "-Xmx256m",
-            "-XX:+UseSerialGC",
-            "-cp",
-            f"/etc/zookeeper/conf:{self.jar}",
-            f"-Dzookeeper.log.dir={self.workdir}",
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-            str(cfg),
-        ]
+        return "initLimit=50\nsyncLimit=20\n" + self.ensemble.servers_cfg()
 
     def launch(self) -> None:
         """Start the process without waiting: a member answers only once a quorum exists."""

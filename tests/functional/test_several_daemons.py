@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import empty_tables, unavailable
 from tests.functional.daemon import Daemon, config_text
+from tests.helpers import wait_for
 from tests.servers import ServerUnavailable, ZooKeeperEnsemble, free_port, wait_port
 
 FLEET = 60
@@ -154,16 +155,6 @@ def sweep_leader(daemons: list[Daemon]) -> Daemon | None:
     return None
 
 
-def wait(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"never happened within {timeout}s: {what}")
-
-
 def test_killing_a_daemon_then_the_zookeeper_leader_loses_nothing(
     tmp_path: Path, postgresql_db: str, ensemble: ZooKeeperEnsemble
 ) -> None:
@@ -192,7 +183,7 @@ def test_killing_a_daemon_then_the_zookeeper_leader_loses_nothing(
             daemon.wait_ready()
         proxy.start()
         http = httpx.Client(base_url=proxy.url, timeout=10.0)
-        wait(lambda: http.get("/healthz").status_code == 200, "haproxy to reach a daemon")
+        wait_for(lambda: http.get("/healthz").status_code == 200, "haproxy to reach a daemon", 30)
         ids = [
             http.post("/v1/services", json={"host": f"compute-{i}", "binary": "fleet"}).json()["id"]
             for i in range(FLEET)
@@ -203,15 +194,15 @@ def test_killing_a_daemon_then_the_zookeeper_leader_loses_nothing(
             events = http.get("/v1/events", params={"binary": "fleet"}).json()["events"]
             return len({e["service_id"] for e in events if e["state"] == "up"}) == FLEET
 
-        wait(all_seen_up, "the sweeper to record every service up")
+        wait_for(all_seen_up, "the sweeper to record every service up", 30)
         cursor = max(e["id"] for e in http.get("/v1/events").json()["events"])
 
-        leader = wait(lambda: sweep_leader(daemons), "a sweep leader")
+        leader = wait_for(lambda: sweep_leader(daemons), "a sweep leader")
         assert leader.proc is not None
         leader.proc.kill()  # SIGKILL: no goodbye, the lease just stops being renewed
         killed_at = time.monotonic()
         survivors = [d for d in daemons if d is not leader]
-        successor = wait(lambda: sweep_leader(survivors), "another daemon to sweep")
+        successor = wait_for(lambda: sweep_leader(survivors), "another daemon to sweep")
         takeover = time.monotonic() - killed_at
         assert successor in survivors
         assert takeover <= TAKEOVER_BOUND, f"takeover took {takeover:.2f}s"
@@ -219,7 +210,7 @@ def test_killing_a_daemon_then_the_zookeeper_leader_loses_nothing(
         time.sleep(2 * REPORT_INTERVAL)
         zk_leader = ensemble.leader()
         zk_leader.kill()
-        wait(
+        wait_for(
             lambda: any(m.mode() == "leader" for m in ensemble.members if m is not zk_leader),
             "a new ZooKeeper leader",
         )
