@@ -25,7 +25,7 @@ Usage::
 
     schedule = ReadSchedule(down_time=60.0)
     schedule.learn(snapshot, read_started=time.monotonic())   # after every read
-    uuids = schedule.due(time.monotonic())                    # what the next sweep reads
+    uuids = schedule.due(time.monotonic(), watch_limit=5000)  # what the next sweep reads
     schedule.next_expiry()                                    # when to wake for a death
     schedule.sizes                                            # services per binary
 """
@@ -33,7 +33,7 @@ Usage::
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from servicegroup.service import Snapshot, State
@@ -48,8 +48,10 @@ class ReadSchedule:
         # (_expiry holds the current one), so a re-read needs no heap removal.
         self._heap: list[tuple[float, str]] = []
         self._expiry: dict[str, float] = {}
-        # Services not up (down, unknown, never beaten): read every sweep.
+        # Services not up (down, unknown, never beaten): read every sweep, or
+        # in turns when there are more than a sweep may read (due()).
         self._watched: set[str] = set()
+        self._turns: deque[str] = deque()
         self._binary: dict[str, str] = {}
         self.sizes: Counter[str] = Counter()
 
@@ -81,13 +83,13 @@ class ReadSchedule:
                 self._watched.discard(uuid)
             else:
                 self._expiry.pop(uuid, None)
-                self._watched.add(uuid)
+                self._watch(uuid)
 
     def watch(self, uuids: Iterable[str]) -> None:
         """Read these every sweep until a read says otherwise (a read of them failed)."""
         for uuid in uuids:
             self._expiry.pop(uuid, None)
-            self._watched.add(uuid)
+            self._watch(uuid)
 
     def forget(self, uuids: Iterable[str]) -> None:
         """Services that no longer exist (deleted): never read again."""
@@ -98,9 +100,16 @@ class ReadSchedule:
             if binary is not None:
                 self._uncount(binary)
 
-    def due(self, now: float) -> set[str]:
-        """The services the sweep at monotonic `now` must read: expired up ones and the not up."""
-        due = set(self._watched)
+    def due(self, now: float, watch_limit: int | None = None) -> set[str]:
+        """The services the sweep at monotonic `now` must read: expired up ones and the not up.
+
+        With more than `watch_limit` services not up (a fleet's cold start:
+        every new registration is down until it beats), a sweep reads that
+        many of them, the longest unread first, so a sweep's cost stays
+        bounded and each is read again within ceil(not up / limit) sweeps.
+        Only up events wait for that; down events come from the expiries.
+        """
+        due = self._take_watched(watch_limit)
         heap, expiry = self._heap, self._expiry
         while heap and heap[0][0] <= now:
             when, uuid = heapq.heappop(heap)
@@ -108,6 +117,28 @@ class ReadSchedule:
                 del expiry[uuid]
                 due.add(uuid)
         return due
+
+    def _watch(self, uuid: str) -> None:
+        if uuid not in self._watched:
+            self._watched.add(uuid)
+            self._turns.append(uuid)
+
+    def _take_watched(self, limit: int | None) -> set[str]:
+        """Up to `limit` watched services, the longest unread first; learn() puts back
+        those still not up."""
+        watched, turns = self._watched, self._turns
+        if limit is None or len(watched) <= limit:
+            taken = set(watched)
+            watched.clear()
+            turns.clear()
+            return taken
+        taken = set()
+        while len(taken) < limit and turns:
+            uuid = turns.popleft()
+            if uuid in watched:  # skip the ones that came up or went away meanwhile
+                watched.discard(uuid)
+                taken.add(uuid)
+        return taken
 
     def next_expiry(self) -> float | None:
         """The earliest expiry of an up service (monotonic), or None."""

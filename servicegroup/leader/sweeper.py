@@ -60,6 +60,10 @@ LOG = logging.getLogger(__name__)
 # judge() still says up.
 EXPIRY_MARGIN = 0.01
 PRUNE_EVERY = 60.0  # seconds between two prunes by the leader
+# Services not up read per sweep at most, in sweep_slices (leader/schedule.py
+# due()): a cold start of 100,000 registrations would otherwise make every
+# sweep read all of them, and its tail hold the API's requests.
+WATCH_SLICES = 5
 
 
 class Fleet(Protocol):
@@ -358,7 +362,8 @@ class Sweeper:
             cursor, touched = event_log.touched_since(
                 self.fleet.engine, self._event_cursor, ignore=SWEEP_CAUSES
             )
-        wanted = sorted(schedule.due(now) | touched | self._pending.keys())
+        due = schedule.due(now, watch_limit=WATCH_SLICES * max(self.slice, 1))
+        wanted = sorted(due | touched | self._pending.keys())
         size = self.slice or len(wanted) or 1
         statuses: list[ServiceStatus] = []
         for start in range(0, len(wanted), size):

@@ -33,10 +33,15 @@ def test_up_services_are_due_at_their_expiry_and_the_others_every_sweep() -> Non
         ),
         read_started=1000.0,
     )
-    assert schedule.due(1000.0) == {"down", "never", "unknown"}
+    not_up = {"down", "never", "unknown"}
+    assert schedule.due(1000.0) == not_up
+    # A sweep reads what is due, and learns it again: still not up.
+    schedule.learn(snap(st("down", State.DOWN, 70.0), st("never", State.DOWN, None)), 1000.0)
+    schedule.learn(snap(st("unknown", State.UNKNOWN, None)), 1000.0)
     assert schedule.next_expiry() == 1010.0  # "old": 60 s after its beat, 10 s from now
-    assert schedule.due(1010.0) == {"old", "down", "never", "unknown"}
-    assert schedule.due(1010.0) == {"down", "never", "unknown"}  # taken once
+    assert schedule.due(1010.0) == {"old"} | not_up
+    schedule.watch(not_up)  # (as if their read failed: read them next sweep)
+    assert schedule.due(1010.0) == not_up  # "old" was taken once
     assert schedule.next_expiry() == 1060.0
     assert schedule.due(1060.0) >= {"fresh"}
     assert schedule.next_expiry() is None
@@ -97,3 +102,19 @@ def test_the_heap_of_stale_expiries_stays_bounded() -> None:
         schedule.learn(snap(st("s", State.UP, age=-i * 0.001)), read_started=1000.0)
     assert len(schedule._heap) <= 2 * 1 + 1024 + 1
     assert schedule.next_expiry() == 1000.0 + 4.999 + DOWN_TIME
+
+
+def test_more_services_not_up_than_a_sweep_reads_are_read_in_turns() -> None:
+    schedule = ReadSchedule(DOWN_TIME)
+    schedule.learn(snap(*(st(f"s{i}", State.DOWN, None) for i in range(10))), 1000.0)
+    first = schedule.due(1000.0, watch_limit=4)
+    assert first == {"s0", "s1", "s2", "s3"}  # the longest unread first
+    schedule.learn(snap(*(st(u, State.DOWN, None) for u in sorted(first))), 1001.0)  # still down
+    second = schedule.due(1001.0, watch_limit=4)
+    assert second == {"s4", "s5", "s6", "s7"}
+    schedule.learn(snap(st("s4", State.UP, 0.0)), 1002.0)  # s4 came up; the rest of the turn...
+    schedule.watch(["s5", "s6", "s7"])  # ...was not read (a failed read): watched again
+    third = schedule.due(1002.0, watch_limit=4)
+    assert third == {"s8", "s9", "s0", "s1"}
+    assert schedule.due(1003.0) == {"s2", "s3", "s5", "s6", "s7"}  # no limit: all watched
+    assert schedule.due(1004.0) == set()  # nobody put back by a read
