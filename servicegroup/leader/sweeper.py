@@ -60,9 +60,10 @@ LOG = logging.getLogger(__name__)
 # judge() still says up.
 EXPIRY_MARGIN = 0.01
 PRUNE_EVERY = 60.0  # seconds between two prunes by the leader
-# Services not up read per sweep at most, in sweep_slices (leader/schedule.py
-# due()): a cold start of 100,000 registrations would otherwise make every
-# sweep read all of them, and its tail hold the API's requests.
+# Services not up (or named by new events) read per sweep at most, in
+# sweep_slices (leader/schedule.py due()): a cold start of 100,000
+# registrations would otherwise make every sweep read all of them, and its
+# tail hold the API's requests.
 WATCH_SLICES = 5
 
 
@@ -353,17 +354,21 @@ class Sweeper:
     def _read_changed(self, schedule: ReadSchedule, now: float) -> list[ServiceStatus]:
         """The statuses of what can have changed since the last sweep, in slices.
 
-        Due up services, services not up, services the new events name, and
-        those still being damped (decide() counts consecutive sweeps). A read
-        that fails leaves them all to be read by the next sweep.
+        Due up services, services not up and services the new events name
+        (those two in turns when there are many: ReadSchedule.due), and
+        those still being damped (decide() counts consecutive sweeps). A
+        read that fails leaves them all to be read by the next sweep.
         """
         # Its own events name services it has just read: not a change to look at.
         with sql_errors():
             cursor, touched = event_log.touched_since(
                 self.fleet.engine, self._event_cursor, ignore=SWEEP_CAUSES
             )
+        # What events name joins the services read in turns: a registration
+        # storm must not make one sweep read all of it (WATCH_SLICES).
+        schedule.watch(touched)
         due = schedule.due(now, watch_limit=WATCH_SLICES * max(self.slice, 1))
-        wanted = sorted(due | touched | self._pending.keys())
+        wanted = sorted(due | self._pending.keys())
         size = self.slice or len(wanted) or 1
         statuses: list[ServiceStatus] = []
         for start in range(0, len(wanted), size):
