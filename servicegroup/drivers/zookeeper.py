@@ -257,6 +257,28 @@ def chunks(paths: list[str], budget: int) -> list[list[str]]:
     return out
 
 
+# Bytes of set_data ops per multi: request and reply under half of
+# jute.maxbuffer's default 1 MiB, as for multiRead.
+MULTI_WRITE_BUDGET = 512 * 1024
+
+
+def _write_chunks(nodes: list[_Node]) -> list[list[_Node]]:
+    """Nodes cut into multis of at most MULTI_WRITE_BUDGET bytes (one node at least)."""
+    out: list[list[_Node]] = []
+    chunk: list[_Node] = []
+    used = 0
+    for node in nodes:
+        cost = len(node.path) + len(node.data) + MULTI_READ_OP_COST
+        if chunk and used + cost > MULTI_WRITE_BUDGET:
+            out.append(chunk)
+            chunk, used = [], 0
+        chunk.append(node)
+        used += cost
+    if chunk:
+        out.append(chunk)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class _Node:
     service: Service
@@ -329,15 +351,20 @@ class ZooKeeperDriver(Driver):
         self._client.retry(self._put, self._node_for(service))
 
     def beat_many(self, services: Sequence[Service]) -> dict[str, BaseException]:
-        """Every set_data sent before any answer is awaited: one pipelined round trip.
+        """One multi of set_data ops per MULTI_WRITE_BUDGET bytes; pipelined writes if it fails.
 
-        A multi would be one request too, but fails whole when one op fails
-        (a node not yet created, or taken over), and one missing node must
-        not spoil its batch mates. Rides out a connection blip as beat()
-        does: the batch is sent again, bounded by connect_timeout.
+        A multi is one request and one reply for the whole batch, and one
+        proposal on the ZooKeeper side; kazoo's connection thread handles
+        one request or reply per loop turn, so a request per service cost
+        the daemon ~600 us a beat (bench/fleet.py, 100,000 services). A
+        multi fails whole when one op fails (a node not created yet, after
+        a start or a session loss): then the batch goes out as one set_data
+        per service, all sent before any answer is awaited, where a missing
+        node spoils nothing. Rides out a connection blip as beat() does:
+        the batch is sent again, bounded by connect_timeout.
         """
-        nodes = {service.uuid: self._node_for(service) for service in services}
-        failed: dict[str, BaseException] = self._client.retry(self._put_many, list(nodes.values()))
+        nodes = list({service.uuid: self._node_for(service) for service in services}.values())
+        failed: dict[str, BaseException] = self._client.retry(self._put_many, nodes)
         return failed
 
     def read(self, recordset: RecordSet) -> Reading:
@@ -476,12 +503,14 @@ class ZooKeeperDriver(Driver):
         raise NodeExistsError(f"{node.path} kept changing hands; retrying at the next beat")
 
     def _put_many(self, nodes: list[_Node]) -> dict[str, BaseException]:
-        """_put for many nodes: pipelined set_data; the rare node that needs more gets _put.
+        """_put for many nodes: multis, else pipelined set_data; a node that needs more: _put.
 
         Raises ConnectionLoss when the connection failed under any of them,
         so that client.retry sends the whole batch again (set_data twice is
         harmless: a heartbeat's only effect is the mtime).
         """
+        if self._put_multi(nodes):
+            return {}
         session = self._session_id()
         started = self.clock.monotonic()
         deadline = started + self.timeout
@@ -506,6 +535,29 @@ class ZooKeeperDriver(Driver):
             except self.backend_errors as exc:
                 failed[node.service.uuid] = exc
         return failed
+
+    def _put_multi(self, nodes: list[_Node]) -> bool:
+        """set_data for every node in multis; False when an op failed (nothing was written)."""
+        session = self._session_id()
+        started = self.clock.monotonic()
+        pending = []
+        for chunk in _write_chunks(nodes):
+            tx = self._client.transaction()
+            for node in chunk:
+                tx.set_data(node.path, node.data)
+            pending.append((chunk, tx.commit_async()))
+        done = True
+        for chunk, result in pending:
+            answers = result.get(timeout=self._left(started + self.timeout))
+            if any(isinstance(answer, Exception) for answer in answers):
+                done = False  # NoNode most likely; the fallback finds out which
+                continue
+            for node, stat in zip(chunk, answers, strict=True):
+                if stat.ephemeralOwner != self._owner_of_ours(session):
+                    self._put(node)  # an older session's node: take it over
+        if done and pending:
+            self._sample(pending[0][1].get()[0].mtime, started, self.clock.monotonic())
+        return done
 
     def _owner_of_ours(self, session: int) -> int:
         """The ephemeralOwner our nodes have: our session's, or 0 for persistent ones."""

@@ -298,7 +298,7 @@ def test_restart_takes_over_the_node_of_its_old_session(zk_group, sqlite_url, ra
     assert state(new, svc) is State.UP
 
 
-def test_a_batch_creates_takes_over_and_sets_in_one_pipeline(
+def test_a_batch_is_one_multi_and_falls_back_to_a_pipeline_for_missing_nodes(
     zk_group, sqlite_url, raw, root, monkeypatch
 ):
     old = zk_group(sqlite_url, service_down_time=30.0, report_interval=1.0)
@@ -309,15 +309,36 @@ def test_a_batch_creates_takes_over_and_sets_in_one_pipeline(
     spy = Spy(new.driver._client, monkeypatch)
 
     assert new.heartbeat_many(fleet) == {}
-    # Every set_data went out before the first answer was awaited; only then
-    # the missing nodes were created and the old session's taken over.
-    first_wait = spy.events.index("wait")
-    assert spy.events[:first_wait] == ["send:SetData"] * len(fleet)
+    # The multi fails whole (6 nodes are missing); then every set_data went
+    # out before the first answer was awaited, then the creates and a take-over.
     kinds = [type(r).__name__ for r in spy.requests]
-    assert kinds.count("Create2") == 6 and kinds.count("Transaction") == 1, kinds
+    assert kinds[0] == "Transaction"
+    after_multi = spy.events[spy.events.index("wait") + 1 :]
+    assert after_multi[: len(fleet)] == ["send:SetData"] * len(fleet)
+    assert kinds.count("Create2") == 6 and kinds.count("Transaction") == 2, kinds
     owners = {raw.exists(node_path(root, svc)).ephemeralOwner for svc in fleet}
     assert owners == {session_of(new)}
     assert all(state(new, svc) is State.UP for svc in fleet)
+
+    spy.requests.clear()
+    mtimes = [raw.exists(node_path(root, svc)).mtime for svc in fleet]
+    assert new.heartbeat_many(fleet) == {}  # every node exists now: one multi, nothing else
+    assert [type(r).__name__ for r in spy.requests] == ["Transaction"]
+    after = [raw.exists(node_path(root, svc)).mtime for svc in fleet]
+    assert all(a >= b for a, b in zip(after, mtimes, strict=True))
+
+
+def test_a_large_batch_is_cut_into_multis(zk_group, sqlite_url, monkeypatch):
+    group = zk_group(sqlite_url, service_down_time=30.0, report_interval=1.0)
+    fleet = [group.register(f"host{i:03d}", "nova-compute") for i in range(40)]
+    assert group.heartbeat_many(fleet) == {}  # created
+    monkeypatch.setattr(zookeeper, "MULTI_WRITE_BUDGET", 2_000)
+    spy = Spy(group.driver._client, monkeypatch)
+    assert group.heartbeat_many(fleet) == {}
+    multis = spy.sent("Transaction")
+    assert len(multis) > 1 and sum(len(m.operations) for m in multis) == len(fleet)
+    first_wait = spy.events.index("wait")
+    assert spy.events[:first_wait] == ["send:Transaction"] * len(multis)  # all sent first
 
 
 # -- heartbeat nodes: several daemons ------------------------------------------
