@@ -43,6 +43,7 @@ from oslo_config import cfg
 from sqlalchemy import Engine
 
 from servicegroup.backend_errors import sql_errors
+from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import event_log
 from servicegroup.db.engine import writing
 from servicegroup.exceptions import BackendError
@@ -65,6 +66,10 @@ PRUNE_EVERY = 60.0  # seconds between two prunes by the leader
 # registrations would otherwise make every sweep read all of them, and its
 # tail hold the API's requests.
 WATCH_SLICES = 5
+
+
+class LeaseLost(Exception):
+    """Raised between the slices of a read when the lease could not be renewed."""
 
 
 class Fleet(Protocol):
@@ -166,8 +171,15 @@ class SweepStats:
 class Sweeper:
     """Runs in every daemon; sweeps only while it holds the lease."""
 
-    def __init__(self, fleet: Fleet, conf: cfg.ConfigOpts, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        conf: cfg.ConfigOpts,
+        holder: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.fleet = fleet
+        self.clock = clock
         self.interval: float = conf.events.sweep_interval
         self.full_interval: float = conf.events.full_sweep_interval
         self.budget: float = conf.events.sweep_budget
@@ -185,6 +197,7 @@ class Sweeper:
         self.stats = SweepStats()
         self.recovery = Recovery(fleet.engine, conf, self.holder)
         self._epoch: int | None = None
+        self._renewed_at = 0.0  # monotonic time of the last lease renewal
         self._pending: dict[str, tuple[str, int]] = {}
         self._hook_cursor = 0
         # The incremental sweep's state (leader/schedule.py): None until the
@@ -219,7 +232,7 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self.clock.monotonic()
             cpu_started = time.thread_time()
             try:
                 self.sweep()
@@ -245,20 +258,26 @@ class Sweeper:
                 budget=self.budget,
                 down_time=self.fleet.down_time,
             )
-            self._stop.wait(max(0.0, wake - time.monotonic()))
+            self._stop.wait(max(0.0, wake - self.clock.monotonic()))
 
     def sweep(self) -> list[Transition]:
         """One sweep; the transitions written (none unless we lead)."""
         started = time.perf_counter()
         engine = self.fleet.engine
+        renewing_at = self.clock.monotonic()
         with sql_errors():
             epoch = lease.acquire(engine, lease.SWEEPER, self.holder, self._epoch, self.lease)
         if not epoch:
             self._set_leader(None)
             return []
         self._set_leader(epoch)
+        self._renewed_at = renewing_at
         hold = lease.Hold(lease.SWEEPER, self.holder, epoch, self.lease)
-        statuses, sizes = self._read()
+        try:
+            statuses, sizes = self._read()
+        except LeaseLost:
+            self._set_leader(None)
+            return []
         decision = decide(
             statuses,
             self._pending,
@@ -266,7 +285,7 @@ class Sweeper:
             self.up_after,
             mass=self.mass,
             held=self._held,
-            now=time.monotonic(),
+            now=self.clock.monotonic(),
             sizes=sizes,
         )
         self._log_protection(decision.held, statuses)
@@ -307,7 +326,7 @@ class Sweeper:
         self._scheduled_full = False
         if not self.fleet.beat_times:
             return self._read_all(None), None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         schedule = self._schedule
         if schedule is None or now >= self._next_full:
             self._scheduled_full = True
@@ -333,7 +352,7 @@ class Sweeper:
         """
         statuses: list[ServiceStatus] = []
         expires_at = None
-        read_started = time.monotonic()
+        read_started, began = self.clock.monotonic(), time.perf_counter()
         for snapshot in self.fleet.slices(self.slice):
             statuses += snapshot.statuses
             if schedule is not None:
@@ -345,8 +364,8 @@ class Sweeper:
                 ):
                     expires_at = read_started + expiry
             if len(snapshot.statuses) == self.slice:  # a full slice: more may follow
-                self._stop.wait(time.monotonic() - read_started)
-            read_started = time.monotonic()
+                self._pause_between_slices(time.perf_counter() - began)
+            read_started, began = self.clock.monotonic(), time.perf_counter()
         if schedule is None:
             self.expires_at = expires_at
         return statuses
@@ -373,20 +392,42 @@ class Sweeper:
         statuses: list[ServiceStatus] = []
         for start in range(0, len(wanted), size):
             chunk = wanted[start : start + size]
-            read_started = time.monotonic()
+            read_started, began = self.clock.monotonic(), time.perf_counter()
             try:
                 snapshot = self.fleet.snapshot_of(chunk)
+                schedule.learn(snapshot, read_started)
+                found = {status.service.uuid for status in snapshot.statuses}
+                schedule.forget(uuid for uuid in chunk if uuid not in found)  # deleted
+                statuses += snapshot.statuses
+                if start + size < len(wanted):
+                    self._pause_between_slices(time.perf_counter() - began)
             except BaseException:
                 schedule.watch(wanted[start:])
                 raise
-            schedule.learn(snapshot, read_started)
-            found = {status.service.uuid for status in snapshot.statuses}
-            schedule.forget(uuid for uuid in chunk if uuid not in found)  # deleted
-            statuses += snapshot.statuses
-            if start + size < len(wanted):
-                self._stop.wait(time.monotonic() - read_started)
         self._event_cursor = cursor
         return statuses
+
+    def _pause_between_slices(self, took: float) -> None:
+        """Yield the GIL for as long as the slice took, and keep the lease through a long read.
+
+        A full read of 100,000 services outlasts the lease (3 x sweep_interval
+        by default); without a renewal between slices another daemon would
+        take the lease mid-read, and this sweep's transitions would be
+        refused at the end. Renewal is one small UPDATE, done once a third of
+        the lease has gone by. LeaseLost ends the read when the renewal finds
+        another holder (or a new epoch: our hold lapsed and was retaken).
+        """
+        self._stop.wait(took)
+        now = self.clock.monotonic()
+        if now - self._renewed_at < self.lease / 3:
+            return
+        with sql_errors():
+            epoch = lease.acquire(
+                self.fleet.engine, lease.SWEEPER, self.holder, self._epoch, self.lease
+            )
+        if epoch != self._epoch:
+            raise LeaseLost(f"sweeper lease: held at epoch {self._epoch}, now {epoch or 'another'}")
+        self._renewed_at = now
 
     def _log_protection(self, held: Mapping[str, float], statuses: Sequence[ServiceStatus]) -> None:
         """One line when a binary's protection starts, one when it ends."""
@@ -441,7 +482,7 @@ class Sweeper:
             self._hook_cursor = new[-1].id
 
     def _prune(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now < self._next_prune:
             return
         self._next_prune = now + min(PRUNE_EVERY, self.retention / 10)

@@ -9,17 +9,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from servicegroup import ServiceGroup
+from servicegroup.clock import Clock
 from servicegroup.db import event_log
-from servicegroup.db.models import services
+from servicegroup.db.models import leases, services
 from servicegroup.exceptions import InvalidInput
 from servicegroup.leader import lease
 from servicegroup.leader.decision import decide
 from servicegroup.leader.sweeper import Sweeper, next_sweep, write_transitions
+from servicegroup.service import Snapshot
 from tests.functional.test_conformance import Backend, backend  # noqa: F401 - fixture
 from tests.helpers import wait_for
 
@@ -240,6 +244,90 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     new.hooks.close()
 
 
+class SteppedClock(Clock):
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.at = 1000.0
+
+    def monotonic(self) -> float:
+        return self.at
+
+
+def age_the_lease(group: ServiceGroup, seconds: float) -> None:
+    """Bring the lease's expiry `seconds` nearer, as if that much time had passed."""
+    with group.engine.begin() as conn:
+        row = leases.c.name == lease.SWEEPER
+        expires = conn.execute(sa.select(leases.c.expires_at).where(row)).scalar_one()
+        conn.execute(
+            sa.update(leases).where(row).values(expires_at=expires - timedelta(seconds=seconds))
+        )
+
+
+@pytest.fixture
+def slow_read(sql_url: str, make_group) -> tuple[ServiceGroup, Sweeper, SteppedClock]:
+    """Six up services read two at a time, each slice taking 0.6 s of a 1 s lease."""
+    group = make_group(
+        sql_url,
+        service_down_time=30.0,
+        events__sweep_slice=2,
+        events__leader_lease=1.0,
+        **EVENT_OPTS,
+    )
+    clock = SteppedClock()
+    sweeper = Sweeper(group, group.conf, holder="reader", clock=clock)
+    assert sweeper.lease == 1.0
+    assert group.heartbeat_many([group.register(f"host-{i}", "compute") for i in range(6)]) == {}
+    return group, sweeper, clock
+
+
+def test_a_read_longer_than_the_lease_renews_it_between_slices(
+    slow_read: tuple[ServiceGroup, Sweeper, SteppedClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full read of a big fleet outlasts the lease: nobody takes it meanwhile."""
+    group, sweeper, clock = slow_read
+    slices = group.slices
+    thefts: list[int] = []
+
+    def slow_slices(size: int) -> Iterator[Snapshot]:
+        for snapshot in slices(size):
+            clock.at += 0.6
+            age_the_lease(group, 0.6)
+            thefts.append(lease.acquire(group.engine, lease.SWEEPER, "thief", None, 1.0))
+            yield snapshot
+
+    monkeypatch.setattr(group, "slices", slow_slices)
+    written = sweeper.sweep()  # 3 slices and more: 1.8 s of reading
+    assert len(thefts) >= 3 and set(thefts) == {0}
+    assert sorted(t.state for t in written) == ["up"] * 6
+    assert sweeper.stats.leader
+    sweeper.hooks.close()
+
+
+def test_a_read_that_loses_the_lease_writes_nothing(
+    slow_read: tuple[ServiceGroup, Sweeper, SteppedClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a renewal between slices finds another holder, the sweep stops there."""
+    group, sweeper, clock = slow_read
+    slices = group.slices
+
+    def read_while_deposed(size: int) -> Iterator[Snapshot]:
+        for number, snapshot in enumerate(slices(size)):
+            clock.at += 0.6
+            if number == 1:  # the sweeper stalled: its lease lapsed and was taken
+                age_the_lease(group, 5.0)
+                assert lease.acquire(group.engine, lease.SWEEPER, "thief", None, 30.0) == 2
+            yield snapshot
+
+    monkeypatch.setattr(group, "slices", read_while_deposed)
+    before = story(group)
+    assert sweeper.sweep() == []
+    assert story(group) == before
+    assert not sweeper.stats.leader
+    assert lease.holder_of(group.engine, lease.SWEEPER) == ("thief", 2)
+    sweeper.hooks.close()
+
+
 def test_a_batch_of_transitions_is_compared_and_set_row_by_row(
     group: ServiceGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,4 +507,34 @@ def test_between_full_sweeps_a_sweep_reads_only_what_can_have_changed(
     reads.clear()
     sweeper.sweep()  # up now, its expiry far off: no longer read
     assert set().union(*reads) == not_up
+    sweeper.hooks.close()
+
+
+def test_every_full_sweep_interval_a_sweep_reads_everything(
+    sql_url: str, make_group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net: whatever the schedule says, a full read comes every full_sweep_interval."""
+    group = make_group(
+        sql_url, service_down_time=30.0, events__full_sweep_interval=300.0, **EVENT_OPTS
+    )
+    clock = SteppedClock()
+    sweeper = Sweeper(group, group.conf, clock=clock)
+    assert group.heartbeat_many([group.register(f"host-{i}", "compute") for i in range(4)]) == {}
+    full_reads: list[int] = []
+    slices = group.slices
+
+    def counted(size: int) -> Iterator[Snapshot]:
+        full_reads.append(size)
+        return slices(size)
+
+    monkeypatch.setattr(group, "slices", counted)
+    sweeper.sweep()  # a leadership starts with a full read
+    assert len(full_reads) == 1
+    for _ in range(3):
+        clock.at += 99.0
+        sweeper.sweep()
+    assert len(full_reads) == 1  # 297 s: incremental sweeps only
+    clock.at += 3.0
+    sweeper.sweep()
+    assert len(full_reads) == 2
     sweeper.hooks.close()
