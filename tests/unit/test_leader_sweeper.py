@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from servicegroup.leader.sweeper import next_sweep, seconds_to_expiry
+from servicegroup.leader.decision import Transition
+from servicegroup.leader.sweeper import LOG_EACH, log_transitions, next_sweep, seconds_to_expiry
 from servicegroup.service import ServiceStatus, Snapshot, State
 from tests.helpers import make_service
 
@@ -57,3 +59,27 @@ def test_seconds_to_expiry_is_the_first_up_heartbeat_plus_the_down_time() -> Non
     assert seconds_to_expiry(Snapshot(statuses, True, read_at=now), 10.0) == 7.0
     assert seconds_to_expiry(Snapshot(statuses[2:], True, read_at=now), 10.0) is None
     assert seconds_to_expiry(Snapshot(statuses, False, read_at=None), 10.0) is None
+
+
+def _up(host: str, binary: str = "nova-compute") -> Transition:
+    service = make_service(host=host, binary=binary)
+    return Transition(ServiceStatus(service, State.UP, None), "down", "up", "heartbeat")
+
+
+def test_a_few_transitions_are_logged_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="servicegroup.leader.sweeper")
+    log_transitions([_up("compute-1"), _up("sched-1", "nova-scheduler")])
+    assert caplog.messages == [
+        "nova-compute on compute-1: down -> up (heartbeat)",
+        "nova-scheduler on sched-1: down -> up (heartbeat)",
+    ]
+
+
+def test_many_transitions_are_logged_as_counts_per_kind(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="servicegroup.leader.sweeper")
+    many = [_up(f"compute-{i}") for i in range(LOG_EACH)] + [_up("sched-1", "nova-scheduler")]
+    log_transitions(many)
+    assert caplog.messages == [
+        f"{LOG_EACH} nova-compute services: down -> up (heartbeat)",
+        "1 nova-scheduler services: down -> up (heartbeat)",
+    ]
