@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from servicegroup.db import records
+from servicegroup.db.engine import make_engine
 from servicegroup.db.records import Reuse, _service, _utc, to_service
-from servicegroup.service import Service
+from servicegroup.service import Registration, Service
+from tests.conftest import sqlite_db
 from tests.helpers import AT, VALUES
 
 
@@ -116,3 +119,18 @@ def test_reuse_is_safe_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+@pytest.mark.parametrize("reuse", [None, Reuse()])
+def test_a_read_converts_its_rows_a_chunk_at_a_time(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, reuse: Reuse | None
+) -> None:
+    """Every row of every chunk, in order, with the clock of the first."""
+    engine = make_engine(sqlite_db(tmp_path))
+    records.register_many(engine, [Registration(f"host-{i}", "compute") for i in range(7)])
+    monkeypatch.setattr(records, "FETCH_CHUNK", 3)
+    got = records.query(engine, reuse=reuse)
+    assert [s.host for s in got.services] == [f"host-{i}" for i in range(7)]
+    assert got.db_now is not None
+    assert records.query(engine, reuse=reuse, binary="nothing").db_now is None
+    engine.dispose()
