@@ -68,8 +68,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from servicegroup.api import ServiceGroup
+from servicegroup.db import event_log
 from servicegroup.db.engine import make_engine
 from servicegroup.db.models import service_events, services
+from servicegroup.service import Service, State
 from tests.functional.daemon import Daemon, free_port
 
 TARGETS = ("db-sqlite", "db-postgresql", "db-mysql", "memcached", "zookeeper")
@@ -85,7 +88,9 @@ REGISTER_LUA = Path(__file__).with_name("register.lua")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SQL_SERVERS = {"postgres", "mariadbd", "mysqld"}
 # The sweeper's own lines of /metrics: its last sweep's duration, the transitions it wrote.
-SWEEPER_METRICS = r"^servicegroup_(sweep_\w+|transitions\w*)(\{[^}]*\})? (\S+)$"
+SWEEPER_METRICS = (
+    r"^servicegroup_(sweep_\w+|transitions\w*|scrape_duration_seconds)(\{[^}]*\})? (\S+)$"
+)
 # The daemon's first line on stderr: which servicegroup it imported.
 BOOT = (
     "import sys, servicegroup; "
@@ -278,6 +283,7 @@ class Records:
     live = (services.c.binary == BINARY) & (services.c.deleted == 0)
 
     def __init__(self, url: str) -> None:
+        self.url = url
         self.engine = make_engine(url)
 
     def close(self) -> None:
@@ -307,7 +313,7 @@ class Records:
             return list(conn.execute(sa.select(column).where(self.live)).scalars())
 
     def top_up(self, n: int) -> int:
-        """Insert n services in one transaction, down as a registration leaves them."""
+        """Insert n services and their events in one transaction, as a registration would."""
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = [
             {
@@ -325,6 +331,18 @@ class Records:
         with self.engine.begin() as conn:
             if rows:
                 conn.execute(services.insert(), rows)
+                # Their "registered" events too, as register_many writes them:
+                # the sweeper learns of new services from events between its
+                # full reads (leader/schedule.py), so rows without them would
+                # wait for the next full_sweep_interval.
+                event_log.lock_sequence(conn)
+                event_log.append(
+                    conn,
+                    [
+                        event_log.Draft(r["uuid"], r["host"], BINARY, None, "down", "registered")
+                        for r in rows
+                    ],
+                )
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("ANALYZE services"))  # no autovacuum here: see run.py
         return n
@@ -539,6 +557,50 @@ def bench_reads(url: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class DaemonsFleet:
+    """What bench.Raw reads a Workload for: the daemon's own fleet, opened by the harness."""
+
+    sg: ServiceGroup
+    target: bench.Target
+    binary: str
+    services: list[Service]
+
+
+def bench_floor(target: bench.Target, url: str) -> dict[str, Any]:
+    """get_all against its raw floor (bench.Raw) on the daemon's fleet: medians of READS.
+
+    In the harness, on its own connections, while the daemon idles: what a
+    whole-fleet read costs the API (the list and /metrics add their JSON or
+    text and the transfer), and the cheapest hand-written read of the same
+    rows and liveness (ZooKeeper: its multiRead floor).
+    """
+    sg = ServiceGroup.from_options(database__connection=url, **target.options(**TIMING))
+    raw = None
+    try:
+        fleet = DaemonsFleet(sg, target, BINARY, [s.service for s in sg.get_all(binary=BINARY)])
+        raw = bench.Raw(fleet)
+        read = raw.read_multiread if target.name == "zookeeper" else raw.read
+        get_all, floor = [], []
+        for _ in range(READS):
+            start = time.perf_counter()
+            up = {s.service.uuid for s in sg.get_all(binary=BINARY) if s.state is State.UP}
+            get_all.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            raw_up = read()
+            floor.append(time.perf_counter() - start)
+        return {
+            "get_all_ms": bench.ms(statistics.median(get_all)),
+            "raw_ms": bench.ms(statistics.median(floor)),
+            "x_raw": round(statistics.median(get_all) / statistics.median(floor), 2),
+            "agree": up == raw_up,
+        }
+    finally:
+        if raw is not None:
+            raw.close()
+        sg.close()
+
+
 def idle_cpu(windows: Windows, pid: int, seconds: float) -> dict[str, Any]:
     def measure() -> dict[str, Any]:
         start, cpu = time.monotonic(), process_cpu(pid)
@@ -603,6 +665,8 @@ def bench_daemon(
     result["heartbeat"] = bench_heartbeats(windows, proc, ids_file, opts.seconds)
     log(f"{target.name}: reads")
     result["reads"] = bench_reads(proc.url)
+    result["floor"] = bench_floor(target, records.url)
+    log(f"  get_all {result['floor']['get_all_ms']} ms, raw floor {result['floor']['raw_ms']} ms")
     result["rss_mb"] = bench.rss_mb(pid)
     log(f"{target.name}: idle CPU over {opts.idle_seconds:g} s")
     result["idle_cpu"] = idle_cpu(windows, pid, opts.idle_seconds)
@@ -669,6 +733,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ),
     ("GET /metrics ms (median of 3)", lambda r: r["reads"]["metrics_ms"]),
     ("GET /metrics MB", lambda r: r["reads"]["metrics_mb"]),
+    (
+        "get_all ms / raw floor ms (x raw), harness",
+        lambda r: f"{r['floor']['get_all_ms']} / {r['floor']['raw_ms']} ({r['floor']['x_raw']})",
+    ),
     ("RSS MB after reads", lambda r: r["rss_mb"]),
     ("idle CPU, cores", lambda r: r["idle_cpu"]["cores"]),
     (
