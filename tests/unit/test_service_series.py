@@ -1,8 +1,7 @@
-"""server/service_series.py: the kept label text, and lines equal to generate_latest's."""
+"""server/service_series.py: label text and lines equal to what generate_latest writes."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -10,7 +9,13 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from servicegroup.server.service_series import SeriesLabels, ServiceSeries
+from servicegroup.server.prom_text import label_text
+from servicegroup.server.service_series import (
+    ServiceSeries,
+    info_labels,
+    label_texts,
+    short_labels,
+)
 from servicegroup.service import ServiceStatus, State
 from tests.helpers import make_service
 
@@ -38,7 +43,7 @@ def statuses() -> list[ServiceStatus]:
 
 def test_each_family_is_written_as_generate_latest_writes_it() -> None:
     fleet = statuses()
-    text = SeriesLabels().of(fleet)
+    text = label_texts(fleet)
     families: list[Metric] = [
         ServiceSeries(
             "servicegroup_up",
@@ -65,23 +70,9 @@ def test_each_family_is_written_as_generate_latest_writes_it() -> None:
     assert "servicegroup_up{" + 'binary="nova-compute",host="<img src=x>"' not in written  # unknown
 
 
-def test_label_text_is_kept_while_its_source_is_unchanged() -> None:
-    labels = SeriesLabels()
+def test_label_texts_are_the_label_dicts_written_out() -> None:
+    """The f-strings and the dicts Samples are built from say the same, escapes included."""
     fleet = statuses()
-    first = labels.of(fleet)
-    # A new Service object with the same labels (a beat bumped report_count): same text object.
-    again = [
-        dataclasses.replace(s, service=dataclasses.replace(s.service, report_count=9))
-        for s in fleet
+    assert label_texts(fleet) == [
+        (label_text(short_labels(s.service)), label_text(info_labels(s.service))) for s in fleet
     ]
-    assert all(a[0] is b[0] and a[1] is b[1] for a, b in zip(first, labels.of(again), strict=True))
-    # A restart into another zone: new info text, same short text.
-    moved = [
-        dataclasses.replace(
-            fleet[0], service=dataclasses.replace(fleet[0].service, availability_zone="az9")
-        )
-    ]
-    ((short, info),) = labels.of(moved)
-    assert short == first[0][0] and 'availability_zone="az9"' in info
-    labels.table.keep_only({fleet[0].service.uuid})
-    assert set(labels.table.entries) == {fleet[0].service.uuid}
