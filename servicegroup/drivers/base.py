@@ -62,6 +62,10 @@ class Driver(abc.ABC):
     # expiry is known in advance (leader/schedule.py); False when it is only
     # when the backend was read (tooz: present or not).
     beat_times: ClassVar[bool] = True
+    # Whether beat() and beat_many() fail with NotFound for a deleted record
+    # (db: its UPDATE matches no live row). Others write a backend key that
+    # knows nothing of SQL, so the daemon's ServiceCache must expire entries.
+    refuses_deleted: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine, clock: Clock) -> None:
         self.conf = conf

@@ -43,6 +43,7 @@ DEADLOCK_ATTEMPTS = 3
 
 class DbDriver(Driver):
     name = "db"
+    refuses_deleted = True
     backend = "database"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

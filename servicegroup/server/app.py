@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -115,9 +116,11 @@ class ServiceCache:
 
     Only existence matters to a beat. Entries are refreshed on register and
     PATCH and dropped on DELETE or on a NotFound beat (the db driver's UPDATE
-    says so for a deleted row). Other drivers cannot tell that a record was
-    deleted by another process, so entries also expire after `ttl` seconds:
-    such a service keeps accepting beats for at most that long. Its bound,
+    says so for a deleted row, so with it entries never expire: a fleet that
+    beats every 10 s would otherwise re-read a sixth of its beats' records).
+    Other drivers cannot tell that a record was deleted by another process,
+    so entries also expire after `ttl` seconds: such a service keeps
+    accepting beats for at most that long. Its bound,
     and the pruning of services a whole read no longer finds, are every
     identity cache's (identity_cache.py; create_app hands it to the group).
     """
@@ -204,7 +207,8 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    cache = ServiceCache(ttl=sg.down_time, clock=sg.clock)
+    ttl = math.inf if sg.driver.refuses_deleted else sg.down_time
+    cache = ServiceCache(ttl=ttl, clock=sg.clock)
     sg.keep_pruned(cache.table)
     bodies = StatusJson()
     sg.keep_pruned(bodies.table)
