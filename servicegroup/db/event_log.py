@@ -128,12 +128,17 @@ def append(conn: Connection, drafts: Sequence[Draft]) -> list[int]:
     # READ a plain SELECT would read the transaction's snapshot, which may
     # predate the lock and so miss the previous appender's ids.
     count = len(drafts)
-    conn.execute(
-        update(event_sequence).where(where).values(last_id=event_sequence.c.last_id + count)
-    )
-    last = conn.execute(select(event_sequence.c.last_id).where(where)).scalar_one()
+    bump = update(event_sequence).where(where).values(last_id=event_sequence.c.last_id + count)
+    if conn.dialect.update_returning:
+        # PostgreSQL, SQLite: the new last id and the server's clock in the
+        # same statement, two round trips fewer inside the append lock (a
+        # registration batch on PostgreSQL holds it for 8 round trips).
+        last, now = conn.execute(bump.returning(event_sequence.c.last_id, server_now())).one()
+    else:
+        conn.execute(bump)
+        last = conn.execute(select(event_sequence.c.last_id).where(where)).scalar_one()
+        now = conn.execute(select(server_now())).scalar_one()
     ids = list(range(last - count + 1, last + 1))
-    now = conn.execute(select(server_now())).scalar_one()
     conn.execute(
         insert(service_events),
         [

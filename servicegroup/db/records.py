@@ -172,7 +172,8 @@ def register_many(
     statements per batch, not five per service: a SELECT of the rows that
     exist, one INSERT of the new ones with their "registered" events (one
     append, so id order is still commit order), an UPDATE only for a
-    restart that changed a field, and a SELECT back. All or nothing.
+    restart that changed a field, and a SELECT back of the rows the INSERT
+    did not return (all of them on MariaDB before 10.5). All or nothing.
 
     A restarted service keeps its uuid, and a field it leaves out (None)
     keeps its value. The same (host, binary) twice in one batch is a
@@ -224,26 +225,30 @@ def _register_batch(
             created.append(False)
         record.update((k, v) for k, v in given.items() if v is not None)
     new = [wanted[name] for name in names if name not in stored]
+    by_uuid: dict[str, Service] = {}
     if new:
         # The registrations and their events commit together (db/event_log.py).
         event_log.lock_sequence(conn)
+        # Never heartbeated, so down: what judge() says.
+        stmt = insert(services).values(
+            created_at=server_now(), observed_state="down", observed_at=server_now()
+        )
+        returning = conn.dialect.insert_returning
+        if returning:  # the new rows come back from the INSERT: no SELECT of them after
+            stmt = stmt.returning(*services.c, sort_by_parameter_order=True)
         for rows_chunk in _chunks(new, REGISTER_CHUNK):
-            # Never heartbeated, so down: what judge() says.
-            conn.execute(
-                insert(services).values(
-                    created_at=server_now(), observed_state="down", observed_at=server_now()
-                ),
-                rows_chunk,
-            )
+            inserted = conn.execute(stmt, rows_chunk)
+            if returning:
+                by_uuid.update((service.uuid, service) for service in map(to_service, inserted))
         drafts = [
             event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
             for r in new
         ]
         event_log.append(conn, drafts)
     _update_restarted(conn, stored, wanted)
-    uuids = [wanted[name]["uuid"] for name in names]
-    by_uuid: dict[str, Service] = {}
-    for uuids_chunk in _chunks(uuids, REGISTER_CHUNK):
+    unread = [wanted[name]["uuid"] for name in names]
+    unread = [uuid for uuid in unread if uuid not in by_uuid]
+    for uuids_chunk in _chunks(unread, REGISTER_CHUNK):
         for row in conn.execute(select(services).where(services.c.uuid.in_(uuids_chunk))):
             service = to_service(row)
             by_uuid[service.uuid] = service
