@@ -266,7 +266,7 @@ class ServiceGroup:
                 by_id.append(validation.service_id(ref))
         failed: dict[str, BaseException] = {}
         if by_id:
-            found = records.get_many(self.engine, by_id)
+            found = self.records_of(by_id)
             for uuid in by_id:
                 record = found.get(uuid)
                 if record is None:
@@ -313,6 +313,21 @@ class ServiceGroup:
         if not statuses:
             raise NotFound("service", uuid)
         return statuses[0]
+
+    def records_of(self, uuids: Collection[str]) -> dict[str, Service]:
+        """The live records among `uuids`, by uuid: one SELECT per chunk, no liveness read."""
+        return records.get_many(self.engine, uuids, self._reuse)
+
+    def known(self, uuid: str) -> Service | None:
+        """The record the last read of `uuid` found, without I/O; None if none did.
+
+        It may be older than the row (the db driver's beats bump report_count)
+        and it is forgotten when a whole read no longer finds it or the
+        service is deleted here: for callers that only need to know that a
+        record existed, as the daemon's heartbeat cache does.
+        """
+        entry = self._reuse.cache.entries.get(uuid)
+        return None if entry is None else entry[1]
 
     def get_many(self, services: Iterable[ServiceRef]) -> dict[str, ServiceStatus]:
         """The statuses of many services in one read, by uuid; a missing one is left out."""

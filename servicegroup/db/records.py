@@ -293,21 +293,20 @@ def get(engine: Engine, uuid: str) -> Service:
     return to_service(row)
 
 
-def get_many(engine: Engine, uuids: Collection[str]) -> dict[str, Service]:
+def get_many(
+    engine: Engine, uuids: Collection[str], reuse: Reuse | None = None
+) -> dict[str, Service]:
     """The live records among `uuids`, by uuid, in one SELECT per GET_MANY_CHUNK uuids.
 
     A batch of heartbeats names its services by uuid; one SELECT each would
-    undo the batch.
+    undo the batch. With `reuse`, the Services are the ones every other read
+    hands out (Reuse), so a cache of them holds no copies.
     """
     wanted = list(uuids)
     found: dict[str, Service] = {}
-    with sql_errors(), engine.connect() as conn:
-        for start in range(0, len(wanted), GET_MANY_CHUNK):
-            chunk = wanted[start : start + GET_MANY_CHUNK]
-            stmt = select(services).where(services.c.uuid.in_(chunk) & _live)
-            for row in conn.execute(stmt):
-                service = to_service(row)
-                found[service.uuid] = service
+    for start in range(0, len(wanted), GET_MANY_CHUNK):
+        chunk = wanted[start : start + GET_MANY_CHUNK]
+        found.update((s.uuid, s) for s in query(engine, uuids=chunk, reuse=reuse).services)
     return found
 
 
@@ -323,7 +322,7 @@ def query(
     """Live records matching the filters, with the server's clock, in ONE SELECT.
 
     With `reuse`, unchanged rows come back as the Services earlier reads
-    built for them (Reuse); reads by uuid are single rows, not worth it.
+    built for them (Reuse), whether the read is by uuid or by filter.
     With `limit`, one page in uuid order, of the uuids after `after`: how
     the sweeper reads a large fleet in slices (api.ServiceGroup.slices).
     """
@@ -359,7 +358,7 @@ def query(
             while rows := cursor.fetchmany(FETCH_CHUNK):
                 if db_now is None:
                     db_now = _utc(rows[0][-1])
-                if reuse is None or uuids is not None:
+                if reuse is None:
                     found += [_service(r[:-1]) for r in rows]
                 else:
                     found += reuse.services(rows)

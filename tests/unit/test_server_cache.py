@@ -1,10 +1,9 @@
-"""The daemon's uuid -> Service heartbeat cache: bounded, pruned, never older than its TTL."""
+"""The daemon's heartbeat cache: which services exist, bounded, pruned, never older than its TTL."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -12,55 +11,65 @@ import pytest
 from servicegroup import ServiceGroup, identity_cache
 from servicegroup.db import records
 from servicegroup.server.app import ServiceCache, create_app
-from servicegroup.service import Service
-from tests.helpers import make_service
 from tests.live import serve_in_thread
 
-TEMPLATE = make_service(uuid="u0", host="h", binary="b")
+
+@pytest.fixture
+def group(sqlite_url: str, make_group: Callable[..., ServiceGroup]) -> ServiceGroup:
+    return make_group(sqlite_url)
 
 
-def svc(uuid: str) -> Service:
-    return replace(TEMPLATE, uuid=uuid, host=uuid)
+def test_an_entry_is_the_service_the_groups_reads_keep(group: ServiceGroup) -> None:
+    """No second copy of a record: the cache hands out the object the group's reads built."""
+    a = group.register("h1", "b")
+    cache = ServiceCache(group, ttl=60)
+    assert cache.get(a.uuid) is None  # never put
+    cache.put(a.uuid)
+    assert cache.get(a.uuid) is None  # put, but no read has found it yet: a miss, read anew
+    (ref,) = cache.refs([a.uuid])
+    assert ref == a and ref is group.known(a.uuid)
+    assert cache.get(a.uuid) is ref
+    (listed,) = group.get_all()
+    assert listed.service is ref  # the same object every read hands out while unchanged
+    cache.drop(a.uuid)
+    cache.drop(a.uuid)  # dropping twice is harmless
+    assert cache.get(a.uuid) is None
+    assert cache.refs([a.uuid, "0b6e7f7a-1f5e-4a4b-9d55-3c1c4f1a2b3c"])[1] == (
+        "0b6e7f7a-1f5e-4a4b-9d55-3c1c4f1a2b3c"  # no record: left a string, for a 404
+    )
 
 
-def test_put_get_drop() -> None:
-    cache = ServiceCache(ttl=60)
-    cache.put(svc("a"))
-    assert cache.get("a") == svc("a")
-    cache.drop("a")
-    cache.drop("a")  # dropping twice is harmless
-    assert cache.get("a") is None
-
-
-def test_entries_expire_so_other_processes_deletes_are_noticed() -> None:
-    cache = ServiceCache(ttl=0.01)
-    cache.put(svc("a"))
+def test_entries_expire_so_other_processes_deletes_are_noticed(group: ServiceGroup) -> None:
+    a = group.register("h1", "b")
+    cache = ServiceCache(group, ttl=0.01)
+    cache.refs([a.uuid])
     deadline = time.monotonic() + 5
-    while cache.get("a") is not None and time.monotonic() < deadline:
+    while cache.get(a.uuid) is not None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert cache.get("a") is None
+    assert cache.get(a.uuid) is None
 
 
 def test_bounded_and_pruned_like_every_identity_cache(
-    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, make_group: Callable[..., ServiceGroup]
+    monkeypatch: pytest.MonkeyPatch, group: ServiceGroup
 ) -> None:
+    fleet = [group.register(f"h{i}", "b") for i in range(4)]
+    group.get_all()  # the group's reads know them all
     monkeypatch.setattr(identity_cache, "MAX_ENTRIES", 2)
-    cache = ServiceCache(ttl=60)
-    for uuid in ("a", "b", "c"):
-        cache.put(svc(uuid))
-    cache.put(svc("d"))  # past the bound: emptied first
-    assert [cache.get(u) for u in "abc"] == [None, None, None] and cache.get("d") == svc("d")
+    cache = ServiceCache(group, ttl=60)
+    for service in fleet[:3]:
+        cache.put(service.uuid)
+    cache.put(fleet[3].uuid)  # past the bound: emptied first
+    assert [cache.get(s.uuid) for s in fleet[:3]] == [None, None, None]
+    assert cache.get(fleet[3].uuid) == fleet[3]
     monkeypatch.undo()
 
-    group = make_group(sqlite_url)
-    kept, gone = group.register("h1", "b"), group.register("h2", "b")
-    pruned = ServiceCache(ttl=60)
+    kept, gone = fleet[0], fleet[1]
+    pruned = ServiceCache(group, ttl=60)
     group.keep_pruned(pruned.table)
-    pruned.put(kept)
-    pruned.put(gone)
+    pruned.refs([kept.uuid, gone.uuid])
     group.delete(gone)  # by this group: forgotten at once
     assert pruned.get(gone.uuid) is None and pruned.get(kept.uuid) == kept
-    pruned.put(gone)  # as if another process had deleted it since
+    pruned.put(gone.uuid)  # as if another process had deleted it since
     group.get_all()  # a read of every live service
     assert pruned.get(gone.uuid) is None and pruned.get(kept.uuid) == kept
 
@@ -75,9 +84,9 @@ def test_with_the_db_driver_entries_never_expire_yet_deletes_are_404(
     reads: list[list[str]] = []
     get_many = records.get_many
 
-    def counted(engine, uuids):
+    def counted(engine, uuids, reuse=None):
         reads.append(sorted(uuids))
-        return get_many(engine, uuids)
+        return get_many(engine, uuids, reuse)
 
     monkeypatch.setattr(records, "get_many", counted)
     with serve_in_thread(create_app(group)) as url, httpx.Client(base_url=url) as client:
