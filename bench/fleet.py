@@ -380,18 +380,11 @@ def daemon(target: bench.Target, url: str, pythonpath: Path | None) -> Iterator[
     workdir = Path(tempfile.mkdtemp(prefix="sg-fleet-daemon-", dir=target.env.tmp))
     conf = workdir / "servicegroup.conf"
     conf.write_text(bench.config_text(url, port, target.options(**TIMING)))
-    proc = FleetDaemon(conf, port, workdir / "daemon.log", pythonpath).start()
-    try:
-        proc.wait_ready(60)
+    with bench.running(FleetDaemon(conf, port, workdir / "daemon.log", pythonpath).start()) as proc:
         where = Path(proc.imported()).resolve()
         if pythonpath and not where.is_relative_to(pythonpath.resolve()):
             raise RuntimeError(f"the daemon imported {where}, not servicegroup from {pythonpath}")
         yield proc
-    except Exception:
-        print(f"daemon log tail:\n{proc.log()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        proc.stop()
 
 
 def bare_route_app() -> Starlette:
@@ -849,22 +842,9 @@ def main(argv: list[str] | None = None) -> int:
         "timing": TIMING,
         "targets": {},
     }
-    env = bench.Env()
-    failed = False
-    try:
-        for name in names:
-            try:
-                report["targets"][name] = bench_target(bench.Target(name, env), opts, log)
-            except bench.Unavailable as exc:
-                log(f"{name}: skipped, {exc}")
-                report["targets"][name] = {"error": str(exc)}
-                failed = True
-            except Exception as exc:  # one broken target must not lose the others' figures
-                log(f"{name}: FAILED, {type(exc).__name__}: {exc}")
-                report["targets"][name] = {"error": f"failed: {type(exc).__name__}: {exc}"}
-                failed = True
-    finally:
-        env.close()
+    report["targets"], failed = bench.measure_targets(
+        names, lambda target: bench_target(target, opts, log), log
+    )
     bench.finish(report, table, args.json)
     return 1 if failed else 0
 

@@ -53,27 +53,6 @@ function done(summary, latency, requests)
   end
 end
 
--- $SG_RATE: a fixed offered load, paced as heartbeat.lua paces it (wrk2's
--- send slots on the monotonic clock, $SG_THREADS threads sharing the rate).
-local rate = tonumber(os.getenv("SG_RATE") or "")
-if rate then
-  local ffi = require("ffi")
-  ffi.cdef[[
-    typedef struct { long tv_sec; long tv_nsec; } sg_timespec;
-    int clock_gettime(int clock_id, sg_timespec *tp);
-  ]]
-  local CLOCK_MONOTONIC = 1
-  local ts = ffi.new("sg_timespec")
-  local function now_ms()
-    ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
-    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-  end
-  local interval = 1000 * tonumber(os.getenv("SG_THREADS")) / rate
-  local due = 0
-  function delay()
-    local now = now_ms()
-    local slot = math.max(due, now)
-    due = slot + interval
-    return slot - now
-  end
-end
+-- $SG_RATE: a fixed offered load, paced by pacing.lua (wrk2's send slots).
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "pacing.lua")

@@ -32,11 +32,11 @@ import tempfile
 import threading
 import time
 import uuid as uuid_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -866,7 +866,16 @@ def daemon(target: Target, url: str, **timing: Any) -> Iterator[Daemon]:
     workdir = Path(tempfile.mkdtemp(prefix="sg-bench-daemon-", dir=target.env.tmp))
     conf = workdir / "servicegroup.conf"
     conf.write_text(config_text(url, port, target.options(**timing)))
-    proc = Daemon(conf, port, workdir / "daemon.log").start()
+    with running(Daemon(conf, port, workdir / "daemon.log").start()) as proc:
+        yield proc
+
+
+D = TypeVar("D", bound=Daemon)
+
+
+@contextlib.contextmanager
+def running(proc: D) -> Iterator[D]:
+    """A started daemon once it answers; its log's tail printed if anything fails; stopped."""
     try:
         proc.wait_ready(60)
         yield proc
@@ -1331,23 +1340,43 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.__dict__,
         "targets": {},
     }
-    env = Env()
+    report["targets"], failed = measure_targets(
+        names, lambda target: bench_target(target, plan, log), log, unavailable_fails=False
+    )
+    finish(report, table, args.json)
+    return 1 if failed else 0
+
+
+def measure_targets(
+    names: Sequence[str],
+    measure: Callable[[Target], dict[str, Any]],
+    log: Callable[[str], None],
+    unavailable_fails: bool = True,
+) -> tuple[dict[str, Any], bool]:
+    """Each target's figures, or its error, on one Env; and whether any target failed.
+
+    One broken target must not lose the others' figures: its error is
+    reported in its place and the next one runs. A target whose servers are
+    missing (Unavailable) counts as a failure unless told otherwise.
+    """
+    results: dict[str, Any] = {}
     failed = False
+    env = Env()
     try:
         for name in names:
             try:
-                report["targets"][name] = bench_target(Target(name, env), plan, log)
+                results[name] = measure(Target(name, env))
             except Unavailable as exc:
                 log(f"{name}: skipped, {exc}")
-                report["targets"][name] = {"error": str(exc)}
-            except Exception as exc:  # one broken target must not lose the others' figures
+                results[name] = {"error": str(exc)}
+                failed = failed or unavailable_fails
+            except Exception as exc:
                 log(f"{name}: FAILED, {type(exc).__name__}: {exc}")
-                report["targets"][name] = {"error": f"failed: {type(exc).__name__}: {exc}"}
+                results[name] = {"error": f"failed: {type(exc).__name__}: {exc}"}
                 failed = True
     finally:
         env.close()
-    finish(report, table, args.json)
-    return 1 if failed else 0
+    return results, failed
 
 
 def finish(

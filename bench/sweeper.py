@@ -139,19 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         n, rounds, seconds = 200, 1, 1.0
     report: dict[str, Any] = {"machine": bench.machine(), "targets": {}}
-    env = bench.Env()
-    failed = False
-    try:
-        for name in names:
-            target = bench.Target(name, env)
-            try:
-                target.check()
-                report["targets"][name] = compare(target, n, option, values, rounds, seconds)
-            except bench.Unavailable as exc:
-                report["targets"][name] = {"error": str(exc)}
-                failed = True
-    finally:
-        env.close()
+
+    def measure(target: bench.Target) -> dict[str, Any]:
+        target.check()
+        return compare(target, n, option, values, rounds, seconds)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    report["targets"], failed = bench.measure_targets(names, measure, log)
     bench.finish(report, table, args.json)
     return 1 if failed else 0
 
