@@ -45,6 +45,7 @@ _pick = operator.itemgetter(*(_AT[f.name] for f in dataclasses.fields(Service)))
 # What query() selects, before the server's clock: exactly Service's fields in
 # their order, so row[:-1] is what a Service is built from (a C slice).
 _SERVICE_COLUMNS = [services.c[f.name] for f in dataclasses.fields(Service)]
+_READ_COLUMNS = [*_SERVICE_COLUMNS, server_now().label("db_now")]
 _fromisoformat = datetime.fromisoformat
 _combine = datetime.combine
 
@@ -163,9 +164,21 @@ _NAME = tuple_(services.c.host, services.c.binary)
 _REGISTERED_FIELDS = ("topic", "availability_zone", "version")
 
 
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """What a registration batch wrote, as its own transaction saw it."""
+
+    # Each registration's record, and whether the registration created it.
+    answers: list[tuple[Service, bool]]
+    # The uuids of the rows this batch inserted: new uuids, so never beaten.
+    inserted: frozenset[str]
+    # The SQL server's clock in that transaction, as a RecordSet has it.
+    db_now: datetime | None
+
+
 def register_many(
-    engine: Engine, registrations: Sequence[Registration]
-) -> list[tuple[Service, bool]]:
+    engine: Engine, registrations: Sequence[Registration], reuse: Reuse | None = None
+) -> Registered:
     """Insert or update the live record of each (host, binary); True for each new one.
 
     One transaction for the whole batch, so a fleet's cold start costs a few
@@ -181,32 +194,42 @@ def register_many(
     races another process for the same name meets it at the unique
     constraint (or, on InnoDB, as a deadlock victim); it is rolled back whole
     and runs again, and then finds the row.
+
+    The records come back with the server's clock, in query()'s row shape,
+    so that with `reuse` they are the Services later reads hand out, and a
+    caller can judge their states with no read after the write
+    (ServiceGroup.register_statuses).
     """
     if not registrations:
-        return []
+        return Registered([], frozenset(), None)
     with sql_errors():
         for attempt in range(1, REGISTER_ATTEMPTS + 1):
             try:
                 with writing(engine) as conn:
-                    return _register_batch(conn, registrations)
+                    rows, uuids, created, inserted = _register_batch(conn, registrations)
+                break
             except sa_exc.IntegrityError:
                 if attempt == REGISTER_ATTEMPTS:
                     raise
             except sa_exc.OperationalError as exc:
                 if attempt == REGISTER_ATTEMPTS or not is_deadlock(exc):
                     raise
-    raise AssertionError("unreachable")
+    # Only once committed: the Services of rows that rolled back are no one's.
+    by_uuid = {service.uuid: service for service in (reuse or Reuse()).services(rows)}
+    answers = [(by_uuid[uuid], is_new) for uuid, is_new in zip(uuids, created, strict=True)]
+    return Registered(answers, inserted, _utc(rows[-1][-1]))
 
 
 def _register_batch(
     conn: Connection, registrations: Sequence[Registration]
-) -> list[tuple[Service, bool]]:
+) -> tuple[list[Any], list[str], list[bool], frozenset[str]]:
+    """The rows the batch leaves (query()'s shape), each registration's uuid and
+    whether it created the row, and the uuids inserted."""
     names = list(dict.fromkeys((r.host, r.binary) for r in registrations))
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     columns = [services.c[k] for k in ("uuid", "host", "binary", *_REGISTERED_FIELDS)]
     for names_chunk in _chunks(names, REGISTER_CHUNK):
-        rows = conn.execute(select(*columns).where(_NAME.in_(names_chunk) & _live))
-        for row in rows:
+        for row in conn.execute(select(*columns).where(_NAME.in_(names_chunk) & _live)):
             fields = dict(row._mapping)
             stored[(fields["host"], fields["binary"])] = fields
     # What each name's record must become, and which registration created it.
@@ -225,7 +248,7 @@ def _register_batch(
             created.append(False)
         record.update((k, v) for k, v in given.items() if v is not None)
     new = [wanted[name] for name in names if name not in stored]
-    by_uuid: dict[str, Service] = {}
+    rows: list[Any] = []  # query()'s shape: Service's fields, then the server's clock
     if new:
         # The registrations and their events commit together (db/event_log.py).
         event_log.lock_sequence(conn)
@@ -235,27 +258,24 @@ def _register_batch(
         )
         returning = conn.dialect.insert_returning
         if returning:  # the new rows come back from the INSERT: no SELECT of them after
-            stmt = stmt.returning(*services.c, sort_by_parameter_order=True)
+            stmt = stmt.returning(*_READ_COLUMNS, sort_by_parameter_order=True)
         for rows_chunk in _chunks(new, REGISTER_CHUNK):
             inserted = conn.execute(stmt, rows_chunk)
             if returning:
-                by_uuid.update((service.uuid, service) for service in map(to_service, inserted))
+                rows += inserted
         drafts = [
             event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
             for r in new
         ]
         event_log.append(conn, drafts)
     _update_restarted(conn, stored, wanted)
+    returned = {row[0] for row in rows}
     unread = [wanted[name]["uuid"] for name in names]
-    unread = [uuid for uuid in unread if uuid not in by_uuid]
+    unread = [uuid for uuid in unread if uuid not in returned]
     for uuids_chunk in _chunks(unread, REGISTER_CHUNK):
-        for row in conn.execute(select(services).where(services.c.uuid.in_(uuids_chunk))):
-            service = to_service(row)
-            by_uuid[service.uuid] = service
-    return [
-        (by_uuid[wanted[(reg.host, reg.binary)]["uuid"]], is_new)
-        for reg, is_new in zip(registrations, created, strict=True)
-    ]
+        rows += conn.execute(select(*_READ_COLUMNS).where(services.c.uuid.in_(uuids_chunk)))
+    uuids = [wanted[(reg.host, reg.binary)]["uuid"] for reg in registrations]
+    return rows, uuids, created, frozenset(r["uuid"] for r in new)
 
 
 def _update_restarted(
@@ -326,7 +346,7 @@ def query(
     With `limit`, one page in uuid order, of the uuids after `after`: how
     the sweeper reads a large fleet in slices (api.ServiceGroup.slices).
     """
-    stmt = select(*_SERVICE_COLUMNS, server_now().label("db_now")).where(_live)
+    stmt = select(*_READ_COLUMNS).where(_live)
     for name in FILTERS:
         value = filters.get(name)
         if value is not None:

@@ -236,17 +236,11 @@ def create_app(
     def write_registrations(
         batch: list[Registration],
     ) -> list[tuple[ServiceStatus, bool] | BaseException]:
-        """One batch: one register_many transaction, then one read of the batch's statuses."""
-        registered = sg.register_many(batch)
-        for service, _ in registered:
-            cache.put(service.uuid)
-        statuses = sg.get_many(service for service, _ in registered)
-        return [
-            (statuses[service.uuid], created)
-            if service.uuid in statuses
-            else NotFound("service", service.uuid)  # deleted since, by another request
-            for service, created in registered
-        ]
+        """One batch: one register_many transaction, its statuses judged with no read back."""
+        registered = sg.register_statuses(batch)
+        for status, _ in registered:
+            cache.put(status.service.uuid)
+        return list(registered)
 
     registrations: GroupCommit[Registration, tuple[ServiceStatus, bool]] = GroupCommit(
         write_registrations, writers=1 if sqlite else group_commit.WRITERS

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from servicegroup import ServiceGroup, State
+from servicegroup.service import Registration
 from servicegroup.exceptions import BackendError, NotFound
 from tests.conftest import empty_tables, sqlite_db
 from tests.helpers import wait_for
@@ -364,6 +365,40 @@ def test_unknown_service_id(backend: Backend) -> None:
     with pytest.raises(NotFound):
         sg.get(missing)
     assert not sg.is_up(missing)
+
+
+def test_register_statuses_judge_the_batch_as_a_read_would(backend: Backend) -> None:
+    """The daemon answers a registration with no read after its write: what it
+    says must be what get() says, for new services, restarts that beat and
+    restarts that did not, with the same name twice in one batch."""
+    sg = backend.group(service_down_time=30.0, report_interval=1.0)
+    beating = sg.register("host-beating", "compute", version=1)
+    silent = sg.register("host-silent", "compute")
+    sg.heartbeat(beating)
+    answers = sg.register_statuses(
+        [
+            Registration("host-beating", "compute", version=2),
+            Registration("host-silent", "compute"),
+            Registration("host-new", "compute"),
+            Registration("host-new", "compute", version=7),
+        ]
+    )
+    assert [created for _, created in answers] == [False, False, True, False]
+    statuses = [status for status, _ in answers]
+    assert [s.service.uuid for s in statuses[:2]] == [beating.uuid, silent.uuid]
+    assert statuses[2].service.uuid == statuses[3].service.uuid
+    assert [s.state for s in statuses] == [State.UP, State.DOWN, State.DOWN, State.DOWN]
+    assert statuses[0].service.version == 2
+    assert statuses[3].service.version == 7
+    reader = backend.group()
+    for status in statuses:
+        read = reader.get(status.service.uuid)
+        assert status.state == read.state
+        if sg.beat_times:  # tooz's last_heartbeat is when it was read
+            assert status.last_heartbeat == read.last_heartbeat
+        else:
+            assert (status.last_heartbeat is None) == (read.last_heartbeat is None)
+        assert status.service.version == read.service.version
 
 
 def test_heartbeat_many_beats_every_service_in_the_batch(backend: Backend) -> None:

@@ -11,6 +11,7 @@ import pytest
 from servicegroup import ServiceGroup, identity_cache
 from servicegroup.db import records
 from servicegroup.server.app import ServiceCache, create_app
+from servicegroup.service import Registration
 from tests.live import serve_in_thread
 
 
@@ -19,9 +20,11 @@ def group(sqlite_url: str, make_group: Callable[..., ServiceGroup]) -> ServiceGr
     return make_group(sqlite_url)
 
 
-def test_an_entry_is_the_service_the_groups_reads_keep(group: ServiceGroup) -> None:
+def test_an_entry_is_the_service_the_groups_reads_keep(
+    group: ServiceGroup, sqlite_url: str, make_group: Callable[..., ServiceGroup]
+) -> None:
     """No second copy of a record: the cache hands out the object the group's reads built."""
-    a = group.register("h1", "b")
+    a = make_group(sqlite_url).register("h1", "b")  # by another process: not read here yet
     cache = ServiceCache(group, ttl=60)
     assert cache.get(a.uuid) is None  # never put
     cache.put(a.uuid)
@@ -37,6 +40,15 @@ def test_an_entry_is_the_service_the_groups_reads_keep(group: ServiceGroup) -> N
     assert cache.refs([a.uuid, "0b6e7f7a-1f5e-4a4b-9d55-3c1c4f1a2b3c"])[1] == (
         "0b6e7f7a-1f5e-4a4b-9d55-3c1c4f1a2b3c"  # no record: left a string, for a 404
     )
+
+
+def test_a_registration_here_is_kept_with_no_read(group: ServiceGroup) -> None:
+    """The daemon registers, then the service's first beat finds its record in memory."""
+    ((status, created),) = group.register_statuses([Registration("h1", "b")])
+    assert created
+    cache = ServiceCache(group, ttl=60)
+    cache.put(status.service.uuid)
+    assert cache.get(status.service.uuid) is status.service
 
 
 def test_entries_expire_so_other_processes_deletes_are_noticed(group: ServiceGroup) -> None:
