@@ -182,11 +182,11 @@ _OP_GET_DATA = 4
 _OP_ERROR = -1
 _GET_DATA_HEADER = multiheader_struct.pack(_OP_GET_DATA, False, -1)
 _DONE_HEADER = multiheader_struct.pack(-1, True, -1)
-_MTIME = struct.Struct("!q")
-_MTIME_AT = 24  # a Stat is czxid, mzxid, ctime, mtime, ...
+_MZXID_MTIME = struct.Struct("!q8xq")
+_MZXID_AT = 8  # a Stat is czxid, mzxid, ctime, mtime, ...
 
-# One op's answer: (data, mtime in ms) or the error ZooKeeper gave that op.
-Got: TypeAlias = tuple[bytes, int] | KazooException
+# One op's answer: (data, mtime in ms, mzxid) or the error ZooKeeper gave that op.
+Got: TypeAlias = tuple[bytes, int, int] | KazooException
 
 
 class MultiRead:
@@ -194,7 +194,7 @@ class MultiRead:
 
     kazoo needs `type`, serialize() and deserialize(buffer, offset) (its own
     request records are alike); the reply is parsed on kazoo's connection
-    thread, so it keeps only what read() uses: data and mtime. A reply that
+    thread, so it keeps only what read() uses: data, mtime and mzxid. A reply that
     does not fit the request raises MarshallingError, a KazooException, so
     the read is unknown like any other backend failure.
     """
@@ -218,7 +218,7 @@ class MultiRead:
 
     def deserialize(self, buffer: bytes, offset: int) -> list[Got]:
         header, length = multiheader_struct.unpack_from, int_struct.unpack_from
-        mtime, stat_size = _MTIME.unpack_from, stat_struct.size
+        stamps, stat_size = _MZXID_MTIME.unpack_from, stat_struct.size
         results: list[Got] = []
         while True:
             op, done, _err = header(buffer, offset)
@@ -230,7 +230,8 @@ class MultiRead:
                 offset += 4
                 data = buffer[offset : offset + size] if size > 0 else b""
                 offset += max(size, 0)
-                results.append((data, mtime(buffer, offset + _MTIME_AT)[0]))
+                mzxid, mtime = stamps(buffer, offset + _MZXID_AT)
+                results.append((data, mtime, mzxid))
                 offset += stat_size
             elif op == _OP_ERROR:
                 results.append(EXCEPTIONS[length(buffer, offset)[0]]())
@@ -309,10 +310,13 @@ class ZooKeeperDriver(Driver):
         self._session_lost = False
         # False once a server said it has no multiRead (older than 3.6).
         self._multi_read = True
-        # uuid -> (mtime, data, Pulse) of the last read: a node read again
+        # uuid -> (mzxid, Pulse) of the last read: a node read again
         # unchanged gets the same Pulse, without parsing its data and
         # converting its mtime again (a third of a 10,000-node read's Python).
-        self._pulses: IdentityCache[tuple[int, bytes, Pulse]] = self.identity_cache()
+        # mzxid names the node's content: every create and set gives a new
+        # one. Keyed on (mtime, data) instead, the table held every node's
+        # data, 34 MB at 100,000 services.
+        self._pulses: IdentityCache[tuple[int, Pulse]] = self.identity_cache()
         handler = SequentialThreadingHandler()
         self._client = KazooClient(
             hosts=",".join(self.hosts),
@@ -389,15 +393,15 @@ class ZooKeeperDriver(Driver):
         last = self._pulses.for_read()
         for svc, answer in zip(services, got, strict=True):
             if isinstance(answer, tuple):
-                data, mtime = answer
+                data, mtime, mzxid = answer
                 seen = last.get(svc.uuid)
-                if seen is not None and seen[0] == mtime and seen[1] == data:
-                    pulses[svc.uuid] = seen[2]
+                if seen is not None and seen[0] == mzxid:
+                    pulses[svc.uuid] = seen[1]
                     continue
                 # A node of another uuid is a deleted namesake's, not this service's.
                 pulse = new_pulse(_utc(mtime)) if _owner(data) == svc.uuid else NEVER
                 pulses[svc.uuid] = pulse
-                last[svc.uuid] = (mtime, data, pulse)
+                last[svc.uuid] = (mzxid, pulse)
             elif isinstance(answer, NoNodeError):
                 pulses[svc.uuid] = NEVER
             else:
@@ -434,7 +438,7 @@ class ZooKeeperDriver(Driver):
     # -- reads -----------------------------------------------------------------
 
     def _read_multi(self, paths: list[str], deadline: float) -> list[Got]:
-        """Every path's data and mtime, in multiReads sent before any answer is awaited."""
+        """Every path's data, mtime and mzxid, in multiReads sent before any answer is awaited."""
         chroot = self._client.chroot
         pending = []
         for chunk in chunks(paths, MULTI_READ_BUDGET):
@@ -470,7 +474,7 @@ class ZooKeeperDriver(Driver):
                 got.append(result.exception)
                 continue
             data, stat = result.get(timeout=self._left(deadline))
-            got.append((data, stat.mtime))
+            got.append((data, stat.mtime, stat.mzxid))
         return got
 
     # -- writes ----------------------------------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from servicegroup import ServiceGroup, State
-from servicegroup.service import Registration
 from servicegroup.exceptions import BackendError, NotFound
+from servicegroup.service import Registration
 from tests.conftest import empty_tables, sqlite_db
 from tests.helpers import wait_for
 

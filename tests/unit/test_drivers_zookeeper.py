@@ -16,16 +16,16 @@ from kazoo.protocol.serialization import GetData, multiheader_struct, stat_struc
 from servicegroup.drivers.zookeeper import MULTI_READ_OP_COST, MultiRead, chunks
 
 
-def stat(mtime: int) -> bytes:
+def stat(mtime: int, mzxid: int) -> bytes:
     # czxid, mzxid, ctime, mtime, version, cversion, aversion, ephemeralOwner,
     # dataLength, numChildren, pzxid
-    return stat_struct.pack(1, 2, 3, mtime, 4, 5, 6, 7, 8, 9, 10)
+    return stat_struct.pack(1, mzxid, 3, mtime, 4, 5, 6, 7, 8, 9, 10)
 
 
-def data_result(data: bytes | None, mtime: int) -> bytes:
+def data_result(data: bytes | None, mtime: int, mzxid: int = 2) -> bytes:
     size = -1 if data is None else len(data)
     body = struct.pack("!i", size) + (data or b"")
-    return multiheader_struct.pack(4, False, 0) + body + stat(mtime)
+    return multiheader_struct.pack(4, False, 0) + body + stat(mtime, mzxid)
 
 
 def error_result(code: int) -> bytes:
@@ -44,19 +44,19 @@ def test_request_is_kazoos_getdata_ops_framed_as_a_multi() -> None:
     assert MultiRead.type == 22
 
 
-def test_reply_gives_data_and_mtime_or_each_ops_own_error() -> None:
+def test_reply_gives_data_mtime_and_mzxid_or_each_ops_own_error() -> None:
     reply = (
         b"junk"
-        + data_result(b'{"uuid": "u1"}', 1_700_000_000_123)
+        + data_result(b'{"uuid": "u1"}', 1_700_000_000_123, mzxid=0x1_0000_0007)
         + error_result(NoNodeError.code)
         + data_result(None, 42)
         + error_result(NoAuthError.code)
         + DONE
     )
     got = MultiRead(["/a", "/b", "/c", "/d"]).deserialize(reply, 4)
-    assert got[0] == (b'{"uuid": "u1"}', 1_700_000_000_123)
+    assert got[0] == (b'{"uuid": "u1"}', 1_700_000_000_123, 0x1_0000_0007)
     assert isinstance(got[1], NoNodeError)
-    assert got[2] == (b"", 42)
+    assert got[2] == (b"", 42, 2)
     assert isinstance(got[3], NoAuthError)
 
 
