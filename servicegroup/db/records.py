@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Select,
+    String,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+    values,
+)
 from sqlalchemy import exc as sa_exc
 
 from servicegroup import gcpause
@@ -229,7 +243,7 @@ def _register_batch(
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     columns = [services.c[k] for k in ("uuid", "host", "binary", *_REGISTERED_FIELDS)]
     for names_chunk in _chunks(names, REGISTER_CHUNK):
-        for row in conn.execute(select(*columns).where(_NAME.in_(names_chunk) & _live)):
+        for row in conn.execute(_named(conn, columns, names_chunk)):
             fields = dict(row._mapping)
             stored[(fields["host"], fields["binary"])] = fields
     # What each name's record must become, and which registration created it.
@@ -276,6 +290,22 @@ def _register_batch(
         rows += conn.execute(select(*_READ_COLUMNS).where(services.c.uuid.in_(uuids_chunk)))
     uuids = [wanted[(reg.host, reg.binary)]["uuid"] for reg in registrations]
     return rows, uuids, created, frozenset(r["uuid"] for r in new)
+
+
+def _named(conn: Connection, columns: list[Any], names: Sequence[tuple[str, str]]) -> Select[Any]:
+    """The live rows of these (host, binary) names, by the unique index whatever the statistics.
+
+    On PostgreSQL, a join with the names as VALUES: it is planned as one
+    probe of the (host, binary, deleted) index per name. `(host, binary)
+    IN (...)` on a table without statistics (a new deployment before its
+    first autoanalyze) went through the binary index and filtered every
+    row: 8-10 ms a batch at 20,000 rows, against 0.3 ms (EXPLAIN ANALYZE).
+    """
+    if conn.dialect.name != "postgresql":
+        return select(*columns).where(_NAME.in_(names) & _live)
+    given = values(column("host", String), column("binary", String), name="names").data(names)
+    on = (services.c.host == given.c.host) & (services.c.binary == given.c.binary)
+    return select(*columns).select_from(given.join(services, on)).where(_live)
 
 
 def _update_restarted(
