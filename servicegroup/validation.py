@@ -179,6 +179,19 @@ def state(value: Any, field: str = "state") -> str | None:
     return str(value)
 
 
+# Which services /metrics gives their own series: [api] metrics_per_service, or
+# ?per_service= for one scrape.
+PER_SERVICE = ("all", "not_up", "none")
+
+
+def per_service(value: Any, field: str = "per_service") -> str | None:
+    if value is None:
+        return None
+    if value not in PER_SERVICE:
+        raise InvalidInput(field, f"must be one of {', '.join(PER_SERVICE)}")
+    return str(value)
+
+
 MAX_WAIT = 60.0
 MAX_EVENTS_PAGE = 1000
 MAX_CURSOR = 2**63 - 1  # event ids are signed 64-bit (BIGINT) on every dialect

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Path, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from oslo_config import cfg
+from prometheus_client.registry import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -213,7 +214,10 @@ def create_app(
     sg.keep_pruned(cache.table)
     bodies = StatusJson()
     sg.keep_pruned(bodies.table)
-    registry = metrics.make_registry(sg, sweeper)
+    # One registry per ?per_service= value; none given: [api] metrics_per_service.
+    registries: dict[str | None, CollectorRegistry] = {
+        mode: metrics.make_registry(sg, sweeper, mode) for mode in (None, *validation.PER_SERVICE)
+    }
     bell = Bell()
     if sweeper is not None:
         sweeper.on_events = bell.ring
@@ -260,11 +264,21 @@ def create_app(
                 "description": "Prometheus text exposition format 0.0.4.",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **errors.json_responses(401, 403, 500),
+            **errors.json_responses(400, 401, 403, 500),
         },
     )
-    def get_metrics() -> Response:
-        body = metrics.render(registry)
+    def get_metrics(
+        per_service: Annotated[
+            str | None, Query(json_schema_extra={"enum": list(validation.PER_SERVICE)})
+        ] = None,
+    ) -> Response:
+        """Prometheus metrics; ?per_service= overrides [api] metrics_per_service for this scrape.
+
+        A Prometheus job can then scrape the fleet's counts often and every
+        service's series seldom: at 100,000 services the per-service series
+        are most of a scrape's cost (doc/operations.md).
+        """
+        body = metrics.render(registries[validation.per_service(per_service)])
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
     @app.post(

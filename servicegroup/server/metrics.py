@@ -32,11 +32,17 @@ SERVICE_LABELS = ["binary", "host"]
 
 
 class ServiceGroupCollector:
-    """Per-service and per-binary gauges from one sg.get_all() per scrape."""
+    """Per-service and per-binary gauges from one sg.get_all() per scrape.
 
-    def __init__(self, sg: ServiceGroup, sweeper: Sweeper | None = None) -> None:
+    `per_service` overrides [api] metrics_per_service (all, not_up, none).
+    """
+
+    def __init__(
+        self, sg: ServiceGroup, sweeper: Sweeper | None = None, per_service: str | None = None
+    ) -> None:
         self.sg = sg
         self.sweeper = sweeper
+        self.per_service = per_service or sg.conf.api.metrics_per_service
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -54,7 +60,7 @@ class ServiceGroupCollector:
         backend_up.add_metric([self.sg.driver.name], 1 if answered else 0)
         yield backend_up
         if snapshot is not None:
-            yield from service_metrics(snapshot.statuses, self.sg.conf.api.metrics_per_service)
+            yield from service_metrics(snapshot.statuses, self.per_service)
         if snapshot is not None:
             yield from claim_metrics(self.sg)
         if self.sweeper is not None:
@@ -208,10 +214,12 @@ def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
     yield recoveries
 
 
-def make_registry(sg: ServiceGroup, sweeper: Sweeper | None = None) -> CollectorRegistry:
+def make_registry(
+    sg: ServiceGroup, sweeper: Sweeper | None = None, per_service: str | None = None
+) -> CollectorRegistry:
     """A registry of our own: no process/platform defaults, no global state."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceGroupCollector(sg, sweeper))
+    registry.register(ServiceGroupCollector(sg, sweeper, per_service))
     return registry
 
 

@@ -349,8 +349,8 @@ def test_openapi_describes_every_endpoint_and_error(client: httpx.Client) -> Non
     assert doc["components"]["schemas"]["RegisterBody"]["additionalProperties"] is False
 
 
-def scrape(client: httpx.Client) -> dict[str, list[Any]]:
-    response = client.get("/metrics")
+def scrape(client: httpx.Client, **params: str) -> dict[str, list[Any]]:
+    response = client.get("/metrics", params=params)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {f.name: f.samples for f in text_string_to_metric_families(response.text)}
@@ -391,6 +391,31 @@ def test_metrics_parse_and_match_the_services(client: httpx.Client) -> None:
     counts = {s.labels["state"]: s.value for s in mine("servicegroup_services")}
     assert counts == {"up": 1.0, "down": 1.0, "unknown": 0.0}
     assert families["servicegroup_scrape_duration_seconds"][0].value >= 0
+
+
+def test_a_scrape_chooses_its_per_service_series(client: httpx.Client) -> None:
+    """?per_service= overrides [api] metrics_per_service for one scrape; the counts stay."""
+    binary = unique("bin")
+    beating = register(client, host="beating", binary=binary)
+    register(client, host="quiet", binary=binary)
+    eventually(lambda: beat_then_get(client, beating["id"])["state"] == "up", "beating up")
+
+    def hosts(families: dict[str, list[Any]]) -> set[str]:
+        ups = families.get("servicegroup_service_up", [])
+        return {s.labels["host"] for s in ups if s.labels["binary"] == binary}
+
+    def counted(families: dict[str, list[Any]]) -> float:
+        return sum(
+            s.value for s in families["servicegroup_services"] if s.labels["binary"] == binary
+        )
+
+    everything, not_up, none = (scrape(client, per_service=m) for m in ("all", "not_up", "none"))
+    assert hosts(everything) >= {"quiet"}
+    assert hosts(not_up) - {"beating"} == {"quiet"}
+    assert "quiet" in hosts(scrape(client))  # the configured default: all
+    assert hosts(none) == set()
+    assert counted(everything) == counted(not_up) == counted(none) == 2
+    assert_error(client.get("/metrics", params={"per_service": "some"}), 400, "per_service")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -158,6 +158,17 @@ def test_state_rejects(value: object) -> None:
     assert (err.field, err.rule) == ("state", "must be one of up, down, unknown")
 
 
+@pytest.mark.parametrize("value", [None, "all", "not_up", "none"])
+def test_per_service_accepts(value: str | None) -> None:
+    assert validation.per_service(value) == value
+
+
+@pytest.mark.parametrize("value", ["ALL", "down", "", 0])
+def test_per_service_rejects(value: object) -> None:
+    err = rejected(validation.per_service, value)
+    assert (err.field, err.rule) == ("per_service", "must be one of all, not_up, none")
+
+
 def test_invalid_input_is_a_value_error() -> None:
     # Plain Python callers may already catch ValueError for bad arguments.
     assert isinstance(rejected(validation.version, -1), ValueError)
