@@ -22,10 +22,16 @@ daemon (service_down_time 600 s, report_interval 60 s: nothing flaps):
    (run.settle, capped by --settle-cap).
 4. heartbeats over all N ids (heartbeat.lua): a closed loop, then paced at
    BEAT_RATE offered.
-5. reads: GET /v1/services?binary=nova-compute and GET /metrics, the median
-   wall time of READS each, and their body sizes.
+5. reads: GET /v1/services?binary=nova-compute, GET /metrics and GET
+   /metrics?per_service=not_up, the median wall time of READS each, and
+   their body sizes; then get_all against its raw floor, in process.
 6. the daemon's RSS after the reads.
 7. idle CPU: the daemon's utime + stime over --idle-seconds with no load.
+8. detection (bench_detection): a new daemon with service_down_time
+   --detect-down-time (60 s, nova's default) while wrk beats the whole fleet
+   at twice the rate that keeps it up; a few services stop beating, and the
+   time to read them down and to get their events is measured, with every
+   false down of the beating fleet.
 
 Every window also records the daemon's CPU during it (so CPU per request),
 the 1-minute load average before it, and "others": the cores the rest of the
@@ -45,10 +51,12 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid as uuid_mod
 from collections.abc import Callable, Iterator
@@ -68,6 +76,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from servicegroup import conf as sg_conf
 from servicegroup.api import ServiceGroup
 from servicegroup.db import event_log
 from servicegroup.db.engine import make_engine
@@ -79,6 +88,12 @@ TARGETS = ("db-sqlite", "db-postgresql", "db-mysql", "memcached", "zookeeper")
 DEFAULT_TARGETS = ("db-sqlite", "db-postgresql", "memcached", "zookeeper")
 BINARY = "nova-compute"
 TIMING = {"report_interval": 60.0, "service_down_time": 600.0}
+# Step 8's down time: nova's default service_down_time (--quick: 5 s).
+DETECT_DOWN_TIME = 60.0
+# A few of the fleet's own binary: all of a binary going down at once would be
+# held by the mass-down protection ([events] mass_down_*), a fleet event.
+DETECT_VICTIMS = 5
+SWEEP_INTERVAL = {o.name: o.default for o in sg_conf.events_opts}["sweep_interval"]
 CONNECTIONS = 50
 REGISTER_RATE = 1_000
 BEAT_RATE = 10_000
@@ -109,6 +124,7 @@ class Options:
     retries: int
     quiet_cap: float
     daemon_pythonpath: Path | None
+    detect_down_time: float
 
 
 # -- CPU accounting ---------------------------------------------------------------
@@ -235,21 +251,8 @@ def summary(result: dict[str, Any]) -> str:
 
 def parse_wrk(out: str) -> dict[str, Any]:
     """wrk's figures as run.run_wrk reports them, and register.lua's count of each status."""
-    dist = {
-        int(p): float(v) * bench.LAT_UNITS[u]
-        for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    }
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: (.*)", out)
-    return {
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": dist.get(50),
-        "p99_ms": dist.get(99),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": sock.group(1) if sock else None,
-        "status": {code: int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", out, re.M)},
-    }
+    status = {code: int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
+    return {**bench.parse_wrk(out), "status": status}
 
 
 def run_register(
@@ -307,6 +310,13 @@ class Records:
     def last_event(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.max(service_events.c.id))).scalar() or 0
+
+    def downs_since(self, event_id: int, victims: list[str]) -> int:
+        """The fleet's down events after `event_id` but the victims': each a false down."""
+        where = (service_events.c.id > event_id) & (service_events.c.binary == BINARY)
+        where &= (service_events.c.state == "down") & service_events.c.service_id.not_in(victims)
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(where)).scalar_one()
 
     def column(self, column: sa.Column[str]) -> list[str]:
         with self.engine.connect() as conn:
@@ -375,11 +385,13 @@ class FleetDaemon(Daemon):
 
 
 @contextlib.contextmanager
-def daemon(target: bench.Target, url: str, pythonpath: Path | None) -> Iterator[FleetDaemon]:
+def daemon(
+    target: bench.Target, url: str, pythonpath: Path | None, timing: dict[str, float] = TIMING
+) -> Iterator[FleetDaemon]:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sg-fleet-daemon-", dir=target.env.tmp))
     conf = workdir / "servicegroup.conf"
-    conf.write_text(bench.config_text(url, port, target.options(**TIMING)))
+    conf.write_text(bench.config_text(url, port, target.options(**timing)))
     with bench.running(FleetDaemon(conf, port, workdir / "daemon.log", pythonpath).start()) as proc:
         where = Path(proc.imported()).resolve()
         if pythonpath and not where.is_relative_to(pythonpath.resolve()):
@@ -530,11 +542,12 @@ def timed_get(client: httpx.Client, path: str, **params: str) -> tuple[float, ht
 
 def bench_reads(url: str) -> dict[str, Any]:
     """The whole fleet listed and scraped, READS times each (alternated): median wall times."""
-    lists, scrapes = [], []
+    lists, scrapes, not_up = [], [], []
     with httpx.Client(base_url=url, timeout=300) as client:
         for _ in range(READS):
             lists.append(timed_get(client, "/v1/services", binary=BINARY))
             scrapes.append(timed_get(client, "/metrics"))
+            not_up.append(timed_get(client, "/metrics", per_service="not_up"))
     listed = lists[-1][1].json()["services"]
     sweeper = re.findall(SWEEPER_METRICS, scrapes[-1][1].text, re.M)
     return {
@@ -546,6 +559,9 @@ def bench_reads(url: str) -> dict[str, Any]:
         "metrics_ms": bench.ms(statistics.median(t for t, _ in scrapes)),
         "metrics_ms_each": [bench.ms(t) for t, _ in scrapes],
         "metrics_mb": round(len(scrapes[-1][1].content) / 1e6, 2),
+        # A scrape of the counts and only the services not up (?per_service=not_up).
+        "metrics_not_up_ms": bench.ms(statistics.median(t for t, _ in not_up)),
+        "metrics_not_up_mb": round(len(not_up[-1][1].content) / 1e6, 3),
         "sweeper": {name + labels: float(value) for name, labels, value in sweeper},
     }
 
@@ -604,6 +620,148 @@ def idle_cpu(windows: Windows, pid: int, seconds: float) -> dict[str, Any]:
     return windows.run("idle_cpu", measure, pid)
 
 
+class Victims:
+    """DETECT_VICTIMS services beaten by this bench every second, until stop().
+
+    The moment each one's last beat was answered is its death, what
+    detection is measured from.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.client = httpx.Client(base_url=url, timeout=30)
+        self.ids: list[str] = []
+        for i in range(DETECT_VICTIMS):
+            body = {"host": f"victim-{i}.example.org", "binary": BINARY}
+            answer = self.client.post("/v1/services", json=body).raise_for_status()
+            self.ids.append(answer.json()["id"])
+        self.last_beat: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            for uuid in self.ids:
+                self.client.post(f"/v1/services/{uuid}/heartbeat").raise_for_status()
+                self.last_beat[uuid] = time.monotonic()
+            self._stop.wait(1.0)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return dict(self.last_beat)
+
+    def states(self) -> dict[str, str]:
+        return {uuid: self.client.get(f"/v1/services/{uuid}").json()["state"] for uuid in self.ids}
+
+    def wait_events(self, state: str, since: int, deadline: float) -> dict[str, float]:
+        """When each victim's `state` event was seen on the stream (long polls)."""
+        seen: dict[str, float] = {}
+        while len(seen) < len(self.ids) and time.monotonic() < deadline:
+            params = {"since": since, "binary": BINARY, "wait": 1}
+            page = self.client.get("/v1/events", params=params).raise_for_status().json()
+            for event in page["events"]:
+                if event["state"] == state and event["service_id"] in self.ids:
+                    seen.setdefault(event["service_id"], time.monotonic())
+            since = page["cursor"]
+        return seen
+
+    def close(self) -> None:
+        self._stop.set()
+        self.client.close()
+
+
+def bench_detection(
+    target: bench.Target,
+    records: Records,
+    ids_file: Path,
+    opts: Options,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Step 8: a fleet beating at its real pace while a few services die.
+
+    A new daemon on the same fleet with service_down_time D: wrk beats every
+    id at the rate that reaches each one twice per D (each wrk thread walks
+    every id), the fleet's cold start is waited out, then DETECT_VICTIMS
+    services this bench beats stop at once. Measured: when each reads down
+    (GET /v1/services, every 50 ms) and when its down event comes, from its
+    last answered beat; and every down event of the beating fleet meanwhile,
+    each a false down. The targets: down within D + 1 s, the event within
+    one sweep_interval after it.
+    """
+    down_time, n = opts.detect_down_time, len(ids_file.read_text().split())
+    rate = -(-2 * n * bench.WRK_THREADS // int(down_time))
+    timing = {"service_down_time": down_time, "report_interval": down_time / 6}
+    result: dict[str, Any] = {
+        "service_down_time": down_time,
+        "sweep_interval": SWEEP_INTERVAL,
+        "fleet_offered_per_s": rate,
+    }
+    with daemon(target, records.url, opts.daemon_pythonpath, timing) as proc:
+        argv, env = bench.wrk_command(proc.url, ids_file, 4 * down_time + 600, CONNECTIONS, rate)
+        wrk = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        before_victims = records.last_event()
+        victims = Victims(proc.url)
+        try:
+            # Every id beaten once by every wrk thread, then the cold start's events settled.
+            time.sleep(down_time / 2 + 1)
+            settled = time.monotonic()
+            with httpx.Client(base_url=proc.url, timeout=120) as client:
+                while time.monotonic() - settled < opts.settle_cap:
+                    listed = client.get("/v1/services", params={"binary": BINARY, "state": "down"})
+                    if not listed.raise_for_status().json()["services"]:
+                        break
+                    time.sleep(1)
+            result["fleet_settle_s"] = round(time.monotonic() - settled, 1)
+            up = victims.wait_events("up", before_victims, time.monotonic() + 120)
+            if len(up) < DETECT_VICTIMS:
+                raise RuntimeError(f"{len(up)} of {DETECT_VICTIMS} victims came up")
+            since = records.last_event()
+            log(f"  detection: fleet up after {result['fleet_settle_s']} s; stopping the victims")
+            died = victims.stop()
+            down_at: dict[str, float] = {}
+            deadline = time.monotonic() + down_time + 30
+            events: dict[str, float] = {}
+            watcher = threading.Thread(
+                target=lambda: events.update(victims.wait_events("down", since, deadline))
+            )
+            watcher.start()
+            while len(down_at) < DETECT_VICTIMS and time.monotonic() < deadline:
+                for uuid, state in victims.states().items():
+                    if state == "down":
+                        down_at.setdefault(uuid, time.monotonic())
+                time.sleep(0.05)
+            watcher.join()
+            result["false_downs"] = records.downs_since(since, victims.ids)
+        finally:
+            victims.close()
+            wrk.send_signal(signal.SIGINT)
+            out, _ = wrk.communicate(timeout=60)
+    result["fleet_beats"] = bench.parse_wrk(out)
+    runs = [
+        {
+            "down_s": round(down_at[u] - died[u], 3) if u in down_at else None,
+            "event_s": round(events[u] - died[u], 3) if u in events else None,
+        }
+        for u in victims.ids
+    ]
+    downs = [r["down_s"] for r in runs]
+    after = [r["event_s"] - r["down_s"] for r in runs if r["event_s"] and r["down_s"]]
+    result.update(
+        victims=runs,
+        down_worst_s=None if None in downs else max(downs),
+        event_after_down_worst_s=round(max(after), 3) if len(after) == len(runs) else None,
+    )
+    result["down_met"] = result["down_worst_s"] is not None and result["down_worst_s"] <= (
+        down_time + 1
+    )
+    result["event_met"] = (
+        result["event_after_down_worst_s"] is not None
+        and result["event_after_down_worst_s"] <= SWEEP_INTERVAL
+    )
+    return result
+
+
 def log_problems(text: str, keep: int = 20) -> dict[str, Any]:
     """The daemon log's warnings, errors and tracebacks: how many, and the first few."""
     lines = [line for line in text.splitlines() if re.search(r"WARNING|ERROR|Traceback", line)]
@@ -633,9 +791,29 @@ def bench_target(target: bench.Target, opts: Options, log: Callable[[str], None]
                 log(f"{target.name}: daemon from {result['daemon_imports']}")
                 result.update(bench_daemon(target, proc, records, windows, opts, log))
             result["daemon_log"] = log_problems(proc.log())
+            if opts.detect_down_time > 0:
+                log(f"{target.name}: detection, service_down_time {opts.detect_down_time:g} s")
+                detection = bench_detection(target, records, fleet_ids(target), opts, log)
+                result["detection"] = detection
+                log(f"  {detection_summary(detection)}")
     finally:
         target.cleanup()
     return result
+
+
+def fleet_ids(target: bench.Target) -> Path:
+    """The fleet's uuids, one per line, for heartbeat.lua."""
+    return target.env.tmp / f"fleet-ids-{target.tag}.txt"
+
+
+def detection_summary(d: dict[str, Any]) -> str:
+    beats = d["fleet_beats"]
+    return (
+        f"down worst {d['down_worst_s']} s (met: {d['down_met']}), event worst "
+        f"{d['event_after_down_worst_s']} s after (met: {d['event_met']}); "
+        f"false downs {d['false_downs']}; fleet {beats['per_s']:.0f} beats/s "
+        f"of {d['fleet_offered_per_s']}, p99 {beats['p99_ms']} ms, non-2xx {beats['non_2xx']}"
+    )
 
 
 def bench_daemon(
@@ -652,7 +830,7 @@ def bench_daemon(
     result = {"register": bench_registrations(windows, proc, records, tmp, opts.seconds)}
     fleet, ids = build_fleet(proc, records, opts.services, opts.settle_cap, log)
     result["fleet"] = fleet
-    ids_file = tmp / f"fleet-ids-{target.tag}.txt"
+    ids_file = fleet_ids(target)
     ids_file.write_text("".join(f"{i}\n" for i in ids))
     log(f"{target.name}: heartbeats over {len(ids)}")
     result["heartbeat"] = bench_heartbeats(windows, proc, ids_file, opts.seconds)
@@ -727,11 +905,28 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("GET /metrics ms (median of 3)", lambda r: r["reads"]["metrics_ms"]),
     ("GET /metrics MB", lambda r: r["reads"]["metrics_mb"]),
     (
+        "GET /metrics?per_service=not_up ms (MB)",
+        lambda r: f"{r['reads']['metrics_not_up_ms']} ({r['reads']['metrics_not_up_mb']})",
+    ),
+    (
         "get_all ms / raw floor ms (x raw), harness",
         lambda r: f"{r['floor']['get_all_ms']} / {r['floor']['raw_ms']} ({r['floor']['x_raw']})",
     ),
     ("RSS MB after reads", lambda r: r["rss_mb"]),
     ("idle CPU, cores", lambda r: r["idle_cpu"]["cores"]),
+    (
+        "detection: down / event after down, worst s",
+        lambda r: _detection(r, lambda d: f"{d['down_worst_s']} / {d['event_after_down_worst_s']}"),
+    ),
+    (
+        "detection: false downs; fleet beats/s (offered)",
+        lambda r: _detection(
+            r,
+            lambda d: (
+                f"{d['false_downs']}; {d['fleet_beats']['per_s']:.0f} ({d['fleet_offered_per_s']})"
+            ),
+        ),
+    ),
     (
         "max others' cores in a window",
         lambda r: max(w["window"]["others_cores"] for w in windows_of(r)),
@@ -741,6 +936,11 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         lambda r: max(w["window"]["load1_before"] for w in windows_of(r)),
     ),
 ]
+
+
+def _detection(result: dict[str, Any], show: Callable[[dict[str, Any]], str]) -> str:
+    detection = result.get("detection")
+    return "-" if detection is None else show(detection)
 
 
 def windows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -800,6 +1000,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], O
         type=float,
         help="before each window, wait at most this long for others to go quiet (default 120 s)",
     )
+    parser.add_argument(
+        "--detect-down-time",
+        type=float,
+        help=f"step 8's service_down_time (default {DETECT_DOWN_TIME:g} s; 0 skips step 8)",
+    )
     parser.add_argument("--bare-route", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [n.strip() for spec in args.driver or DEFAULT_TARGETS for n in spec.split(",")]
@@ -818,6 +1023,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], O
         retries=args.retries if args.retries is not None else (0 if quick else 2),
         quiet_cap=args.quiet_cap if args.quiet_cap is not None else (0.0 if quick else 120.0),
         daemon_pythonpath=args.daemon_pythonpath,
+        detect_down_time=args.detect_down_time
+        if args.detect_down_time is not None
+        else (5.0 if quick else DETECT_DOWN_TIME),
     )
     if opts.services < 1 or opts.seconds <= 0 or opts.idle_seconds <= 0:
         parser.error("--services must be >= 1, --seconds and --idle-seconds > 0")

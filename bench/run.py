@@ -894,31 +894,33 @@ def rss_mb(pid: int) -> float:
 LAT_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+def wrk_command(
+    url: str, ids_file: Path, seconds: float, connections: int, rate: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """heartbeat.lua's wrk over ids_file, closed loop or paced at `rate`: argv and environment."""
+    argv = [WRK or "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    argv += ["--latency", "-s", str(LUA), url]
+    env = {
+        **os.environ,
+        "SG_IDS": str(ids_file),
+        "SG_RATE": str(rate or ""),
+        "SG_THREADS": str(WRK_THREADS),
+    }
+    return argv, env
+
+
 def run_wrk(
     url: str, ids_file: Path, seconds: float, connections: int, rate: int | None = None
 ) -> dict[str, Any]:
+    argv, env = wrk_command(url, ids_file, seconds, connections, rate)
     out = subprocess.run(
-        [
-            WRK,
-            f"-t{WRK_THREADS}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-s",
-            str(LUA),
-            url,
-        ],
-        env={
-            **os.environ,
-            "SG_IDS": str(ids_file),
-            "SG_RATE": str(rate or ""),
-            "SG_THREADS": str(WRK_THREADS),
-        },
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
+        argv, env=env, capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """heartbeat.lua's wrk report: requests, rate, latency percentiles, errors."""
     dist = {
         int(p): float(v) * LAT_UNITS[u]
         for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)

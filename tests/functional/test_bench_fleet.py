@@ -86,7 +86,7 @@ def test_the_fleet_is_topped_up_and_read_all_up(report: dict[str, Any]) -> None:
     assert fleet["settle"]["error"] is None
     assert fleet["beat_each"]["s"] > 0 and fleet["beat_each"]["per_s"] > 0
     assert reads["listed"] == reads["listed_up"] == fleet["services"]
-    assert reads["list_mb"] > 0 and reads["metrics_mb"] > 0
+    assert reads["list_mb"] > 0 and reads["metrics_mb"] > reads["metrics_not_up_mb"] > 0
     assert len(reads["list_ms_each"]) == len(reads["metrics_ms_each"]) == 3
 
 
@@ -94,3 +94,14 @@ def test_memory_and_idle_cpu_are_reported(report: dict[str, Any]) -> None:
     assert report["rss_mb"] > 0
     assert report["idle_cpu"]["cores"] >= 0
     assert report["idle_cpu"]["window"]["load1_before"] >= 0
+
+
+def test_detection_saw_every_victim_go_down_and_its_event(report: dict[str, Any]) -> None:
+    """Step 8 measured something: each victim read down and had a down event."""
+    detection = report["detection"]
+    assert len(detection["victims"]) == 5
+    for victim in detection["victims"]:
+        assert victim["down_s"] is not None and victim["down_s"] > 0
+        assert victim["event_s"] is not None and victim["event_s"] > 0
+    assert detection["fleet_beats"]["requests"] > 0
+    assert detection["fleet_beats"]["non_2xx"] == 0
