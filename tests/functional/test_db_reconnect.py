@@ -1,7 +1,7 @@
 """Pooled connections killed on the server side: the next call still succeeds.
 
-The engine pings on checkout (db/engine.py) except on the heartbeat, which
-skips the ping and retries once on a dead connection instead. Killing every
+The engine pings on checkout (db/engine.py) except on heartbeats, single or
+in a batch, which skip the ping and retry once on a dead connection instead. Killing every
 pooled connection's server backend is what a database restart does to a
 pool; the restart itself is the faults suite's business.
 """
@@ -54,7 +54,7 @@ def _kill_pooled_connections(url: str, engine: sa.Engine) -> int:
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-@pytest.mark.parametrize("first", ["heartbeat", "get_all", "register"])
+@pytest.mark.parametrize("first", ["heartbeat", "heartbeat_many", "get_all", "register"])
 def test_calls_succeed_after_pooled_connections_are_killed(
     dialect: str, first: str, request: pytest.FixtureRequest, make_group
 ) -> None:
@@ -75,6 +75,8 @@ def test_calls_succeed_after_pooled_connections_are_killed(
     if first == "heartbeat":
         for svc in services:  # every pooled connection was dead
             sg.heartbeat(svc)
+    elif first == "heartbeat_many":  # the group commit's batch: no ping either
+        assert sg.heartbeat_many(services) == {}
     elif first == "get_all":
         assert {s.state for s in sg.get_all(binary="reconnect")} == {State.UP}
     else:
