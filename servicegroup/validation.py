@@ -171,12 +171,17 @@ def service_id(value: Any, field: str = "id") -> str:
 STATES = ("up", "down", "unknown")
 
 
-def state(value: Any, field: str = "state") -> str | None:
+def one_of(value: Any, field: str, choices: tuple[str, ...]) -> str | None:
+    """None, or one of `choices`."""
     if value is None:
         return None
-    if value not in STATES:
-        raise InvalidInput(field, f"must be one of {', '.join(STATES)}")
+    if value not in choices:
+        raise InvalidInput(field, f"must be one of {', '.join(choices)}")
     return str(value)
+
+
+def state(value: Any, field: str = "state") -> str | None:
+    return one_of(value, field, STATES)
 
 
 # Which services /metrics gives their own series: [api] metrics_per_service, or
@@ -185,11 +190,7 @@ PER_SERVICE = ("all", "not_up", "none")
 
 
 def per_service(value: Any, field: str = "per_service") -> str | None:
-    if value is None:
-        return None
-    if value not in PER_SERVICE:
-        raise InvalidInput(field, f"must be one of {', '.join(PER_SERVICE)}")
-    return str(value)
+    return one_of(value, field, PER_SERVICE)
 
 
 MAX_WAIT = 60.0
@@ -290,11 +291,7 @@ CLAIM_STATES = ("held", "recovering", "released", "deleted")
 
 
 def claim_state(value: Any, field: str = "state") -> str | None:
-    if value is None:
-        return None
-    if value not in CLAIM_STATES:
-        raise InvalidInput(field, f"must be one of {', '.join(CLAIM_STATES)}")
-    return str(value)
+    return one_of(value, field, CLAIM_STATES)
 
 
 def incarnation(value: Any, field: str = "incarnation") -> str:
