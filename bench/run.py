@@ -547,7 +547,7 @@ class Raw:
         up = set()
         limit = self.down * 1000
         for result in pending:
-            for data, mtime in result.get(timeout=10):
+            for data, mtime, _mzxid in result.get(timeout=10):
                 if now_ms - mtime <= limit:
                     up.add(json.loads(data)["uuid"])
         return up

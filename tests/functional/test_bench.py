@@ -223,3 +223,15 @@ def test_bare_tooz_refuses_an_unreachable_backend() -> None:
     assert "bare_tooz: cannot join 1 members at" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_zookeeper_raw_floors_read_what_get_all_reads(tmp_path: Path) -> None:
+    """The floors that parse MultiRead's answers themselves (bench.Raw) agree with get_all."""
+    out = tmp_path / "bench-zookeeper.json"
+    argv = ["--quick", "--driver", "zookeeper", "--services", "200", "--no-daemon"]
+    proc = run_bench("run.py", [*argv, "--no-detection", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bulk = json.loads(out.read_text())["targets"]["zookeeper"]["bulk"]["200"]
+    assert bulk["agree"]["raw_multiread"] is True
+    assert bulk["agree"]["raw"] is True
+    assert bulk["up"] == 180
