@@ -106,6 +106,18 @@ def _token_opts(kind: str, may: str) -> list[cfg.Opt]:
     ]
 
 
+# [api] metrics_per_service's values, also ?per_service= on /metrics (validation.PER_SERVICE).
+METRICS_PER_SERVICE = [
+    ("all", "one series per service in each per-service family"),
+    (
+        "not_up",
+        "only services that are down or unknown: an alert on service_up == 0 "
+        "still fires, at a fraction of the series",
+    ),
+    ("none", "no per-service series; the per-binary counts stay"),
+]
+
+
 api_opts = [
     cfg.HostAddressOpt(
         "host",
@@ -134,15 +146,7 @@ api_opts = [
     cfg.StrOpt(
         "metrics_per_service",
         default="all",
-        choices=[
-            ("all", "one series per service in each per-service family"),
-            (
-                "not_up",
-                "only services that are down or unknown: an alert on service_up == 0 "
-                "still fires, at a fraction of the series",
-            ),
-            ("none", "no per-service series; the per-binary counts stay"),
-        ],
+        choices=METRICS_PER_SERVICE,
         help="Which services /metrics gives their own series (servicegroup_service_up, "
         "_info, _disabled, _forced_down, _version, _last_heartbeat_timestamp_seconds). A "
         "large fleet makes a scrape of every service costly for the daemon and for "

@@ -13,6 +13,7 @@ import unicodedata
 import uuid as uuid_mod
 from typing import Any, Literal, overload
 
+from servicegroup.conf import METRICS_PER_SERVICE
 from servicegroup.exceptions import InvalidInput
 
 MAX_NAME_LENGTH = 255
@@ -186,7 +187,7 @@ def state(value: Any, field: str = "state") -> str | None:
 
 # Which services /metrics gives their own series: [api] metrics_per_service, or
 # ?per_service= for one scrape.
-PER_SERVICE = ("all", "not_up", "none")
+PER_SERVICE = tuple(name for name, _ in METRICS_PER_SERVICE)
 
 
 def per_service(value: Any, field: str = "per_service") -> str | None:

@@ -42,7 +42,7 @@ class ServiceGroupCollector:
     ) -> None:
         self.sg = sg
         self.sweeper = sweeper
-        self.per_service = per_service or sg.conf.api.metrics_per_service
+        self.per_service = per_service
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -60,7 +60,8 @@ class ServiceGroupCollector:
         backend_up.add_metric([self.sg.driver.name], 1 if answered else 0)
         yield backend_up
         if snapshot is not None:
-            yield from service_metrics(snapshot.statuses, self.per_service)
+            chosen = self.per_service or self.sg.conf.api.metrics_per_service
+            yield from service_metrics(snapshot.statuses, chosen)
         if snapshot is not None:
             yield from claim_metrics(self.sg)
         if self.sweeper is not None:

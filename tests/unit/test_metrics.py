@@ -290,3 +290,19 @@ def test_metrics_per_service_limits_the_series_but_never_the_counts(
         (s.labels["binary"], s.labels["state"]): s.value for s in got["servicegroup_services"]
     }
     assert sum(counts.values()) == 4  # the counts always count every service
+
+
+def test_a_registry_reads_metrics_per_service_at_each_scrape(
+    sg: ServiceGroup, fleet: dict[str, Any]
+) -> None:
+    """The daemon builds its registries once; the option is read when a scrape runs."""
+
+    def ups(registry: Any) -> list[Any]:
+        return samples(metrics.render(registry).decode()).get("servicegroup_service_up", [])
+
+    registry = metrics.make_registry(sg)
+    assert len(ups(registry)) == 4
+    sg.conf.set_override("metrics_per_service", "none", group="api")
+    assert ups(registry) == []
+    forced = metrics.make_registry(sg, per_service="all")  # ?per_service= wins over it
+    assert len(ups(forced)) == 4
