@@ -12,11 +12,15 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 
-from tests.conftest import unavailable
+from tests.conftest import empty_tables, unavailable
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,3 +239,37 @@ def test_zookeeper_raw_floors_read_what_get_all_reads(tmp_path: Path) -> None:
     assert bulk["agree"]["raw_multiread"] is True
     assert bulk["agree"]["raw"] is True
     assert bulk["up"] == 180
+
+
+def test_bare_commit_writes_each_batch_and_answers_each_beat(postgresql_db, make_group) -> None:
+    """bench/bare_commit.py, the PostgreSQL write floor: a live row is beaten (204), no row 404."""
+    empty_tables(postgresql_db)
+    service = make_group(postgresql_db).register("floor-host", "floor")
+    port = free_port()
+    argv = [sys.executable, "bench/bare_commit.py", "--url", postgresql_db, "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1/services"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                beat = httpx.post(f"{url}/{service.uuid}/heartbeat", timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "bare_commit did not start"
+                )
+                time.sleep(0.05)
+        assert beat.status_code == 204
+        assert httpx.post(f"{url}/{uuid.uuid4()}/heartbeat", timeout=5).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    engine = sa.create_engine(postgresql_db)
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT report_count, last_seen_up FROM services WHERE uuid = :u"),
+            {"u": service.uuid},
+        ).one()
+    engine.dispose()
+    assert row.report_count == 1 and row.last_seen_up is not None
