@@ -221,6 +221,9 @@ def test_deposed_leader_writes_nothing_and_cas_never_duplicates(group: ServiceGr
     old = Sweeper(group, group.conf, holder="old")
     old.lease = 0.2
     new = Sweeper(group, group.conf, holder="new")
+    # The new leader must still lead at the end: its default lease (3 sweep
+    # intervals, 0.15 s here) lapsed before the last write on a loaded machine.
+    new.lease = 30.0
     assert old.sweep() == [] and old.stats.leader
     group.heartbeat(svc)
     # The old leader decides a transition, then stalls past its lease.
