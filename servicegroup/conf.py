@@ -282,7 +282,8 @@ events_opts = [
     cfg.FloatOpt(
         "leader_lease",
         min=0.001,
-        help="Seconds a daemon's sweeper leadership lasts unless renewed (every sweep). "
+        help="Seconds a daemon's sweeper leadership lasts unless renewed (every sweep, and "
+        "every third of it between sweeps). "
         "Default: 3 x sweep_interval. Kept below service_down_time - sweep_interval, so a "
         "dead leader is replaced before its services' own deaths could go unnoticed.",
     ),

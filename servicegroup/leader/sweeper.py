@@ -1,7 +1,8 @@
 """The sweep: the leader's loop that turns liveness into up/down events.
 
 Every daemon runs a Sweeper; only the one holding the "sweeper" lease
-(leader/lease.py) sweeps. Each sweep it renews the lease, reads the status
+(leader/lease.py) sweeps, and renews the lease between sweeps as well as at
+each one. Each sweep it renews the lease, reads the status
 of every service that can have changed (leader/schedule.py: after a full
 read, only the up services due to expire, those not up, and those new
 events name; every full_sweep_interval, all of them, in slices of one
@@ -30,6 +31,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 import time
@@ -275,7 +277,46 @@ class Sweeper:
                 budget=self.budget,
                 down_time=self.fleet.down_time,
             )
-            self._stop.wait(max(0.0, wake - self.clock.monotonic()))
+            self._wait_holding_the_lease(wake)
+
+    def _wait_holding_the_lease(self, wake: float) -> None:
+        """Sleep until monotonic `wake`, renewing the lease every third of it meanwhile.
+
+        sweep_budget spaces costly sweeps out up to service_down_time / 2,
+        while the lease lasts 3 sweep_intervals. Unrenewed between sweeps,
+        the leader's lease lapsed at every long wait: another daemon took
+        the leadership (at 100,000 services two workers swapped it 7 times
+        in two minutes), or this one took it back at a new epoch, and each
+        new leadership starts with a full read, which spaced the next sweep
+        out again. A renewal that fails leaves the rest to the next sweep.
+        """
+        renewing = True
+        while not self._stop.is_set():
+            now = self.clock.monotonic()
+            due = self._renewed_at + self.lease / 3 if renewing and self._epoch else math.inf
+            if due >= wake:
+                self._stop.wait(max(0.0, wake - now))
+                return
+            self._stop.wait(max(0.0, due - now))
+            if self._stop.is_set():
+                return
+            try:
+                epoch = self._renew()
+                if epoch != self._epoch:
+                    self._set_leader(epoch or None)
+            except BackendError:
+                renewing = False
+
+    def _renew(self) -> int:
+        """Renew the lease at our epoch, or take it if it lapsed: the epoch held, 0 if none."""
+        now = self.clock.monotonic()
+        with sql_errors():
+            epoch = lease.acquire(
+                self.fleet.engine, lease.SWEEPER, self.holder, self._epoch, self.lease
+            )
+        if epoch:
+            self._renewed_at = now
+        return epoch
 
     def sweep(self) -> list[Transition]:
         """One sweep; the transitions written (none unless we lead)."""
@@ -428,16 +469,11 @@ class Sweeper:
         another holder (or a new epoch: our hold lapsed and was retaken).
         """
         self._stop.wait(took)
-        now = self.clock.monotonic()
-        if now - self._renewed_at < self.lease / 3:
+        if self.clock.monotonic() - self._renewed_at < self.lease / 3:
             return
-        with sql_errors():
-            epoch = lease.acquire(
-                self.fleet.engine, lease.SWEEPER, self.holder, self._epoch, self.lease
-            )
+        epoch = self._renew()
         if epoch != self._epoch:
             raise LeaseLost(f"sweeper lease: held at epoch {self._epoch}, now {epoch or 'another'}")
-        self._renewed_at = now
 
     def _log_protection(self, held: Mapping[str, float], statuses: Sequence[ServiceStatus]) -> None:
         """One line when a binary's protection starts, one when it ends."""

@@ -21,6 +21,7 @@ from servicegroup.db import event_log
 from servicegroup.db.models import leases, services
 from servicegroup.exceptions import InvalidInput
 from servicegroup.leader import lease
+from servicegroup.leader import sweeper as sweeper_module
 from servicegroup.leader.decision import decide
 from servicegroup.leader.sweeper import Sweeper, next_sweep, write_transitions
 from servicegroup.service import Snapshot
@@ -305,6 +306,34 @@ def test_a_read_longer_than_the_lease_renews_it_between_slices(
     assert sorted(t.state for t in written) == ["up"] * 6
     assert sweeper.stats.leader
     sweeper.hooks.close()
+
+
+def test_a_leader_keeps_its_lease_while_the_budget_spaces_its_sweeps_out(
+    sql_url: str, make_group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sweep_budget spaces costly sweeps out far past the lease: it is renewed meanwhile.
+
+    Unrenewed, it lapsed at each long wait, and the leadership moved (or came
+    back at a new epoch, to start again with a full read).
+    """
+    group = make_group(sql_url, service_down_time=30.0, events__leader_lease=1.5, **EVENT_OPTS)
+    assert group.heartbeat_many([group.register("host-1", "compute")]) == {}
+    # As after a sweep that cost much CPU: the next one is due in 60 s (next_sweep's budget).
+    monkeypatch.setattr(sweeper_module, "next_sweep", lambda started, *_a, **_k: started + 60.0)
+    sweeper = Sweeper(group, group.conf, holder="leader").start()
+    try:
+        wait_for(lambda: sweeper.stats.sweeps, "the first sweep")
+        epoch = sweeper.stats.epoch
+        thefts, watch_until = [], time.monotonic() + 4.0  # over two and a half leases
+        while time.monotonic() < watch_until:
+            thefts.append(lease.acquire(group.engine, lease.SWEEPER, "thief", None, 1.5))
+            time.sleep(0.1)
+        assert set(thefts) == {0}
+        assert lease.holder_of(group.engine, lease.SWEEPER) == ("leader", epoch)
+        assert (sweeper.stats.leader, sweeper.stats.epoch) == (True, epoch)
+        assert sweeper.stats.sweeps == 1  # renewals are not sweeps
+    finally:
+        sweeper.stop()
 
 
 def test_a_read_that_loses_the_lease_writes_nothing(
