@@ -4,16 +4,20 @@ Why ids are a cursor without holes appearing later
     A reader asks for "events after id N". If two transactions could append
     concurrently, the one holding the lower id might commit after a reader
     already moved past a higher id, and that event would be skipped for good.
-    So every appending transaction first locks the single event_sequence row
-    (`lock_sequence`: an UPDATE, which PostgreSQL and InnoDB hold as a row lock
-    until commit, and SQLite turns into its one writer lock), and takes its ids
-    from that row. Appends are therefore serialized: id order == commit order,
+    So every appending transaction locks the single event_sequence row before
+    it appends (`lock_sequence`: an UPDATE, which PostgreSQL and InnoDB hold
+    as a row lock until commit, and SQLite turns into its one writer lock),
+    and takes its ids from that row. Appends are therefore serialized: id order == commit order,
     and a reader that has seen id N can never later find a committed id < N.
     Ids come from the row rather than autoincrement because SQLite hands out
     max(rowid)+1, which goes backwards once the newest events are pruned.
 
     Lock order is always lease -> event_sequence -> services rows, in every
-    writer (sweeper and admin actions), so appenders cannot deadlock.
+    writer (sweeper and admin actions), so appenders cannot deadlock. Rows a
+    transaction inserts itself are the exception: no other transaction can
+    see them, let alone wait on them, so a registration inserts its new rows
+    before it takes the lock, and holds the lock only for what must follow:
+    the append, a restart's UPDATE, the commit (records.register_many).
 
     The leader lease (leader/lease.py) comes first in that order.
 """
@@ -109,7 +113,7 @@ def _reseed() -> Any:
 
 
 def lock_sequence(conn: Connection) -> None:
-    """Take the append lock; must be the first write of an appending transaction."""
+    """Take the append lock, before the transaction writes any row another can see."""
     stmt = (
         update(event_sequence)
         .where(event_sequence.c.name == SEQUENCE)

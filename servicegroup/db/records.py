@@ -197,7 +197,7 @@ def register_many(
 
     One transaction for the whole batch, so a fleet's cold start costs a few
     statements per batch, not five per service: a SELECT of the rows that
-    exist, one INSERT of the new ones with their "registered" events (one
+    exist, one INSERT of the new ones, then their "registered" events (one
     append, so id order is still commit order), an UPDATE only for a
     restart that changed a field, and a SELECT back of the rows the INSERT
     did not return (all of them on MariaDB before 10.5). All or nothing.
@@ -264,19 +264,12 @@ def _register_batch(
     new = [wanted[name] for name in names if name not in stored]
     rows: list[Any] = []  # query()'s shape: Service's fields, then the server's clock
     if new:
+        rows += _insert_new(conn, new)
         # The registrations and their events commit together (db/event_log.py).
+        # The append lock comes after the INSERT: the new rows are this
+        # transaction's own, so no appender can wait on them, and the lock that
+        # serializes every appender is not held while they are written.
         event_log.lock_sequence(conn)
-        # Never heartbeated, so down: what judge() says.
-        stmt = insert(services).values(
-            created_at=server_now(), observed_state="down", observed_at=server_now()
-        )
-        returning = conn.dialect.insert_returning
-        if returning:  # the new rows come back from the INSERT: no SELECT of them after
-            stmt = stmt.returning(*_READ_COLUMNS, sort_by_parameter_order=True)
-        for rows_chunk in _chunks(new, REGISTER_CHUNK):
-            inserted = conn.execute(stmt, rows_chunk)
-            if returning:
-                rows += inserted
         drafts = [
             event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
             for r in new
@@ -290,6 +283,29 @@ def _register_batch(
         rows += conn.execute(select(*_READ_COLUMNS).where(services.c.uuid.in_(uuids_chunk)))
     uuids = [wanted[(reg.host, reg.binary)]["uuid"] for reg in registrations]
     return rows, uuids, created, frozenset(r["uuid"] for r in new)
+
+
+def _insert_new(conn: Connection, new: list[dict[str, Any]]) -> list[Any]:
+    """Insert never-seen names, down as judge() says of a service that never beat; their
+    rows in query()'s shape where the dialect returns them from the INSERT.
+
+    In name order: two batches that insert some of the same names (one
+    service registering through two daemons at once) then meet at the
+    first of them, and one waits for the other instead of deadlocking.
+    """
+    stmt = insert(services).values(
+        created_at=server_now(), observed_state="down", observed_at=server_now()
+    )
+    returning = conn.dialect.insert_returning
+    if returning:  # the new rows come back from the INSERT: no SELECT of them after
+        stmt = stmt.returning(*_READ_COLUMNS, sort_by_parameter_order=True)
+    rows: list[Any] = []
+    ordered = sorted(new, key=lambda r: (r["host"], r["binary"]))
+    for rows_chunk in _chunks(ordered, REGISTER_CHUNK):
+        inserted = conn.execute(stmt, rows_chunk)
+        if returning:
+            rows += inserted
+    return rows
 
 
 def _named(conn: Connection, columns: list[Any], names: Sequence[tuple[str, str]]) -> Select[Any]:

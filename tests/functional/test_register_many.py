@@ -80,20 +80,31 @@ def test_a_failed_batch_writes_nothing(
 def test_racing_batches_for_the_same_names_make_one_record_each(
     sql_url: str, make_group: Callable[..., ServiceGroup]
 ) -> None:
-    """Two processes' cold starts meet at the unique constraint; the loser runs again."""
+    """Two processes' cold starts meet at the unique constraint; the loser runs again.
+
+    Half the batches name the services in the opposite order: the rows are
+    inserted in name order whatever the batch's, so they wait for each other
+    rather than deadlock. Every answer still follows its own batch's order.
+    """
     groups = [make_group(sql_url) for _ in range(4)]
     results: list[list[tuple[object, bool]]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(len(groups))
 
-    def register(sg: ServiceGroup) -> None:
+    def register(sg: ServiceGroup, backwards: bool) -> None:
+        names = [f"h{i:02}" for i in range(50)]
         start.wait()
         try:
-            results.append(sg.register_many([Registration(f"h{i}", "b") for i in range(50)]))
+            answers = sg.register_many(
+                [Registration(n, "b") for n in names[:: -1 if backwards else 1]]
+            )
+            results.append(answers[:: -1 if backwards else 1])
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=register, args=(sg,)) for sg in groups]
+    threads = [
+        threading.Thread(target=register, args=(sg, n % 2 == 1)) for n, sg in enumerate(groups)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -101,6 +112,7 @@ def test_racing_batches_for_the_same_names_make_one_record_each(
     assert errors == []
     uuids = {tuple(s.uuid for s, _ in answer) for answer in results}  # type: ignore[attr-defined]
     assert len(uuids) == 1  # every batch answered with the same records
+    assert [s.host for s, _ in results[0]] == [f"h{i:02}" for i in range(50)]  # type: ignore[attr-defined]
     assert sum(created for answer in results for _, created in answer) == 50
     assert len(groups[0].get_all()) == 50
 
