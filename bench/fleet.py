@@ -44,6 +44,11 @@ which they used more is run again, up to --retries times.
 --daemon-pythonpath DIR runs the daemon from another source tree (a before
 commit): PYTHONPATH=DIR and its working directory DIR. The daemon prints the
 servicegroup it imported, and the report says it.
+
+--workers N runs the daemon under test with `[api] workers = N`: its CPU and
+RSS are then those of the whole process tree, the supervisor and its forked
+workers. Steps 1 and 8 (the bare route, detection's new daemon) stay one
+process.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class Options:
     quiet_cap: float
     daemon_pythonpath: Path | None
     detect_down_time: float
+    workers: int = 1
 
 
 # -- CPU accounting ---------------------------------------------------------------
@@ -183,11 +189,32 @@ def others_cores(before: Cpu, after: Cpu) -> float:
     return round(max(0.0, others) / max(1e-6, after.at - before.at), 2)
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants: a daemon with `[api] workers` is a supervisor and its workers."""
+    children: dict[int, list[int]] = {}
+    for child, _comm, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(child)
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
 def process_cpu(pid: int) -> float:
-    """One process's utime + stime, all its threads, in seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """utime + stime of a process tree (every thread of pid and its descendants), in seconds."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            text = Path(f"/proc/{member}/stat").read_text()
+            fields = text[text.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def tree_rss_mb(pid: int) -> float:
+    """The RSS of a process tree, summed (each worker is a whole daemon)."""
+    return round(sum(bench.rss_mb(member) for member in process_tree(pid)), 1)
 
 
 @dataclass
@@ -388,12 +415,17 @@ class FleetDaemon(Daemon):
 
 @contextlib.contextmanager
 def daemon(
-    target: bench.Target, url: str, pythonpath: Path | None, timing: dict[str, float] = TIMING
+    target: bench.Target,
+    url: str,
+    pythonpath: Path | None,
+    timing: dict[str, float] = TIMING,
+    workers: int = 1,
 ) -> Iterator[FleetDaemon]:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sg-fleet-daemon-", dir=target.env.tmp))
     conf = workdir / "servicegroup.conf"
-    conf.write_text(bench.config_text(url, port, target.options(**timing)))
+    options = {**target.options(**timing), "api__workers": str(workers)}
+    conf.write_text(bench.config_text(url, port, options))
     with bench.running(FleetDaemon(conf, port, workdir / "daemon.log", pythonpath).start()) as proc:
         where = Path(proc.imported()).resolve()
         if pythonpath and not where.is_relative_to(pythonpath.resolve()):
@@ -820,7 +852,7 @@ def bench_target(target: bench.Target, opts: Options, log: Callable[[str], None]
             contextlib.closing(Records(url)) as records,
         ):
             windows.events = records.last_event
-            with daemon(target, url, opts.daemon_pythonpath) as proc:
+            with daemon(target, url, opts.daemon_pythonpath, workers=opts.workers) as proc:
                 result["daemon_imports"] = proc.imported()
                 log(f"{target.name}: daemon from {result['daemon_imports']}")
                 result.update(bench_daemon(target, proc, records, windows, opts, log))
@@ -879,7 +911,7 @@ def bench_daemon(
     result["reads"] = bench_reads(proc.url)
     result["floor"] = bench_floor(target, records.url)
     log(f"  get_all {result['floor']['get_all_ms']} ms, raw floor {result['floor']['raw_ms']} ms")
-    result["rss_mb"] = bench.rss_mb(pid)
+    result["rss_mb"] = tree_rss_mb(pid)
     log(f"{target.name}: idle CPU over {opts.idle_seconds:g} s")
     result["idle_cpu"] = idle_cpu(windows, pid, opts.idle_seconds)
     return result
@@ -1054,6 +1086,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], O
         type=float,
         help=f"step 8's service_down_time (default {DETECT_DOWN_TIME:g} s; 0 skips step 8)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the daemon's [api] workers (default 1)"
+    )
     parser.add_argument("--bare-route", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [n.strip() for spec in args.driver or DEFAULT_TARGETS for n in spec.split(",")]
@@ -1075,9 +1110,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], O
         detect_down_time=args.detect_down_time
         if args.detect_down_time is not None
         else (5.0 if quick else DETECT_DOWN_TIME),
+        workers=args.workers,
     )
-    if opts.services < 1 or opts.seconds <= 0 or opts.idle_seconds <= 0:
-        parser.error("--services must be >= 1, --seconds and --idle-seconds > 0")
+    if opts.services < 1 or opts.seconds <= 0 or opts.idle_seconds <= 0 or opts.workers < 1:
+        parser.error("--services and --workers must be >= 1, --seconds and --idle-seconds > 0")
     return args, names, opts
 
 

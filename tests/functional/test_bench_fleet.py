@@ -105,3 +105,34 @@ def test_detection_saw_every_victim_go_down_and_its_event(report: dict[str, Any]
         assert victim["event_s"] is not None and victim["event_s"] > 0
     assert detection["fleet_beats"]["requests"] > 0
     assert detection["fleet_beats"]["non_2xx"] == 0
+
+
+def test_a_daemon_with_workers_is_measured_as_its_whole_process_tree() -> None:
+    """--workers N: the supervisor's CPU and RSS are nothing; its forked workers are the daemon."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import fleet  # bench/ is not a package: its modules import each other by name
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('ok', flush=True)\n"
+    burn += "time.sleep(60)"
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert supervisor.stdout is not None and supervisor.stdout.readline() == "ok\n"
+        tree = fleet.process_tree(supervisor.pid)
+        assert len(tree) == 2 and tree[0] == supervisor.pid
+        (worker,) = tree[1:]
+        assert fleet.process_cpu(supervisor.pid) >= fleet.process_cpu(worker) >= 0.25  # in ticks
+        assert fleet.tree_rss_mb(supervisor.pid) > fleet.bench.rss_mb(worker)
+    finally:
+        for pid in fleet.process_tree(supervisor.pid)[::-1]:
+            subprocess.run(["kill", str(pid)], check=False)
+        supervisor.wait(10)
