@@ -266,10 +266,9 @@ def _register_batch(
     if new:
         rows += _insert_new(conn, new)
         # The registrations and their events commit together (db/event_log.py).
-        # The append lock comes after the INSERT: the new rows are this
-        # transaction's own, so no appender can wait on them, and the lock that
-        # serializes every appender is not held while they are written.
-        event_log.lock_sequence(conn)
+        # The append takes the append lock after the INSERT: the new rows are
+        # this transaction's own, so no appender can wait on them, and the lock
+        # that serializes every appender is not held while they are written.
         drafts = [
             event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
             for r in new

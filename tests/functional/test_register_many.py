@@ -12,9 +12,11 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from servicegroup import Registration, ServiceGroup
 from servicegroup.db import records
+from servicegroup.db.models import event_sequence
 from servicegroup.exceptions import InvalidInput
 
 BATCH = 1200  # over REGISTER_CHUNK, so the chunking is exercised
@@ -75,6 +77,18 @@ def test_a_failed_batch_writes_nothing(
     monkeypatch.undo()
     assert sg.get_all() == []
     assert _all_events(sg) == []
+
+
+def test_a_batch_reseeds_an_emptied_event_sequence_and_continues_its_ids(
+    sql_url: str, make_group: Callable[..., ServiceGroup]
+) -> None:
+    """A batch takes the append lock with its append; with no sequence row it seeds one."""
+    sg = make_group(sql_url)
+    sg.register_many([Registration(f"h{i}", "compute") for i in range(3)])
+    with sg.engine.begin() as conn:
+        conn.execute(sa.delete(event_sequence))
+    sg.register_many([Registration(f"h{i}", "compute") for i in range(3, 6)])
+    assert [e.id for e in _all_events(sg)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_racing_batches_for_the_same_names_make_one_record_each(
