@@ -15,7 +15,9 @@ daemon (service_down_time 600 s, report_interval 60 s: nothing flaps):
    doing nothing else, under the heartbeat window's wrk closed loop.
 2. registrations over HTTP (register.lua, wrk -c50): new hosts (201) in a
    closed loop; restarts of hosts registered already (200) in a closed loop;
-   new hosts paced at REGISTER_RATE offered. Answers counted by status.
+   new hosts paced at REGISTER_RATE offered. Answers counted by status. On
+   db-postgresql, new hosts in a closed loop on bare_commit.py too: the
+   rows and events written in bulk on a bare route, the floor.
 3. the fleet: topped up to N in one bulk INSERT (observed_state "down", as a
    registration leaves it), then one heartbeat each through the daemon
    (run.beat_each, timed), then the sweeper's first transitions waited for
@@ -499,6 +501,12 @@ def bench_commit_floor(
         )
 
 
+def bench_register_floor(windows: Windows, url: str, seconds: float) -> dict[str, Any]:
+    """The new registrations' window on bare_commit.py: their rows and events in bulk, no more."""
+    with bare_route([str(BARE_COMMIT), "--url", url]) as (base, pid):
+        return windows.run("register_floor", lambda: run_register(base, seconds), pid)
+
+
 def bench_registrations(
     windows: Windows, proc: FleetDaemon, records: Records, tmp: Path, seconds: float
 ) -> dict[str, Any]:
@@ -897,6 +905,8 @@ def bench_daemon(
     tmp, pid = target.env.tmp, proc_pid(proc)
     log(f"{target.name}: registrations")
     result = {"register": bench_registrations(windows, proc, records, tmp, opts.seconds)}
+    if target.dialect == "postgresql" and target.name.startswith("db-"):
+        result["register"]["floor"] = bench_register_floor(windows, records.url, opts.seconds)
     fleet, ids = build_fleet(proc, records, opts.services, opts.settle_cap, log)
     result["fleet"] = fleet
     ids_file = fleet_ids(target)
@@ -932,6 +942,14 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("register new p99 ms", lambda r: r["register"]["new"]["p99_ms"]),
     ("register restart /s (200s)", lambda r: f"{r['register']['restart']['per_s']:.0f}"),
     ("register restart p99 ms", lambda r: r["register"]["restart"]["p99_ms"]),
+    (
+        "bare group commit floor registrations new/s (p99 ms)",
+        lambda r: (
+            f"{r['register']['floor']['per_s']:.0f} ({r['register']['floor']['p99_ms']})"
+            if "floor" in r["register"]
+            else "-"
+        ),
+    ),
     ("register paced /s (1,000 offered)", lambda r: f"{r['register']['paced']['per_s']:.0f}"),
     ("register paced p99 ms", lambda r: r["register"]["paced"]["p99_ms"]),
     (

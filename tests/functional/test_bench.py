@@ -242,7 +242,8 @@ def test_zookeeper_raw_floors_read_what_get_all_reads(tmp_path: Path) -> None:
 
 
 def test_bare_commit_writes_each_batch_and_answers_each_beat(postgresql_db, make_group) -> None:
-    """bench/bare_commit.py, the PostgreSQL write floor: a live row is beaten (204), no row 404."""
+    """bench/bare_commit.py, the PostgreSQL write floors: a live row is beaten (204), no row
+    404; a registration writes a row and its event (201), a known name writes nothing (200)."""
     empty_tables(postgresql_db)
     service = make_group(postgresql_db).register("floor-host", "floor")
     port = free_port()
@@ -262,9 +263,27 @@ def test_bare_commit_writes_each_batch_and_answers_each_beat(postgresql_db, make
                 time.sleep(0.05)
         assert beat.status_code == 204
         assert httpx.post(f"{url}/{uuid.uuid4()}/heartbeat", timeout=5).status_code == 404
+        # Registrations: a new name is 201 with a new row and its event, a known one 200.
+        answers = [
+            httpx.post(url, json={"host": host, "binary": "floor"}, timeout=5)
+            for host in ("floor-new", "floor-host", "floor-new")
+        ]
     finally:
         proc.terminate()
         proc.wait(10)
+    assert [a.status_code for a in answers] == [201, 200, 200]
+    assert answers[1].json()["id"] == service.uuid
+    assert answers[0].json()["id"] == answers[2].json()["id"]
+    new = make_group(postgresql_db).get(answers[0].json()["id"])
+    assert (new.service.host, new.state.value, new.service.observed_state) == (
+        "floor-new",
+        "down",
+        "down",
+    )
+    assert [(e.host, e.cause) for e in make_group(postgresql_db).events().events] == [
+        ("floor-host", "registered"),
+        ("floor-new", "registered"),
+    ]
     engine = sa.create_engine(postgresql_db)
     with engine.connect() as conn:
         row = conn.execute(
