@@ -1,4 +1,4 @@
--- wrk script: POST /v1/services {"host": ..., "binary": "nova-compute"}, and
+-- wrk script: POST /v1/services {"host": ..., "binary": $SG_BINARY or "nova-compute"}, and
 -- count the answers by status (printed at the end as "status <code> <count>").
 --
 -- New services: each request names a host no request named before, from
@@ -8,6 +8,7 @@
 -- finds each one registered already and answers 200.
 local prefix = os.getenv("SG_PREFIX") or "reg"
 local hosts_file = os.getenv("SG_HOSTS") or ""
+local binary = os.getenv("SG_BINARY") or "nova-compute"
 local hosts = {}
 if hosts_file ~= "" then
   for line in io.lines(hosts_file) do
@@ -33,7 +34,7 @@ local function next_host()
 end
 
 function request()
-  local body = '{"host": "' .. next_host() .. '", "binary": "nova-compute"}'
+  local body = '{"host": "' .. next_host() .. '", "binary": "' .. binary .. '"}'
   return wrk.format("POST", "/v1/services", {["Content-Type"] = "application/json"}, body)
 end
 
