@@ -31,6 +31,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 
 from servicegroup import gcpause
 from servicegroup.backend_errors import sql_errors
@@ -191,7 +192,10 @@ class Registered:
 
 
 def register_many(
-    engine: Engine, registrations: Sequence[Registration], reuse: Reuse | None = None
+    engine: Engine,
+    registrations: Sequence[Registration],
+    reuse: Reuse | None = None,
+    expect_new: bool = False,
 ) -> Registered:
     """Insert or update the live record of each (host, binary); True for each new one.
 
@@ -213,6 +217,14 @@ def register_many(
     so that with `reuse` they are the Services later reads hand out, and a
     caller can judge their states with no read after the write
     (ServiceGroup.register_statuses).
+
+    `expect_new` says the batch is likely new names (a cold start): on
+    PostgreSQL they are then inserted first, `ON CONFLICT DO NOTHING`, and
+    only the names that were there are looked up, one statement fewer for
+    new names and one more for known ones. Either way the answers are the
+    same. On new registrations through the daemon, 2,065-2,363/s against
+    1,527-1,844/s (alternated); tried for every batch, restarts fell from
+    2,533-3,130 to 1,694-2,281/s, hence the hint.
     """
     if not registrations:
         return Registered([], frozenset(), None)
@@ -220,7 +232,9 @@ def register_many(
         for attempt in range(1, REGISTER_ATTEMPTS + 1):
             try:
                 with writing(engine) as conn:
-                    rows, uuids, created, inserted = _register_batch(conn, registrations)
+                    rows, uuids, created, inserted = _register_batch(
+                        conn, registrations, expect_new
+                    )
                 break
             except sa_exc.IntegrityError:
                 if attempt == REGISTER_ATTEMPTS:
@@ -235,53 +249,104 @@ def register_many(
 
 
 def _register_batch(
-    conn: Connection, registrations: Sequence[Registration]
+    conn: Connection, registrations: Sequence[Registration], expect_new: bool
 ) -> tuple[list[Any], list[str], list[bool], frozenset[str]]:
     """The rows the batch leaves (query()'s shape), each registration's uuid and
     whether it created the row, and the uuids inserted."""
     names = list(dict.fromkeys((r.host, r.binary) for r in registrations))
+    rows: list[Any] = []  # query()'s shape: Service's fields, then the server's clock
+    drafts: dict[tuple[str, str], dict[str, Any]] = {}
+    if expect_new and conn.dialect.name == "postgresql":
+        # A cold start's names are new: insert them all first, and look up
+        # only the ones that were there (restarts), one statement instead of two.
+        drafts, _ = _merge(registrations, {}, {})
+        rows += _insert_absent(conn, [drafts[name] for name in names])
+        drafts = {(row.host, row.binary): drafts[(row.host, row.binary)] for row in rows}
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     columns = [services.c[k] for k in ("uuid", "host", "binary", *_REGISTERED_FIELDS)]
-    for names_chunk in _chunks(names, REGISTER_CHUNK):
+    for names_chunk in _chunks([name for name in names if name not in drafts], REGISTER_CHUNK):
         for row in conn.execute(_named(conn, columns, names_chunk)):
             fields = dict(row._mapping)
             stored[(fields["host"], fields["binary"])] = fields
-    # What each name's record must become, and which registration created it.
-    wanted = {name: dict(fields) for name, fields in stored.items()}
-    created: list[bool] = []
-    for reg in registrations:
-        name = (reg.host, reg.binary)
-        given = {"version": reg.version}
-        given.update((k, getattr(reg, k)) for k in ("topic", "availability_zone"))
-        record = wanted.get(name)
-        if record is None:
-            record = wanted[name] = {"uuid": str(uuid_mod.uuid4()), "host": reg.host}
-            record.update(binary=reg.binary, topic=None, availability_zone=None)
-            created.append(True)
-        else:
-            created.append(False)
-        record.update((k, v) for k, v in given.items() if v is not None)
+    wanted, created = _merge(registrations, stored, drafts)
     new = [wanted[name] for name in names if name not in stored]
-    rows: list[Any] = []  # query()'s shape: Service's fields, then the server's clock
     if new:
-        rows += _insert_new(conn, new)
+        early = _uuids(rows)
+        rows += _insert_new(conn, [record for record in new if record["uuid"] not in early])
         # The registrations and their events commit together (db/event_log.py).
         # The append takes the append lock after the INSERT: the new rows are
         # this transaction's own, so no appender can wait on them, and the lock
         # that serializes every appender is not held while they are written.
-        drafts = [
-            event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
-            for r in new
-        ]
-        event_log.append(conn, drafts)
+        event_log.append(
+            conn,
+            [
+                event_log.Draft(r["uuid"], r["host"], r["binary"], None, "down", "registered")
+                for r in new
+            ],
+        )
     _update_restarted(conn, stored, wanted)
-    returned = {row[0] for row in rows}
+    returned = _uuids(rows)
     unread = [wanted[name]["uuid"] for name in names]
     unread = [uuid for uuid in unread if uuid not in returned]
     for uuids_chunk in _chunks(unread, REGISTER_CHUNK):
         rows += conn.execute(select(*_READ_COLUMNS).where(services.c.uuid.in_(uuids_chunk)))
     uuids = [wanted[(reg.host, reg.binary)]["uuid"] for reg in registrations]
     return rows, uuids, created, frozenset(r["uuid"] for r in new)
+
+
+def _uuids(rows: list[Any]) -> set[str]:
+    return {row[0] for row in rows}
+
+
+def _merge(
+    registrations: Sequence[Registration],
+    stored: dict[tuple[str, str], dict[str, Any]],
+    drafts: dict[tuple[str, str], dict[str, Any]],
+) -> tuple[dict[tuple[str, str], dict[str, Any]], list[bool]]:
+    """What each name's record must become, and whether each registration created it.
+
+    A stored name's record is its row with the fields given; any other name
+    is new: its draft if it has one (the record it was inserted with), else
+    a new uuid. A field left out (None) keeps its value; the same name twice
+    is a registration, then a restart.
+    """
+    wanted = {name: dict(fields) for name, fields in stored.items()}
+    created: list[bool] = []
+    for reg in registrations:
+        name = (reg.host, reg.binary)
+        record = wanted.get(name)
+        if record is None:
+            record = wanted[name] = dict(drafts[name]) if name in drafts else {}
+            if not record:
+                record.update(uuid=str(uuid_mod.uuid4()), host=reg.host, binary=reg.binary)
+                record.update(topic=None, availability_zone=None)
+            created.append(True)
+        else:
+            created.append(False)
+        given = {"version": reg.version, "topic": reg.topic}
+        given["availability_zone"] = reg.availability_zone
+        record.update((k, v) for k, v in given.items() if v is not None)
+    return wanted, created
+
+
+def _insert_absent(conn: Connection, records: list[dict[str, Any]]) -> list[Any]:
+    """PostgreSQL: insert the records whose names no live row has; the rows inserted.
+
+    ON CONFLICT DO NOTHING on the (host, binary, deleted) key: a name that is
+    there already, or that a concurrent batch inserts first (this one waits
+    for it to commit), is left to the caller's lookup, as a restart.
+    """
+    stmt = (
+        postgresql.insert(services)
+        .values(created_at=server_now(), observed_state="down", observed_at=server_now())
+        .on_conflict_do_nothing(index_elements=["host", "binary", "deleted"])
+        .returning(*_READ_COLUMNS)
+    )
+    rows: list[Any] = []
+    ordered = sorted(records, key=lambda r: (r["host"], r["binary"]))
+    for rows_chunk in _chunks(ordered, REGISTER_CHUNK):
+        rows += conn.execute(stmt, rows_chunk)
+    return rows
 
 
 def _insert_new(conn: Connection, new: list[dict[str, Any]]) -> list[Any]:

@@ -52,6 +52,33 @@ def test_a_batch_registers_new_services_and_restarts_in_order(
     assert len([e for e in _all_events(sg) if e.cause == "registered"]) == BATCH
 
 
+@pytest.mark.parametrize("expect_new", [False, True], ids=["look-up-first", "insert-first"])
+def test_a_mixed_batch_is_answered_alike_whichever_kind_it_expects(
+    sql_url: str, make_group: Callable[..., ServiceGroup], expect_new: bool
+) -> None:
+    """expect_new only orders the statements (PostgreSQL inserts first): same answers, rows,
+    events."""
+    sg = make_group(sql_url)
+    before = sg.register("h0", "compute", topic="t", availability_zone="az1", version=1)
+    regs = [
+        Registration("h1", "compute", version=3),
+        Registration("h0", "compute", version=2),
+        Registration("h1", "compute", version=4, availability_zone="az9"),
+        Registration("h2", "compute"),
+    ]
+    done = records.register_many(sg.engine, regs, expect_new=expect_new)
+
+    assert [created for _, created in done.answers] == [True, False, False, True]
+    first, restarted, again, other = [service for service, _ in done.answers]
+    assert restarted.uuid == before.uuid
+    assert (restarted.version, restarted.topic, restarted.availability_zone) == (2, "t", "az1")
+    assert first == again and (first.version, first.availability_zone) == (4, "az9")
+    assert done.inserted == {first.uuid, other.uuid}
+    assert sorted(s.service.host for s in sg.get_all()) == ["h0", "h1", "h2"]
+    events = [e for e in _all_events(sg) if e.cause == "registered"]
+    assert sorted(e.host for e in events) == ["h0", "h1", "h2"]
+
+
 def test_a_bad_registration_is_refused_before_anything_is_written(
     sql_url: str, make_group: Callable[..., ServiceGroup]
 ) -> None:
@@ -99,25 +126,27 @@ def test_racing_batches_for_the_same_names_make_one_record_each(
     Half the batches name the services in the opposite order: the rows are
     inserted in name order whatever the batch's, so they wait for each other
     rather than deadlock. Every answer still follows its own batch's order.
+    Half insert first (PostgreSQL's order for an expected cold start), half
+    look up first, so the two orders race each other too.
     """
     groups = [make_group(sql_url) for _ in range(4)]
     results: list[list[tuple[object, bool]]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(len(groups))
 
-    def register(sg: ServiceGroup, backwards: bool) -> None:
+    def register(sg: ServiceGroup, backwards: bool, expect_new: bool) -> None:
         names = [f"h{i:02}" for i in range(50)]
         start.wait()
         try:
-            answers = sg.register_many(
-                [Registration(n, "b") for n in names[:: -1 if backwards else 1]]
-            )
+            regs = [Registration(n, "b") for n in names[:: -1 if backwards else 1]]
+            answers = records.register_many(sg.engine, regs, expect_new=expect_new).answers
             results.append(answers[:: -1 if backwards else 1])
         except BaseException as exc:
             errors.append(exc)
 
     threads = [
-        threading.Thread(target=register, args=(sg, n % 2 == 1)) for n, sg in enumerate(groups)
+        threading.Thread(target=register, args=(sg, n % 2 == 1, n < 2))
+        for n, sg in enumerate(groups)
     ]
     for thread in threads:
         thread.start()
