@@ -222,9 +222,9 @@ def register_many(
     PostgreSQL they are then inserted first, `ON CONFLICT DO NOTHING`, and
     only the names that were there are looked up, one statement fewer for
     new names and one more for known ones. Either way the answers are the
-    same. On new registrations through the daemon, 2,065-2,363/s against
-    1,527-1,844/s (alternated); tried for every batch, restarts fell from
-    2,533-3,130 to 1,694-2,281/s, hence the hint.
+    same. New registrations through the daemon on a new database: 2,090-2,144/s
+    against 475-533/s looking up first (doc/benchmarks.md); for known names
+    the INSERT is wasted, hence the hint rather than always.
     """
     if not registrations:
         return Registered([], frozenset(), None)
