@@ -260,7 +260,7 @@ def _register_batch(
         # A cold start's names are new: insert them all first, and look up
         # only the ones that were there (restarts), one statement instead of two.
         drafts, _ = _merge(registrations, {}, {})
-        rows += _insert_absent(conn, [drafts[name] for name in names])
+        rows += _insert_new(conn, [drafts[name] for name in names], only_absent=True)
         drafts = {(row.host, row.binary): drafts[(row.host, row.binary)] for row in rows}
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     columns = [services.c[k] for k in ("uuid", "host", "binary", *_REGISTERED_FIELDS)]
@@ -329,39 +329,31 @@ def _merge(
     return wanted, created
 
 
-def _insert_absent(conn: Connection, records: list[dict[str, Any]]) -> list[Any]:
-    """PostgreSQL: insert the records whose names no live row has; the rows inserted.
-
-    ON CONFLICT DO NOTHING on the (host, binary, deleted) key: a name that is
-    there already, or that a concurrent batch inserts first (this one waits
-    for it to commit), is left to the caller's lookup, as a restart.
-    """
-    stmt = (
-        postgresql.insert(services)
-        .values(created_at=server_now(), observed_state="down", observed_at=server_now())
-        .on_conflict_do_nothing(index_elements=["host", "binary", "deleted"])
-        .returning(*_READ_COLUMNS)
-    )
-    rows: list[Any] = []
-    ordered = sorted(records, key=lambda r: (r["host"], r["binary"]))
-    for rows_chunk in _chunks(ordered, REGISTER_CHUNK):
-        rows += conn.execute(stmt, rows_chunk)
-    return rows
-
-
-def _insert_new(conn: Connection, new: list[dict[str, Any]]) -> list[Any]:
+def _insert_new(
+    conn: Connection, new: list[dict[str, Any]], only_absent: bool = False
+) -> list[Any]:
     """Insert never-seen names, down as judge() says of a service that never beat; their
     rows in query()'s shape where the dialect returns them from the INSERT.
 
     In name order: two batches that insert some of the same names (one
     service registering through two daemons at once) then meet at the
     first of them, and one waits for the other instead of deadlocking.
+
+    `only_absent` (PostgreSQL): ON CONFLICT DO NOTHING on the (host, binary,
+    deleted) key, and only the rows inserted come back. A name that is there
+    already, or that a concurrent batch inserts first (this one waits for it
+    to commit), is left to the caller's lookup, as a restart.
     """
-    stmt = insert(services).values(
-        created_at=server_now(), observed_state="down", observed_at=server_now()
-    )
+    stmt = insert(services)
+    if only_absent:
+        stmt = postgresql.insert(services).on_conflict_do_nothing(
+            index_elements=["host", "binary", "deleted"]
+        )
+    stmt = stmt.values(created_at=server_now(), observed_state="down", observed_at=server_now())
     returning = conn.dialect.insert_returning
-    if returning:  # the new rows come back from the INSERT: no SELECT of them after
+    if only_absent:  # fewer rows than parameters: no order to sort them by
+        stmt = stmt.returning(*_READ_COLUMNS)
+    elif returning:  # the new rows come back from the INSERT: no SELECT of them after
         stmt = stmt.returning(*_READ_COLUMNS, sort_by_parameter_order=True)
     rows: list[Any] = []
     ordered = sorted(new, key=lambda r: (r["host"], r["binary"]))
