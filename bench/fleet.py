@@ -751,7 +751,12 @@ class Victims:
 
 
 def detect_rate(ids_file: Path, down_time: float) -> int:
-    """Beats/s that reach every id twice per down time: each wrk thread walks every id."""
+    """Beats/s at which each wrk thread walks every id twice per down time.
+
+    heartbeat.lua spaces the threads evenly over the ids, so an id is beaten
+    every D / (2 x threads): a daemon that takes only half the offered rate
+    still reaches every id twice per D.
+    """
     n = len(ids_file.read_text().split())
     return -(-2 * n * bench.WRK_THREADS // max(1, int(down_time)))
 
@@ -779,8 +784,7 @@ def bench_detection(
     """Step 8: a fleet beating at its real pace while a few services die.
 
     A new daemon on the same fleet with service_down_time D, started right
-    after handover(): wrk beats every id at the rate that reaches each one
-    twice per D (each wrk thread walks every id), then DETECT_VICTIMS
+    after handover(): wrk beats every id at detect_rate(), then DETECT_VICTIMS
     services this bench beats stop at once. Measured: when each reads down
     (GET /v1/services, every 50 ms) and when its down event comes, from its
     last answered beat; and every down event of the beating fleet meanwhile,
