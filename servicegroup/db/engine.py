@@ -28,11 +28,14 @@ waits for it instead. Reads stay deferred, so WAL readers never queue.
 
 The heartbeat, the one statement every service sends every report_interval,
 is the exception: RawWrite runs it on the pooled DBAPI connection itself,
-and on SQLite on a connection kept out of the pool (_Spares).
+and on SQLite on a connection kept out of the pool (_Spares). So does the
+daemon's batch of heartbeats on PostgreSQL, where it is one statement too;
+on psycopg such a lone statement runs in autocommit, one round trip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections import deque
 from collections.abc import Callable
@@ -183,21 +186,30 @@ class RawWrite:
 
     def __call__(self, params: dict[str, Any]) -> int:
         """Run it with `params`; its rowcount."""
+        return self._run(params, fetch=False)[0]
+
+    def rows(self, params: dict[str, Any]) -> list[Any]:
+        """Run it with `params`; the rows its RETURNING clause gave back."""
+        return self._run(params, fetch=True)[1]
+
+    def _run(self, params: dict[str, Any], fetch: bool) -> tuple[int, list[Any]]:
         values = self.bound | params
         for key, process in self.processors.items():
             values[key] = process(values[key])
         parameters = values if self.order is None else tuple(values[k] for k in self.order)
         if self.spares is not None:
-            return self.spares.write(self.sql, parameters)
+            return self.spares.write(self.sql, parameters, fetch)
         try:
-            return _write(self.engine, self.sql, parameters, pinged=False)
+            return _write(self.engine, self.sql, parameters, fetch, pinged=False)
         except sa_exc.DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-        return _write(self.engine, self.sql, parameters, pinged=True)
+        return _write(self.engine, self.sql, parameters, fetch, pinged=True)
 
 
-def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
+def _write(
+    engine: Engine, sql: str, parameters: Any, fetch: bool, pinged: bool
+) -> tuple[int, list[Any]]:
     dialect = engine.dialect
     dbapi_error = dialect.loaded_dbapi.Error
     token = _skip_ping.set(not pinged)
@@ -209,7 +221,7 @@ def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
         _skip_ping.reset(token)
     dbapi_conn = conn.dbapi_connection
     try:
-        return _execute_and_commit(dialect, dbapi_conn, sql, parameters)
+        return _execute_and_commit(dialect, dbapi_conn, sql, parameters, fetch)
     except dbapi_error as err:
         disconnect = dialect.is_disconnect(err, dbapi_conn, None)
         if disconnect:
@@ -224,14 +236,43 @@ def _write(engine: Engine, sql: str, parameters: Any, pinged: bool) -> int:
         conn.close()
 
 
-def _execute_and_commit(dialect: Any, dbapi_conn: Any, sql: str, parameters: Any) -> int:
-    """The statement, then its COMMIT, through the dialect (the bench counts its calls)."""
-    cursor = dbapi_conn.cursor()
-    dialect.do_execute(cursor, sql, parameters, None)
-    rowcount = cursor.rowcount
-    cursor.close()
-    dialect.do_commit(dbapi_conn)
-    return int(rowcount)
+def _execute_and_commit(
+    dialect: Any, dbapi_conn: Any, sql: str, parameters: Any, fetch: bool
+) -> tuple[int, list[Any]]:
+    """The statement, then its COMMIT, through the dialect (the bench counts its calls);
+    its rowcount, and its rows if `fetch`.
+
+    On psycopg, with no transaction open, the statement runs in autocommit:
+    one round trip, where psycopg's BEGIN, the statement and the COMMIT are
+    three. A lone statement is its own transaction either way. Measured on
+    PostgreSQL (a batch of 30 heartbeats, 100,000 rows, one thread, three
+    alternated rounds): 1.44-1.56 -> 1.02-1.20 ms a batch, client CPU
+    436-478 -> 263-315 us, server CPU 793-847 -> 607-713 us.
+    """
+    single = _autocommits(dialect, dbapi_conn)
+    if single:
+        dbapi_conn.autocommit = True
+    try:
+        cursor = dbapi_conn.cursor()
+        dialect.do_execute(cursor, sql, parameters, None)
+        rows = list(cursor.fetchall()) if fetch else []
+        rowcount = cursor.rowcount
+        cursor.close()
+        dialect.do_commit(dbapi_conn)  # in autocommit, nothing to send
+    finally:
+        if single:  # a dead or busy connection is the caller's to invalidate
+            with contextlib.suppress(dialect.loaded_dbapi.Error):
+                dbapi_conn.autocommit = False
+    return int(rowcount), rows
+
+
+def _autocommits(dialect: Any, dbapi_conn: Any) -> bool:
+    """Whether this statement may run in autocommit: a psycopg connection with no transaction."""
+    if dialect.driver != "psycopg":
+        return False
+    return bool(
+        dbapi_conn.info.transaction_status == dialect.loaded_dbapi.pq.TransactionStatus.IDLE
+    )
 
 
 class _Spares:
@@ -257,7 +298,7 @@ class _Spares:
         self.idle: deque[Any] = deque()
         event.listen(engine, "engine_disposed", lambda _engine: self.close())
 
-    def write(self, sql: str, parameters: Any) -> int:
+    def write(self, sql: str, parameters: Any, fetch: bool) -> tuple[int, list[Any]]:
         dialect = self.engine.dialect
         try:
             dbapi_conn = self.idle.pop()
@@ -270,7 +311,7 @@ class _Spares:
             proxy.detach()
             dbapi_conn = proxy.dbapi_connection
         try:
-            rowcount = _execute_and_commit(dialect, dbapi_conn, sql, parameters)
+            answer = _execute_and_commit(dialect, dbapi_conn, sql, parameters, fetch)
         except dialect.loaded_dbapi.Error as err:
             dbapi_conn.close()
             raise _wrap(
@@ -283,7 +324,7 @@ class _Spares:
             self.idle.append(dbapi_conn)
         else:
             dbapi_conn.close()
-        return rowcount
+        return answer
 
     def close(self) -> None:
         while self.idle:

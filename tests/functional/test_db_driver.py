@@ -58,6 +58,8 @@ class Statements:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.all: list[tuple[str, object]] = []
+        # psycopg: whether each statement ran in autocommit (its own round trip).
+        self.autocommit: list[object] = []
         self.checkouts = 0
 
     def _recorder(self, name: str):
@@ -67,6 +69,8 @@ class Statements:
             # do_execute(cursor, statement, parameters, context); no_params has no parameters.
             parameters = args[0] if args and name != "do_execute_no_params" else None
             self.all.append((statement, parameters))
+            if self.engine.dialect.driver == "psycopg":
+                self.autocommit.append(cursor.connection.autocommit)
             return original(cursor, statement, *args, **kwargs)
 
         return record
@@ -77,6 +81,7 @@ class Statements:
     @contextmanager
     def recording(self) -> Iterator[Statements]:
         self.all.clear()
+        self.autocommit.clear()
         self.checkouts = 0
         dialect = self.engine.dialect
         for name in self.EXECUTE:
@@ -178,6 +183,26 @@ def test_heartbeat_is_one_update_stamped_by_the_server(sql_url, make_group) -> N
     record = group.get(service).service
     assert record.report_count == 1
     assert record.last_seen_up is not None
+
+
+def test_a_batch_of_heartbeats_is_one_update(sql_url, make_group) -> None:
+    group = make_group(sql_url)
+    fleet = [group.register(f"compute-{i}", "nova-compute") for i in range(5)]
+    stmts = Statements(group.engine)
+
+    with stmts.recording():
+        assert group.heartbeat_many(fleet) == {}
+
+    assert stmts.verbs() == ["UPDATE"], stmts.all
+    assert SERVER_CLOCK_SQL[dialect(group)] in stmts.work[0][0]
+    if dialect(group) == "postgresql":
+        # One round trip: the uuids in one array, and no BEGIN or COMMIT
+        # around the statement (it ran in autocommit; db/engine.py RawWrite).
+        assert stmts.autocommit == [True]
+        assert "ANY" in stmts.work[0][0]
+        with group.engine.connect() as conn:  # the same connection (LIFO), back as it was
+            assert conn.connection.dbapi_connection.autocommit is False
+    assert {record.service.report_count for record in group.get_all()} == {1}
 
 
 def test_heartbeat_by_id_adds_only_the_record_lookup(sql_url, make_group) -> None:
@@ -320,28 +345,41 @@ def test_heartbeats_and_read_write_transactions_interleave(sql_url, make_group) 
     assert group.get(admin).service.version == updates
 
 
-def test_a_failed_heartbeat_leaves_its_connection_clean(sql_url, make_group) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["heartbeat", "heartbeat_many"])
+def test_a_failed_heartbeat_leaves_its_connection_clean(sql_url, make_group, batch) -> None:
     # A statement error inside the heartbeat's transaction: the caller gets
     # SQLAlchemy's exception or BackendError (backend_errors.sql_errors()), never the
     # driver's own, and the connection goes back to the pool rolled back (the
-    # pool has no reset-on-return): the next heartbeat on it succeeds.
+    # pool has no reset-on-return): the next heartbeat on it succeeds. On
+    # PostgreSQL, the failed statement ran in autocommit: it must come back
+    # out of it.
     group = make_group(sql_url)
     service = group.register("compute-1", "nova-compute")
-    group.heartbeat(service)
+
+    def beat() -> None:
+        if batch:
+            assert group.heartbeat_many([service]) == {}
+        else:
+            group.heartbeat(service)
+
+    beat()
     rename = "ALTER TABLE {} RENAME TO {}"
     with group.engine.begin() as conn:
         conn.exec_driver_sql(rename.format("services", "services_away"))
     try:
         with pytest.raises((BackendError, sa.exc.DBAPIError)) as failed:
-            group.heartbeat(service)
+            beat()
         assert not isinstance(failed.value, group.engine.dialect.loaded_dbapi.Error)
     finally:
         with group.engine.begin() as conn:
             conn.exec_driver_sql(rename.format("services_away", "services"))
     pooled = group.engine.pool.checkedin()
     for _ in range(pooled + 1):  # every pooled connection, the failed one among them
-        group.heartbeat(service)
+        beat()
     assert group.get(service).service.report_count == pooled + 2
+    if dialect(group) == "postgresql":
+        with group.engine.connect() as conn:
+            assert conn.connection.dbapi_connection.autocommit is False
 
 
 # -- query: one SELECT whatever the size of the fleet --------------------------
