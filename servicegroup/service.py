@@ -109,8 +109,13 @@ class ServiceStatus:
     def is_up(self) -> bool:
         return self.state is State.UP
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of a service, shared by HTTP, CLI and events."""
+    def as_dict(self, time: Callable[[datetime | None], Any] | None = None) -> dict[str, Any]:
+        """The JSON shape of a service, shared by HTTP, CLI and events.
+
+        `time` renders each time (default rfc3339); a caller that hands the
+        dict to orjson may leave times to orjson (server/status_json.py).
+        """
+        render = time or rfc3339
         svc = self.service
         return {
             "id": svc.uuid,
@@ -123,10 +128,10 @@ class ServiceStatus:
             "disabled_reason": svc.disabled_reason,
             "forced_down": svc.forced_down,
             "state": self.state.value,
-            "last_heartbeat": rfc3339(self.last_heartbeat),
+            "last_heartbeat": render(self.last_heartbeat),
             "report_count": svc.report_count,
-            "created_at": rfc3339(svc.created_at),
-            "updated_at": rfc3339(svc.updated_at),
+            "created_at": render(svc.created_at),
+            "updated_at": render(svc.updated_at),
         }
 
 
@@ -146,6 +151,7 @@ new_status: Callable[..., ServiceStatus] = fast_new(ServiceStatus)
 
 
 def rfc3339(value: datetime | None) -> str | None:
+    """A time as the API writes it: UTC, microseconds always, "Z"."""
     if value is None:
         return None
     text = value.isoformat(timespec="microseconds")

@@ -21,11 +21,31 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import orjson
 
 from servicegroup.identity_cache import IdentityCache
-from servicegroup.service import ServiceStatus
+from servicegroup.service import ServiceStatus, rfc3339
+
+# orjson writes an aware UTC time with microseconds exactly as rfc3339()
+# does, "2026-01-01T12:00:00.123456Z", in C.
+_TIMES = orjson.OPT_UTC_Z
+
+
+def _time(value: datetime | None) -> datetime | str | None:
+    """A time for orjson to write, or rfc3339()'s string where orjson would differ.
+
+    Speed trick: rfc3339() was 46% of a list's rendering at 100,000
+    changed services (three isoformat() calls each). Rendering them all,
+    alternated, 4 runs each: 0.68-0.89 s with rfc3339(), 0.49-0.57 s with
+    orjson writing the times. orjson leaves out a zero fraction
+    (".000000"), and writes other offsets as they are, so those times
+    still go through rfc3339().
+    """
+    if value is not None and value.microsecond and value.tzinfo is UTC:
+        return value
+    return rfc3339(value)
 
 
 class StatusJson:
@@ -45,6 +65,9 @@ class StatusJson:
                 # A copy of exact size: orjson's result keeps the whole buffer
                 # it wrote into (~8 KB), so 100,000 kept results held 800 MB
                 # against 36 MB copied (measured, orjson 3.13).
-                entry = table[uuid] = (status, bytes(memoryview(dumps(status.as_dict()))))
+                entry = table[uuid] = (
+                    status,
+                    bytes(memoryview(dumps(status.as_dict(_time), option=_TIMES))),
+                )
             append(entry[1])
         return b'{"services":[' + b",".join(parts) + b"]}"

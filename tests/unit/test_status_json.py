@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
@@ -41,3 +41,17 @@ def test_a_status_that_is_the_same_object_is_not_serialised_again() -> None:
     changed = [replace(items[0], state=State.UP, last_heartbeat=AT), items[1]]
     assert bodies.list_body(changed) == expected(changed)  # a new status object: serialised anew
     assert bodies.table.entries[items[0].service.uuid][1] is not cached
+
+
+def test_times_orjson_would_write_otherwise_are_written_as_rfc3339_does() -> None:
+    # orjson writes these times itself in the list body; where its text would
+    # differ from rfc3339()'s (a zero fraction, another offset), it must not.
+    whole = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    east = datetime(2026, 1, 1, 13, 0, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+    items = [
+        ServiceStatus(make_service(host="a", created_at=whole, updated_at=east), State.UP, AT),
+        ServiceStatus(make_service(host="b", created_at=AT, updated_at=None), State.UP, whole),
+    ]
+    body = StatusJson().list_body(items)
+    assert body == expected(items)
+    assert b'"created_at":"2026-01-01T12:00:00.000000Z"' in body
