@@ -645,6 +645,38 @@ def bench_reads(url: str) -> dict[str, Any]:
     }
 
 
+def bench_list_while_beating(url: str, ids_file: Path, seconds: float) -> dict[str, Any]:
+    """READS lists of the fleet while wrk beats it at BEAT_RATE / 2: median wall time.
+
+    bench_reads() lists a quiet fleet back to back, so its second and third
+    lists find every status unchanged and reuse its JSON (status_json.py).
+    A fleet that beats every report_interval changes every row within it:
+    here the lists are `seconds / 2` apart after `seconds` of beats, each
+    finding what changed meanwhile to build again.
+    """
+    rate = BEAT_RATE // 2
+    argv, env = bench.wrk_command(
+        url, ids_file, 2 * seconds + READS * seconds + 60, CONNECTIONS, rate
+    )
+    wrk = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    lists: list[float] = []
+    try:
+        time.sleep(seconds)
+        with httpx.Client(base_url=url, timeout=300) as client:
+            for _ in range(READS):
+                lists.append(timed_get(client, "/v1/services", binary=BINARY)[0])
+                time.sleep(seconds / 2)
+    finally:
+        wrk.send_signal(signal.SIGINT)
+        out, _ = wrk.communicate(timeout=60)
+    return {
+        "list_ms": bench.ms(statistics.median(lists)),
+        "list_ms_each": [bench.ms(t) for t in lists],
+        "offered_per_s": rate,
+        "beats": bench.parse_wrk(out),
+    }
+
+
 @dataclass
 class DaemonsFleet:
     """What bench.Raw reads a Workload for: the daemon's own fleet, opened by the harness."""
@@ -950,6 +982,7 @@ def bench_daemon(
         )
     log(f"{target.name}: reads")
     result["reads"] = bench_reads(proc.url)
+    result["reads"]["beating"] = bench_list_while_beating(proc.url, ids_file, opts.seconds)
     result["floor"] = bench_floor(target, records.url)
     log(f"  get_all {result['floor']['get_all_ms']} ms, raw floor {result['floor']['raw_ms']} ms")
     result["rss_mb"] = tree_rss_mb(pid)
@@ -964,6 +997,10 @@ def bench_daemon(
 def _errors(window: dict[str, Any]) -> str:
     sock = window["socket_errors"]
     return f"{window['non_2xx']}" + (f" ({sock})" if sock else "")
+
+
+def list_while_beating(beating: dict[str, Any]) -> str:
+    return f"{beating['list_ms']}; {beating['beats']['per_s']:.0f} ({beating['offered_per_s']})"
 
 
 ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
@@ -1028,6 +1065,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         ),
     ),
     ("GET list ms (median of 3)", lambda r: r["reads"]["list_ms"]),
+    (
+        "GET list ms while beating (median of 3); beats/s (offered)",
+        lambda r: list_while_beating(r["reads"]["beating"]),
+    ),
     (
         "GET list MB / listed / up",
         lambda r: f"{r['reads']['list_mb']} / {r['reads']['listed']} / {r['reads']['listed_up']}",

@@ -88,6 +88,9 @@ def test_the_fleet_is_topped_up_and_read_all_up(report: dict[str, Any]) -> None:
     assert reads["listed"] == reads["listed_up"] == fleet["services"]
     assert reads["list_mb"] > 0 and reads["metrics_mb"] > reads["metrics_not_up_mb"] > 0
     assert len(reads["list_ms_each"]) == len(reads["metrics_ms_each"]) == 3
+    beating = reads["beating"]  # the same lists, while wrk beats the fleet
+    assert len(beating["list_ms_each"]) == 3 and all(t > 0 for t in beating["list_ms_each"])
+    assert beating["beats"]["requests"] > 0 and beating["beats"]["non_2xx"] == 0
 
 
 def test_memory_and_idle_cpu_are_reported(report: dict[str, Any]) -> None:
