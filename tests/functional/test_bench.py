@@ -12,8 +12,10 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -292,3 +294,57 @@ def test_bare_commit_writes_each_batch_and_answers_each_beat(postgresql_db, make
         ).one()
     engine.dispose()
     assert row.report_count == 1 and row.last_seen_up is not None
+
+
+def test_heartbeat_lua_spaces_its_threads_evenly_over_the_ids(tmp_path: Path) -> None:
+    """Each wrk thread walks the ids from its own start, half the fleet apart with two.
+
+    A recording HTTP server stands in for the daemon; wrk is paced so that
+    neither thread gets far: the ids beaten are two runs, one from the start
+    of the file and one from its middle.
+    """
+    if shutil.which("wrk") is None:
+        unavailable("wrk", "the heartbeat load generator (Debian package wrk)")
+    count = 10_000
+    ids = [f"id-{i:05d}" for i in range(count)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{i}\n" for i in ids))
+    seen: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            seen.append(self.path.split("/")[3])
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        lua = ROOT / "bench" / "heartbeat.lua"
+        env = {
+            "SG_IDS": str(ids_file),
+            "SG_RATE": "100",
+            "SG_THREADS": "2",
+            "PATH": "/usr/bin:/bin",
+        }
+        url = f"http://127.0.0.1:{server.server_port}"
+        argv = ["wrk", "-t2", "-c2", "-d2s", "-s", str(lua), url]
+        subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    beaten = sorted({ids.index(i) for i in seen})
+    assert len(seen) < count // 4  # paced: neither thread wrapped into the other's run
+    first = [i for i in beaten if i < count // 2]
+    second = [i for i in beaten if i >= count // 2]
+    # Each thread's run is contiguous from its own start, half the ids apart
+    # (give or take the request wrk builds before the first one it sends).
+    assert first and first == list(range(first[0], first[0] + len(first)))
+    assert second and second == list(range(second[0], second[0] + len(second)))
+    assert abs(second[0] - first[0] - count // 2) <= 2, (first[:3], second[:3])
