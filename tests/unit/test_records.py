@@ -10,7 +10,7 @@ import pytest
 
 from servicegroup.db import records
 from servicegroup.db.engine import make_engine
-from servicegroup.db.records import Reuse, _service, _utc, to_service
+from servicegroup.db.records import Reuse, _built, _utc, to_service
 from servicegroup.service import Registration, Service
 from tests.conftest import sqlite_db
 from tests.helpers import AT, VALUES
@@ -72,7 +72,7 @@ def test_reuse_hands_back_the_same_service_for_an_unchanged_row() -> None:
 
 
 def to_service_row(row: tuple) -> Service:
-    return _service(row[:-1])
+    return _built(row[:-1])[1]
 
 
 @pytest.mark.parametrize("column", range(1, len(ROW) - 1))
@@ -87,6 +87,35 @@ def test_reuse_never_returns_a_stale_service(column: int) -> None:
     assert before == [to_service_row(r) for r in rows("u1", "u2")]  # old values untouched
     # Changing back is a change too.
     assert reuse.services(rows("u1", "u2")) == before
+
+
+def fresh(text: str) -> str:
+    """An equal string that is a new object, as a DBAPI hands out for each row."""
+    copy = (text + ".")[:-1]
+    assert copy is not text
+    return copy
+
+
+NAMES = {"binary": "nova-compute", "topic": "compute", "availability_zone": "az-1"}
+
+
+def named_rows(*uuids: str) -> list[tuple]:
+    names = {**NAMES, "observed_state": "up", "host": "host-1"}
+    return rows(*uuids, **{name: fresh(value) for name, value in names.items()})
+
+
+def test_services_share_the_names_that_repeat_on_every_row() -> None:
+    for reuse in (Reuse(), None):
+        read = reuse.services if reuse else (lambda rs: [to_service_row(r) for r in rs])
+        first, second = read(named_rows("u1") + named_rows("u2"))
+        assert first.binary == "nova-compute"
+        for name in ("binary", "topic", "availability_zone", "observed_state"):
+            assert getattr(first, name) is getattr(second, name), name
+        assert first.host is not second.host  # a name of its own is left alone
+    reuse = Reuse()
+    reuse.services(named_rows("u1") + named_rows("u2"))
+    kept = [fields for fields, _ in reuse.cache.entries.values()]
+    assert kept[0][2] is kept[1][2]  # so do the fields it compares with the next rows
 
 
 def test_reuse_forgets_only_what_a_read_of_every_live_service_left_out() -> None:
