@@ -498,7 +498,7 @@ def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socke
             sg.driver.name,
             os.getpid(),
         )
-        with _stop_signals_end_cleanly(server):
+        with _stop_signals_end_cleanly(server), process_tuning.giving_back_memory():
             server.run(sockets=None if sock is None else [sock])
     except SystemExit as exc:
         # uvicorn exits 3 on startup failures; to an operator a refusal is a refusal.
