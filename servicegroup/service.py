@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from servicegroup import validation
@@ -151,13 +151,19 @@ new_status: Callable[..., ServiceStatus] = fast_new(ServiceStatus)
 
 
 def rfc3339(value: datetime | None) -> str | None:
-    """A time as the API writes it: UTC, microseconds always, "Z"."""
+    """A time as the API writes it: UTC, microseconds always, "Z".
+
+    A time in another zone is written as the same instant in UTC, and a
+    naive one is taken as UTC already, as every stored time is.
+    """
     if value is None:
         return None
     text = value.isoformat(timespec="microseconds")
     if text.endswith("+00:00"):  # every stored time: isoformat is 10x cheaper than strftime
         return text[:-6] + "Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset() is None:
+        return text + "Z"
+    return rfc3339(value.astimezone(UTC))
 
 
 __all__ = [

@@ -1,13 +1,21 @@
-"""service.py: fast_new builds real frozen values, the same as the slow constructor."""
+"""service.py: fast_new builds the same frozen values as the slow constructor; times in UTC."""
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from servicegroup.drivers.base import Pulse, new_pulse
-from servicegroup.service import Service, ServiceStatus, State, new_service, new_status
+from servicegroup.service import (
+    Service,
+    ServiceStatus,
+    State,
+    new_service,
+    new_status,
+    rfc3339,
+)
 from tests.helpers import AT, VALUES
 
 
@@ -26,3 +34,21 @@ def test_new_service_is_a_real_frozen_service() -> None:
 def test_new_pulse_keeps_the_default() -> None:
     assert new_pulse(AT) == Pulse(AT) and new_pulse(AT).known is True
     assert new_pulse(None, False) == Pulse(None, known=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=UTC), "2026-01-01T12:00:00.000005Z"),
+        (datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(0))), "2026-01-01T12:00:00.000000Z"),
+        # Another zone: the same instant in UTC, not its wall clock labelled "Z".
+        (
+            datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=2))),
+            "2025-12-31T22:30:00.000000Z",
+        ),
+        (datetime(2026, 1, 1, 12), "2026-01-01T12:00:00.000000Z"),  # naive: taken as UTC
+        (None, None),
+    ],
+)
+def test_rfc3339_writes_every_time_in_utc(value: datetime | None, text: str | None) -> None:
+    assert rfc3339(value) == text
