@@ -86,25 +86,11 @@ def _utc(value: Any) -> datetime | None:
 
 def to_service(row: Row[Any] | Sequence[Any]) -> Service:
     """A Service from a row of select(services, ...), processed by SQLAlchemy or raw DBAPI."""
-    return _built(_pick(row))[1]
+    return _service(_pick(row))
 
 
-def _shared(name: str | None) -> str | None:
-    return None if name is None else _intern(name)
-
-
-def _built(fields: Sequence[Any]) -> tuple[tuple[Any, ...], Service]:
-    """A Service from its fields as stored, and those fields as Reuse keeps them.
-
-    The DBAPI hands out a new string per row, even for the names that
-    repeat on every row (a binary, a topic, a zone, a state), and Reuse
-    keeps a row's fields for as long as the service lives. Both the Service
-    and the kept fields hold one shared (interned) string per distinct
-    name instead. Measured at 100,000 services on PostgreSQL, the daemon
-    through bench/fleet.py's steps (registration aside): RSS after the
-    list and the scrapes 406.6-414.0 MB (three runs) -> 373.3 MB, the
-    driver's row values held 58-69 MB (tracemalloc).
-    """
+def _service(fields: Sequence[Any]) -> Service:
+    """A Service from its fields as stored, converting the few typed ones."""
     (
         uuid,
         host,
@@ -123,27 +109,7 @@ def _built(fields: Sequence[Any]) -> tuple[tuple[Any, ...], Service]:
         deleted_at,
         observed_state,
     ) = fields
-    binary, topic = _intern(binary), _shared(topic)
-    availability_zone, observed_state = _shared(availability_zone), _shared(observed_state)
-    kept = (
-        uuid,
-        host,
-        binary,
-        topic,
-        availability_zone,
-        version,
-        report_count,
-        disabled,
-        disabled_reason,
-        forced_down,
-        last_seen_up,
-        created_at,
-        updated_at,
-        deleted,
-        deleted_at,
-        observed_state,
-    )
-    service = new_service(
+    return new_service(
         uuid,
         host,
         binary,
@@ -161,7 +127,33 @@ def _built(fields: Sequence[Any]) -> tuple[tuple[Any, ...], Service]:
         _utc(deleted_at),
         observed_state,
     )
-    return kept, service
+
+
+def _shared(name: str | None) -> str | None:
+    return None if name is None else _intern(name)
+
+
+def _built(fields: Sequence[Any]) -> tuple[tuple[Any, ...], Service]:
+    """A Service from its fields as stored, and those fields as Reuse keeps them.
+
+    The DBAPI hands out a new string per row, even for the names that
+    repeat on every row (a binary, a topic, a zone, a state), and Reuse
+    keeps a row's fields for as long as the service lives. Both the Service
+    and the kept fields hold one shared (interned) string per distinct
+    name instead. Measured at 100,000 services on PostgreSQL, the daemon
+    through bench/fleet.py's steps (registration aside): RSS after the
+    list and the scrapes 406.6-414.0 MB (three runs) -> 373.3 MB, the
+    driver's row values held 58-69 MB (tracemalloc).
+    """
+    kept = (
+        *fields[:2],
+        _intern(fields[2]),  # binary
+        _shared(fields[3]),  # topic
+        _shared(fields[4]),  # availability_zone
+        *fields[5:15],
+        _shared(fields[15]),  # observed_state
+    )
+    return kept, _service(kept)
 
 
 class Reuse:
@@ -177,9 +169,8 @@ class Reuse:
 
     One table, uuid -> (the row's fields, Service), for every read whatever
     its filters or slice: a row is the same row whichever query found it
-    (kept per
-    filter, a daemon held a copy of the fleet for each). Its bound and its
-    pruning are identity_cache.py's.
+    (kept per filter, a daemon held a copy of the fleet for each). Its
+    bound and its pruning are identity_cache.py's.
     """
 
     def __init__(self) -> None:
@@ -519,7 +510,7 @@ def query(
                 if db_now is None:
                     db_now = _utc(rows[0][-1])
                 if reuse is None:
-                    found += [_built(r[:-1])[1] for r in rows]
+                    found += [_service(r[:-1]) for r in rows]
                 else:
                     found += reuse.services(rows)
             result.close()

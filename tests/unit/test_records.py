@@ -10,7 +10,7 @@ import pytest
 
 from servicegroup.db import records
 from servicegroup.db.engine import make_engine
-from servicegroup.db.records import Reuse, _built, _utc, to_service
+from servicegroup.db.records import Reuse, _service, _utc, to_service
 from servicegroup.service import Registration, Service
 from tests.conftest import sqlite_db
 from tests.helpers import AT, VALUES
@@ -72,7 +72,7 @@ def test_reuse_hands_back_the_same_service_for_an_unchanged_row() -> None:
 
 
 def to_service_row(row: tuple) -> Service:
-    return _built(row[:-1])[1]
+    return _service(row[:-1])
 
 
 @pytest.mark.parametrize("column", range(1, len(ROW) - 1))
@@ -105,15 +105,12 @@ def named_rows(*uuids: str) -> list[tuple]:
 
 
 def test_services_share_the_names_that_repeat_on_every_row() -> None:
-    for reuse in (Reuse(), None):
-        read = reuse.services if reuse else (lambda rs: [to_service_row(r) for r in rs])
-        first, second = read(named_rows("u1") + named_rows("u2"))
-        assert first.binary == "nova-compute"
-        for name in ("binary", "topic", "availability_zone", "observed_state"):
-            assert getattr(first, name) is getattr(second, name), name
-        assert first.host is not second.host  # a name of its own is left alone
     reuse = Reuse()
-    reuse.services(named_rows("u1") + named_rows("u2"))
+    first, second = reuse.services(named_rows("u1") + named_rows("u2"))
+    assert first == to_service_row(named_rows("u1")[0])
+    for name in ("binary", "topic", "availability_zone", "observed_state"):
+        assert getattr(first, name) is getattr(second, name), name
+    assert first.host is not second.host  # a name of its own is left alone
     kept = [fields for fields, _ in reuse.cache.entries.values()]
     assert kept[0][2] is kept[1][2]  # so do the fields it compares with the next rows
 
