@@ -28,6 +28,9 @@ def test_the_body_is_orjsons_byte_for_byte() -> None:
     items = statuses()
     bodies = StatusJson()
     assert bodies.list_body(items) == expected(items)
+    assert bodies.list_body(items) == expected(items)  # from the kept JSON, left as it was
+    assert bodies.list_body(items[:1]) == expected(items[:1])
+    assert bodies.list_body(items[1:]) == expected(items[1:])
     assert bodies.list_body([]) == expected([]) == b'{"services":[]}'
 
 
