@@ -142,7 +142,7 @@ def _built(fields: Sequence[Any]) -> tuple[tuple[Any, ...], Service]:
     and the kept fields hold one shared (interned) string per distinct
     name instead. Measured at 100,000 services on PostgreSQL, the daemon
     through bench/fleet.py's steps (registration aside): RSS after the
-    list and the scrapes 406.6-414.0 MB (three runs) -> 373.3 MB, the
+    list and the scrapes 406.6-414.0 MB (three runs) -> 364.2-373.3 MB, the
     driver's row values held 58-69 MB (tracemalloc).
     """
     kept = (

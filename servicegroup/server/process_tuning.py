@@ -20,7 +20,8 @@ import contextlib
 import ctypes
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
 # glibc's mallopt() parameters, and the values bound_malloc() sets.
 M_MMAP_THRESHOLD = -3
@@ -84,14 +85,24 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def give_back() -> bool:
-    """Return the heaps' free pages to the system now; False where there is no malloc_trim."""
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once; None where there is none."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        return False
+        return None
     trim.argtypes = [ctypes.c_size_t]
-    trim(0)
+    return cast(Callable[[int], int], trim)
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back() -> bool:
+    """Return the heaps' free pages to the system now; False where there is no malloc_trim."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
     return True
 
 
