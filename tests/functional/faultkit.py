@@ -168,12 +168,14 @@ def all_up(sg: ServiceGroup, count: int) -> bool:
     return found is not None and len(found) == count and set(found.values()) == {State.UP}
 
 
-def reporter_lines(caplog: pytest.LogCaptureFixture, reporter: Reporter) -> tuple[int, int]:
-    """(lost, recovered) log lines about this reporter's service."""
+def reporter_lines(
+    caplog: pytest.LogCaptureFixture, reporter: Reporter, since: int = 0, until: int | None = None
+) -> tuple[int, int]:
+    """(lost, recovered) log lines about this reporter's service, in caplog.records[since:until]."""
     svc = reporter.service
     suffix = f" {svc.binary} on {svc.host}"
     lost = recovered = 0
-    for record in caplog.records:
+    for record in caplog.records[since:until]:
         if record.name != "servicegroup.reporter" or record.levelno < logging.INFO:
             continue
         message = record.getMessage()
