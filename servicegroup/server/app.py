@@ -444,7 +444,7 @@ def create_app(
             await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
-    return FastRoutes(app, beat_off_loop, registrations.submit, guard.tokens)
+    return FastRoutes(app, beat_off_loop, registrations.submit, guard)
 
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:

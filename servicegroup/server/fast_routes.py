@@ -58,11 +58,11 @@ _FIELDS = frozenset((*_NAMES, *_OPTIONAL_NAMES, "version"))
 class FastRoutes:
     """An ASGI app: the heartbeat and registration routes, and `app` for everything else."""
 
-    def __init__(self, app: FastAPI, beat: Beat, register: Register, tokens: auth.Tokens) -> None:
+    def __init__(self, app: FastAPI, beat: Beat, register: Register, guard: auth.Guard) -> None:
         self.app = app
         self.beat = beat
         self.register = register
-        self.tokens = tokens
+        self.guard = guard  # its tokens, read once per request: a reload may swap them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
@@ -78,7 +78,7 @@ class FastRoutes:
             return
         try:
             await self._read_body(scope, receive)
-            self.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
+            self.guard.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
             await self.beat(match.group(1))
         except Exception as exc:
             await errors.error_response(exc)(scope, receive, send)
@@ -97,7 +97,7 @@ class FastRoutes:
             await self.app(scope, errors.replay(body, receive), send)
             return
         try:
-            self.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
+            self.guard.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
             status, created = await self.register(Registration(**fields))
         except Exception as exc:
             await errors.error_response(exc)(scope, receive, send)
