@@ -101,7 +101,10 @@ def _token_opts(kind: str, may: str) -> list[cfg.Opt]:
             f"{kind}_token_files",
             default=[],
             help=f"Files of {kind} tokens, one per line; blank lines and lines starting "
-            "with # are ignored. Read when the daemon starts.",
+            "with # are ignored. Read when the daemon starts, and again on SIGHUP and when "
+            "one changes (token_file_poll_interval); a reload that fails, or that would "
+            "leave a kind of token with none or give one to a kind that had none, keeps "
+            "the tokens loaded before (doc/operations.md, Token rotation).",
         ),
     ]
 
@@ -142,6 +145,15 @@ api_opts = [
         "read",
         "must be shown to read /v1 and /metrics (any agent or admin token works too); "
         "without read tokens reads are open",
+    ),
+    cfg.FloatOpt(
+        "token_file_poll_interval",
+        default=1.0,
+        min=0.01,
+        help="Seconds between two looks at the token files' stat (inode, size, mtime, "
+        "ctime): a file that changed is read again within this long. A SIGHUP has them "
+        "all read at once, whatever this says. A look is a few stat calls; shorter only "
+        "narrows the time a rotated-out token keeps working.",
     ),
     cfg.StrOpt(
         "metrics_per_service",

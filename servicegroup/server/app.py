@@ -41,6 +41,7 @@ from servicegroup.server import (
     group_commit,
     metrics,
     process_tuning,
+    token_rotation,
     workers,
 )
 from servicegroup.server.fast_routes import FastRoutes
@@ -448,7 +449,8 @@ def create_app(
 
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
-    """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop.
+    """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop. SIGHUP reads the token
+    files again (token_rotation.py).
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
@@ -457,19 +459,20 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     `[api] workers` > 1, that many daemon processes share the port
     (workers.py).
     """
-    tokens = auth.Tokens.from_conf(conf)
-    auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
-    # A daemon beats for services that may reach any daemon: znodes that
-    # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
-    conf.set_default("node_lifetime", "heartbeat", group="zookeeper")
-    if conf.api.workers > 1:
-        return workers.supervise(
-            conf.api.workers,
-            conf.api.host,
-            conf.api.port,
-            lambda sock: _serve_process(conf, tokens, sock),
-        )
-    return _serve_process(conf, tokens, None)
+    with token_rotation.sighup_ignored():  # SIGHUP reloads tokens; it never stops the daemon
+        tokens = auth.Tokens.from_conf(conf)
+        auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
+        # A daemon beats for services that may reach any daemon: znodes that
+        # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
+        conf.set_default("node_lifetime", "heartbeat", group="zookeeper")
+        if conf.api.workers > 1:
+            return workers.supervise(
+                conf.api.workers,
+                conf.api.host,
+                conf.api.port,
+                lambda sock: _serve_process(conf, tokens, sock),
+            )
+        return _serve_process(conf, tokens, None)
 
 
 def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socket | None) -> int:
@@ -479,8 +482,10 @@ def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socke
     sweeper = Sweeper(sg, conf)
     try:
         sweeper.start()
+        app = create_app(sg, sweeper, tokens)
+        reloader = token_rotation.TokenReloader(conf, app.guard)
         config = uvicorn.Config(
-            create_app(sg, sweeper, tokens),
+            app,
             host=conf.api.host,
             port=conf.api.port,
             log_config=None,
@@ -498,7 +503,12 @@ def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socke
             sg.driver.name,
             os.getpid(),
         )
-        with _stop_signals_end_cleanly(server), process_tuning.giving_back_memory():
+        with (
+            _stop_signals_end_cleanly(server),
+            reloader.on_sighup(),
+            reloader.running(conf.api.token_file_poll_interval),
+            process_tuning.giving_back_memory(),
+        ):
             server.run(sockets=None if sock is None else [sock])
     except SystemExit as exc:
         # uvicorn exits 3 on startup failures; to an operator a refusal is a refusal.

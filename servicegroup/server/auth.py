@@ -155,7 +155,14 @@ def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 
 class Guard:
-    """One FastAPI dependency per level: a route declares its level in one place."""
+    """One FastAPI dependency per level: a route declares its level in one place.
+
+    `tokens` is the one reference every check reads, once per request: the
+    token files' reloader (token_rotation.py) swaps a whole new Tokens in, so
+    a request sees the old set or the new one, never half of each. Which
+    levels are checked at all is decided here, when the routes are built; a
+    reload may therefore never change it.
+    """
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens

@@ -9,7 +9,8 @@ hosts use: the records database and the sweeper lease, so exactly one of
 them sweeps.
 
 This process only supervises: it forwards SIGTERM and SIGINT to the
-workers, starts a new one when a worker dies of something other than a
+workers (and SIGHUP, which makes each read its token files again without
+stopping: token_rotation.py), starts a new one when a worker dies of something other than a
 stop (not when it fails within STARTUP_SECONDS: a daemon that cannot start
 would only fail again), and exits with the worst exit code.
 
@@ -60,6 +61,10 @@ def supervise(workers: int, host: str, port: int, run: Callable[[socket.socket],
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                # Not SIG_DFL, which would end the worker: run() takes SIGHUP over when
+                # it can act on it. One landing before this line runs the inherited
+                # forward() on this copy of `started`: its siblings reload, no harm.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 code = run(reuse_port_socket(host, port))
             except BaseException:
                 LOG.exception("worker failed")
@@ -70,6 +75,9 @@ def supervise(workers: int, host: str, port: int, run: Callable[[socket.socket],
     def stop(sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        forward(sig, _frame)
+
+    def forward(sig: int, _frame: object) -> None:
         for pid in list(started):
             with contextlib.suppress(ProcessLookupError):  # already gone
                 os.kill(pid, sig)
@@ -77,6 +85,7 @@ def supervise(workers: int, host: str, port: int, run: Callable[[socket.socket],
     for _ in range(workers):
         start()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, forward)
     LOG.info("servicegroup: %d workers on %s:%s (pids %s)", workers, host, port, list(started))
     worst = 0
     try:

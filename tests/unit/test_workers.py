@@ -69,3 +69,36 @@ def test_a_worker_that_dies_later_is_replaced(
     threading.Thread(target=stop_when_replaced, daemon=True).start()
     assert workers.supervise(1, "127.0.0.1", free_port(), run) == 7
     assert len(list(runs.iterdir())) == 2
+
+
+def test_sighup_reaches_every_worker_and_stops_none(tmp_path: Path) -> None:
+    hups = tmp_path / "hups"
+    hups.mkdir()
+
+    def run(sock: socket.socket) -> int:
+        got = threading.Event()
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: got.set())  # as the reloader does
+        (hups / f"{os.getpid()}.ready").write_text("")
+        if not got.wait(30):
+            return 5
+        (hups / f"{os.getpid()}.hup").write_text("")
+        time.sleep(60)  # still serving after the SIGHUP, until the SIGTERM
+        return 0
+
+    def hup_then_stop() -> None:
+        deadline = time.monotonic() + 30
+        while len(list(hups.glob("*.ready"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGHUP)
+        while len(list(hups.glob("*.hup"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=hup_then_stop, daemon=True).start()
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as serve() leaves it
+    try:
+        # 0: every worker lived through the SIGHUP (it wrote .hup after it) until the stop.
+        assert workers.supervise(2, "127.0.0.1", free_port(), run) == 0
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert len(list(hups.glob("*.hup"))) == 2
