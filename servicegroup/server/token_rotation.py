@@ -26,8 +26,8 @@ the supervisor forwards SIGHUP to its workers (workers.py).
 
 Usage::
 
-    reloader = TokenReloader(conf, guard)
-    with reloader.running(), reloader.on_sighup():
+    reloader = TokenReloader(conf, app.guard)
+    with reloader.on_sighup(), reloader.running(conf.api.token_file_poll_interval):
         server.run()
 """
 
