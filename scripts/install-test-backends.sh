@@ -7,7 +7,10 @@
 #
 #   ZooKeeper, memcached: Debian packages only; the tests start their own
 #     throwaway servers on free ports (tests/servers.py).
-#   promtool (package prometheus): checks the /metrics exposition format.
+#   prometheus (package prometheus): promtool checks the /metrics exposition
+#     format and the alert rules; the prometheus server itself scrapes a real
+#     daemon in tests/functional/test_prometheus_server.py (a throwaway one on
+#     a free port: the package's own service is not needed).
 #   wrk: the benchmark harness's HTTP load generator (tests/functional/test_bench.py).
 #   haproxy: the load balancer in front of several daemons (tests/functional/test_several_daemons.py).
 #   PostgreSQL 5432, MariaDB 3306, Redis 6379: shared servers the tests use.
@@ -54,7 +57,7 @@ wait_port() {
 missing=()
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v memcached >/dev/null || missing+=(memcached)
-command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -119,4 +122,4 @@ if [ -n "$fresh_mariadb" ]; then
         USING PASSWORD('') OR unix_socket; FLUSH PRIVILEGES;"
 fi
 
-log "ZooKeeper, memcached, promtool installed; PostgreSQL, MariaDB, Redis listening"
+log "ZooKeeper, memcached, prometheus and promtool installed; PostgreSQL, MariaDB, Redis listening"

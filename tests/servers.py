@@ -462,3 +462,44 @@ def _children_of_datadir(datadir: Path) -> list[int]:
         if b"postgres" in cmdline and environ_cwd == str(datadir):
             found.append(int(entry.name))
     return found
+
+
+class PrometheusServer(Server):
+    """Debian's `prometheus`, scraping what its config says, with a throwaway TSDB.
+
+    The config and the rule files are the caller's (write them to
+    `workdir` before start()); storage lives in the workdir and goes with
+    cleanup(). Ready once /-/ready answers 200: the rules are loaded then.
+    """
+
+    name = "prometheus"
+    config_name = "prometheus.yml"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise ServerUnavailable("prometheus is not installed (Debian package prometheus)")
+        return [
+            binary,
+            f"--config.file={self.workdir / self.config_name}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--log.level=warn",
+        ]
+
+    def ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            wait_port(self.port, max(0.1, deadline - time.monotonic()), self.proc)
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        log = (self.workdir / f"{self.name}.log").read_text(errors="replace")
+        raise ServerUnavailable(f"Prometheus did not become ready:\n{log}")
