@@ -111,6 +111,9 @@ def error_response(exc: BaseException) -> JSONResponse:
         claim = exc.holder if isinstance(exc, ClaimHeld) else exc.current
         body["error"]["kind"] = exc.kind
         body["error"]["claim"] = None if claim is None else claim.as_dict()  # type: ignore[attr-defined]
+    if isinstance(exc, NotFound):
+        # What is missing, for servicegroup.client to raise the same NotFound.
+        body["error"]["not_found"] = {"kind": exc.kind, "key": exc.key}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

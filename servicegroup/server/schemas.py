@@ -169,6 +169,10 @@ class ErrorDetail(BaseModel):
         default=None,
         description="With kind: the claim as it now stands (the holder, for claim_held).",
     )
+    not_found: dict[str, str] | None = Field(
+        default=None,
+        description='On 404 for a record: {"kind": "service" or "claim", "key": its id}.',
+    )
 
 
 # -- claims ------------------------------------------------------------------------

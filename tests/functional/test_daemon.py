@@ -272,6 +272,19 @@ def test_versions_min_max_and_up_only(client: httpx.Client) -> None:
     assert_error(client.get(f"/v1/versions/{binary}", params={"up_only": "maybe"}), 422, "up_only")
 
 
+def test_a_404_names_the_missing_record_but_not_a_missing_path(client: httpx.Client) -> None:
+    """For servicegroup.client to raise the NotFound the Python API raises."""
+    sid = str(uuid.uuid4())
+    for response in (
+        client.get(f"/v1/services/{sid}"),
+        client.post(f"/v1/services/{sid}/heartbeat"),
+    ):
+        assert response.json()["error"]["not_found"] == {"kind": "service", "key": sid}
+    claim = client.get("/v1/claims/instance/a/b").json()["error"]
+    assert claim["not_found"] == {"kind": "claim", "key": "instance/a/b"}
+    assert "not_found" not in client.get("/no/such/path").json()["error"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
