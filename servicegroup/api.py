@@ -22,6 +22,7 @@ from oslo_config import cfg
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, gcpause, validation
 from servicegroup.backend_errors import DriverErrors, sql_errors
+from servicegroup.claims import as_token
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import claim_rows, event_log, migration, records
 from servicegroup.db.claim_rows import Claim
@@ -614,8 +615,7 @@ class ServiceGroup:
 
     def is_current(self, claim: Claim) -> bool:
         """Whether the token still holds. Racy by nature: fence writes with fence(claim)."""
-        if not isinstance(claim, Claim):
-            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+        claim = as_token(claim)
         with sql_errors():
             return claim_rows.is_current(self.engine, claim)
 
@@ -659,8 +659,7 @@ class ServiceGroup:
         return validation.incarnation(self.incarnation if given is None else given)
 
     def _check_token(self, claim: Any, incarnation: str | None) -> None:
-        if not isinstance(claim, Claim):
-            raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+        claim = as_token(claim)
         mine = self._incarnation(incarnation)
         if claim.incarnation != mine:
             with sql_errors():

@@ -28,8 +28,9 @@ from datetime import UTC, datetime
 
 from servicegroup import validation
 from servicegroup.db.claim_rows import HELD, Claim, fence, fence_sql
+from servicegroup.exceptions import InvalidInput
 
-__all__ = ["Claim", "fence", "fence_sql", "token"]
+__all__ = ["Claim", "as_token", "fence", "fence_sql", "token"]
 
 
 def token(resource_type: str, resource_id: str, owner: str, incarnation: str, epoch: int) -> Claim:
@@ -46,3 +47,10 @@ def token(resource_type: str, resource_id: str, owner: str, incarnation: str, ep
         epoch0,
         epoch0,
     )
+
+
+def as_token(value: object) -> Claim:
+    """`value` if it is a claim token; else the InvalidInput every front end raises alike."""
+    if not isinstance(value, Claim):
+        raise InvalidInput("claim", "must be a Claim returned by claim() or renew()")
+    return value
