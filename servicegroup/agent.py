@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -135,7 +134,8 @@ class HttpTransport:
         self.backend = f"the servicegroup daemon at {client.base_url}"
 
     def register(self, **identity: Any) -> Service:
-        return service_from_json(self.client.register(**identity))
+        service: Service = self.client.register(**identity)
+        return service
 
     def heartbeat(self, service: Service) -> None:
         self.client.heartbeat(service.uuid)
@@ -165,31 +165,6 @@ class DirectTransport:
 
     def close(self) -> None:
         self.group.close()
-
-
-def service_from_json(data: dict[str, Any]) -> Service:
-    """The daemon's service JSON back into a Service (liveness fields aside)."""
-
-    def when(value: str | None) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
-
-    return Service(
-        uuid=data["id"],
-        host=data["host"],
-        binary=data["binary"],
-        topic=data["topic"],
-        availability_zone=data["availability_zone"],
-        version=data["version"],
-        report_count=data["report_count"],
-        disabled=data["disabled"],
-        disabled_reason=data["disabled_reason"],
-        forced_down=data["forced_down"],
-        last_seen_up=None,
-        created_at=datetime.fromisoformat(data["created_at"]),
-        updated_at=when(data["updated_at"]),
-        deleted=False,
-        deleted_at=None,
-    )
 
 
 # -- the loop ----------------------------------------------------------------------

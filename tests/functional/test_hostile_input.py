@@ -215,7 +215,7 @@ def test_versions_of_any_binary_via_client_and_raw_http(
     """The path converter used to stop at '/': such binaries were 404."""
     http.post("/v1/services", json={"host": unique("h"), "binary": binary, "version": 4})
     with Client(daemon.url) as client:
-        assert client.versions(binary) == {"binary": binary, "min": 4, "max": 4}
+        assert client.get_version_range(binary) == (4, 4)
     quoted = "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in binary)
     body = raw(
         daemon,

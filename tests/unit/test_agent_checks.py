@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from servicegroup.agent import check_command, check_http, check_pidfile, service_from_json
+from servicegroup.agent import check_command, check_http, check_pidfile
+from servicegroup.from_json import service_from_json
 from tests.functional.daemon import free_port
 
 

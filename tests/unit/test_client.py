@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from servicegroup import ServiceGroup
+from servicegroup import ServiceGroup, State
 from servicegroup.client import TOKEN_ENV, Client
 from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
 from servicegroup.server.app import create_app
 from tests.functional.daemon import free_port
+from tests.helpers import wait_for
 from tests.live import serve_in_thread
 
 AGENT, ADMIN = "agent-secret-1", "admin-secret-1"
@@ -35,24 +36,27 @@ def admin(url: str) -> Iterator[Client]:
 
 
 def test_register_beat_get_list_update_versions_delete(admin: Client) -> None:
-    created = admin.register("h1", "nova-compute", topic="compute", version=4)
-    sid = created["id"]
-    assert created["state"] == "down" and created["topic"] == "compute"
-    assert admin.register("h1", "nova-compute", version=5)["id"] == sid
+    created, new = admin.register_ex("h1", "nova-compute", topic="compute", version=4)
+    sid = created.uuid
+    assert new and created.topic == "compute"
+    assert admin.get(sid).state is State.DOWN
+    again, new = admin.register_ex("h1", "nova-compute", version=5)
+    assert (again.uuid, new) == (sid, False)
     admin.heartbeat(sid)
-    assert admin.get(sid)["state"] == "up"
-    assert [s["id"] for s in admin.list(binary="nova-compute", state="up")] == [sid]
-    assert admin.list(binary="nova-compute", host="other") == []
-    assert admin.update(sid, disabled=True, disabled_reason="kernel")["disabled"] is True
-    assert admin.versions("nova-compute") == {"binary": "nova-compute", "min": 5, "max": 5}
+    assert admin.get(sid).state is State.UP and admin.is_up(created)
+    assert [s.service.uuid for s in admin.get_all(binary="nova-compute", state="up")] == [sid]
+    assert admin.get_all(binary="nova-compute", host="other") == []
+    assert admin.update(sid, disabled=True, disabled_reason="kernel").disabled is True
+    assert admin.get_version_range("nova-compute") == (5, 5)
     admin.leave(sid)
-    assert admin.get(sid)["state"] == "down"
-    assert admin.versions("nova-compute", up_only=True)["max"] is None
+    assert admin.get(sid).state is State.DOWN
+    assert admin.get_max_version("nova-compute", up_only=True) is None
     assert admin.health()["driver"] == "db"
     admin.delete(sid)
     with pytest.raises(NotFound) as caught:
         admin.get(sid)
-    assert caught.value.key == sid
+    assert (caught.value.kind, caught.value.key) == ("service", sid)
+    assert not admin.is_up(sid)
 
 
 def test_invalid_input_carries_the_field_and_the_rule(admin: Client) -> None:
@@ -60,7 +64,7 @@ def test_invalid_input_carries_the_field_and_the_rule(admin: Client) -> None:
         admin.register("bad\nhost", "b")
     assert caught.value.field == "host"
     assert caught.value.rule == "must contain only printable characters"
-    sid = admin.register("h", "b")["id"]
+    sid = admin.register("h", "b").uuid
     with pytest.raises(InvalidInput) as caught:
         admin.update(sid, version=-1)
     assert caught.value.field == "version"
@@ -68,16 +72,24 @@ def test_invalid_input_carries_the_field_and_the_rule(admin: Client) -> None:
         admin.update(sid, disabled="yes")
     assert caught.value.field == "disabled"
     with pytest.raises(InvalidInput) as caught:
-        admin.list(state="sideways")
+        admin.get_all(state="sideways")
     assert caught.value.field == "state"
 
 
-def test_not_found_for_unknown_and_malformed_ids(admin: Client) -> None:
-    for sid in (str(uuid.uuid4()), "not-a-uuid"):
+def test_a_malformed_id_is_invalid_and_an_unknown_one_not_found(admin: Client) -> None:
+    """As in-process: the id's rule is checked before anything is sent."""
+    for call in (admin.heartbeat, admin.leave, admin.get, admin.delete):
+        with pytest.raises(InvalidInput) as invalid:
+            call("not-a-uuid")
+        assert invalid.value.field == "id"
         with pytest.raises(NotFound):
-            admin.heartbeat(sid)
-        with pytest.raises(NotFound):
-            admin.leave(sid)
+            call(str(uuid.uuid4()))
+
+
+def test_a_route_the_daemon_does_not_have_is_not_found_by_path(admin: Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        admin._call("GET", "/v1/nowhere")
+    assert (caught.value.kind, caught.value.key) == ("path", "/v1/nowhere")
 
 
 def test_401_and_403_become_unauthorized_and_forbidden(
@@ -89,7 +101,7 @@ def test_401_and_403_become_unauthorized_and_forbidden(
     with Client(url, "wrong") as wrong, pytest.raises(Unauthorized):
         wrong.register("h", "b")
     with Client(url, AGENT) as agent:
-        sid = agent.register("h", "b")["id"]
+        sid = agent.register("h", "b").uuid
         with pytest.raises(Forbidden) as caught:
             agent.delete(sid)
     assert AGENT not in str(caught.value)
@@ -98,9 +110,9 @@ def test_401_and_403_become_unauthorized_and_forbidden(
 def test_the_token_comes_from_the_environment(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, AGENT)
     with Client(url) as client:
-        assert client.register("h-env", "b")["host"] == "h-env"
+        assert client.register("h-env", "b").host == "h-env"
     with Client(url, ADMIN) as client:  # the argument wins over the environment
-        client.delete(client.register("h-env", "b")["id"])
+        client.delete(client.register("h-env", "b"))
 
 
 def test_an_unreachable_daemon_is_a_backend_error() -> None:
@@ -115,10 +127,47 @@ def test_a_503_names_the_backend(
 ) -> None:
     group = make_group(sqlite_url)
     with serve_in_thread(create_app(group)) as base, Client(base) as client:
-        sid = client.register("h", "b")["id"]
+        sid = client.register("h", "b").uuid
         group.engine.dispose()
         (tmp_path / "servicegroup.sqlite").unlink()
         (tmp_path / "servicegroup.sqlite").mkdir()  # the database file is gone: SQL fails
         with pytest.raises(BackendError) as caught:
             client.get(sid)
     assert caught.value.backend == "database"
+
+
+def test_close_stops_the_reporters_join_started(url: str) -> None:
+    with Client(url, AGENT) as client:
+        service = client.register("h-join", "b")
+        reporter = client.join(service, report_interval=0.05)
+        wait_for(lambda: reporter.beats >= 2, "two beats")
+        second = client.join(service, 0.05)  # a second join replaces the first
+        assert not reporter.alive and second.alive
+    assert not second.alive
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, "10", True])
+def test_join_refuses_an_interval_that_is_not_a_positive_number(
+    admin: Client, interval: object
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        admin.join(admin.register("h", "b"), interval)  # type: ignore[arg-type]
+    assert caught.value.field == "report_interval"
+
+
+def test_a_long_poll_outlasts_the_client_timeout(url: str) -> None:
+    """The read timeout grows by `wait`: a quiet stream is not a dead daemon."""
+    with Client(url, ADMIN, timeout=0.3) as client:
+        cursor = client.events().cursor
+        quiet = client.events(since=cursor, wait=0.6)
+    assert (quiet.events, quiet.cursor) == ([], cursor)
+
+
+def test_heartbeat_many_raises_what_refuses_the_whole_call(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with Client(url, ADMIN) as admin:
+        fleet = [admin.register(f"h{i}", "b") for i in range(3)]
+    with Client(url) as anonymous, pytest.raises(Unauthorized):
+        anonymous.heartbeat_many(fleet)
