@@ -22,7 +22,6 @@ import threading
 import urllib.parse
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -59,9 +58,9 @@ DAEMON = "servicegroup daemon"
 REPORT_INTERVAL: float = next(
     opt.default for opt in sg_conf.default_opts if opt.name == "report_interval"
 )
-# heartbeat_many's requests in flight at once: enough for the daemon to
-# write them as one batch (its group commit), few enough to stay polite.
-BEATS_IN_FLIGHT = 16
+# heartbeat_many's ids per POST /v1/heartbeats: well within the daemon's
+# 64 KiB body limit (some 1,600 ids), and within one of its write batches.
+BEATS_PER_REQUEST = 1000
 # How long each of a watcher's long-polls waits: an event arrives as soon as
 # it is written; stop() returns within this.
 WATCH_WAIT = 2.0
@@ -173,33 +172,26 @@ class Client:
         """ServiceGroup.heartbeat_many() over HTTP: the failed beats by uuid, NotFound or
         BackendError; BackendError raised when none was recorded because the backend failed.
 
-        One request per service, BEATS_IN_FLIGHT at a time on the keep-alive
-        pool: the daemon writes the beats that reach it together as one batch
-        (its group commit), which is what the in-process call does. Every id
-        is checked before any beat is sent (InvalidInput, as in-process).
+        POST /v1/heartbeats, BEATS_PER_REQUEST services a request: the
+        daemon writes each request's beats as one batch. Every id is checked
+        before any beat is sent (InvalidInput naming "id", as in-process).
         """
         uuids = list(dict.fromkeys(_uuid(ref) for ref in services))
-        if not uuids:
-            return {}
-        with ThreadPoolExecutor(min(BEATS_IN_FLIGHT, len(uuids)), "heartbeat_many") as pool:
-            outcomes = list(pool.map(self._beat_outcome, uuids))
-        failed: dict[str, BaseException] = {
-            uuid: error for uuid, error in zip(uuids, outcomes, strict=True) if error
-        }
-        for error in failed.values():
-            if not isinstance(error, NotFound | BackendError):
-                raise error  # 401, 403...: the call itself is refused, not one beat
-        backend = [error for error in failed.values() if isinstance(error, BackendError)]
-        if backend and len(failed) == len(uuids):
-            raise backend[0]
+        size = BEATS_PER_REQUEST
+        failed: dict[str, BaseException] = {}
+        for start in range(0, len(uuids), size):
+            chunk = uuids[start : start + size]
+            try:
+                body = self._json("POST", "/v1/heartbeats", json={"ids": chunk})
+            except BackendError as exc:  # that whole request failed: so did each beat
+                failed.update(dict.fromkeys(chunk, exc))
+                continue
+            for uuid, detail in body["failed"].items():
+                failed[uuid] = error_from_detail(detail["code"], detail)
+        down = [error for error in failed.values() if isinstance(error, BackendError)]
+        if down and len(failed) == len(uuids):
+            raise down[0]
         return failed
-
-    def _beat_outcome(self, uuid: str) -> ServiceGroupError | None:
-        try:
-            self._call("POST", f"/v1/services/{uuid}/heartbeat")
-        except ServiceGroupError as exc:
-            return exc
-        return None
 
     def join(self, service: Service, report_interval: float = REPORT_INTERVAL) -> Reporter:
         """Start a background reporter: a beat now, then one every `report_interval` s.
@@ -480,12 +472,23 @@ def error_from_response(response: httpx.Response, token: Claim | None = None) ->
     `token` is the claim a renew or release sent: ClaimLost carries it, as
     in-process, beside the claim as it now stands.
     """
-    status = response.status_code
     try:
-        error: dict[str, Any] = response.json()["error"]
-        message, field = str(error["message"]), error.get("field")
-    except (ValueError, KeyError, TypeError):
-        error, message, field = {}, response.text.strip() or response.reason_phrase, None
+        detail = response.json()["error"]
+        if not isinstance(detail, dict) or "message" not in detail:
+            raise TypeError("not an error body")
+    except (ValueError, KeyError, TypeError):  # not from the daemon: a proxy's page, say
+        detail = {"message": response.text.strip() or response.reason_phrase}
+    if response.status_code == 404:
+        # A path the daemon does not serve names no record: the path is what is missing.
+        detail.setdefault("not_found", {"kind": "path", "key": response.url.path})
+    return error_from_detail(response.status_code, detail, token)
+
+
+def error_from_detail(
+    status: int, detail: dict[str, Any], token: Claim | None = None
+) -> ServiceGroupError:
+    """The exception one error object stands for: a body's, or a failed beat's."""
+    message, field = str(detail["message"]), detail.get("field")
     if status in (400, 413, 422):
         # A bad body as a whole (not JSON, too big) has no field; say "request".
         name = field or "request"
@@ -495,11 +498,11 @@ def error_from_response(response: httpx.Response, token: Claim | None = None) ->
     if status == 403:
         return Forbidden(message)
     if status == 404:
-        missing = error.get("not_found") or {"kind": "path", "key": response.url.path}
+        missing = detail.get("not_found") or {"kind": "path", "key": ""}
         return NotFound(missing["kind"], missing["key"])
-    if status == 409 and error.get("kind") in (ClaimHeld.kind, ClaimLost.kind):
-        claim = None if error.get("claim") is None else claim_from_json(error["claim"])
-        if error["kind"] == ClaimHeld.kind:
+    if status == 409 and detail.get("kind") in (ClaimHeld.kind, ClaimLost.kind):
+        claim = None if detail.get("claim") is None else claim_from_json(detail["claim"])
+        if detail["kind"] == ClaimHeld.kind:
             return ClaimHeld(claim, message)
         return ClaimLost(token, claim, message)
     if status >= 500:

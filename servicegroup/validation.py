@@ -230,6 +230,16 @@ def limit(value: Any, field: str = "limit") -> int:
     return value
 
 
+def service_ids(value: Any, field: str = "ids") -> list[str]:
+    """A batch of service uuids (POST /v1/heartbeats), normalised, repeats dropped, in order.
+
+    No count of its own: the HTTP body limit (64 KiB, some 1,600 ids) bounds it.
+    """
+    if not isinstance(value, list):
+        raise InvalidInput(field, "must be a list of UUIDs")
+    return list(dict.fromkeys(service_id(one, field) for one in value))
+
+
 # -- claims ------------------------------------------------------------------------
 
 MAX_KIND_LENGTH = 64

@@ -31,7 +31,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from servicegroup import validation
 from servicegroup.api import ServiceGroup, ServiceRef
-from servicegroup.exceptions import InvalidInput, NotFound
+from servicegroup.exceptions import BackendError, InvalidInput, NotFound
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server import (
@@ -48,6 +48,8 @@ from servicegroup.server.fast_routes import FastRoutes
 from servicegroup.server.group_commit import GroupCommit
 from servicegroup.server.schemas import (
     NAME_DOC,
+    BeatsBody,
+    BeatsOut,
     EventList,
     Health,
     RegisterBody,
@@ -227,9 +229,6 @@ def create_app(
     def write_beats(uuids: list[str]) -> list[BaseException | None]:
         """One batch of the group commit: records from the cache, then one heartbeat_many."""
         failed = sg.heartbeat_many(cache.refs(uuids))
-        for uuid, error in failed.items():
-            if isinstance(error, NotFound):
-                cache.drop(uuid)
         return [failed.get(uuid) for uuid in uuids]
 
     # SQLite has one writer: a second batch would only wait for the lock in
@@ -354,6 +353,37 @@ def create_app(
     async def beat_off_loop(raw_id: str) -> None:
         """The beat, in the next batch of the group commit (group_commit.py)."""
         await beats.submit(_uuid(raw_id))
+
+    @app.post(
+        "/v1/heartbeats",
+        dependencies=[guard.agent],
+        response_model=BeatsOut,
+        responses=errors.responses(400, 401, 403, 413, 422, 500, 503),
+    )
+    async def heartbeat_many(body: BeatsBody) -> JSONResponse:
+        """Many heartbeats in one request: ServiceGroup.heartbeat_many over HTTP.
+
+        For an agent that beats for a whole host: one request, and one batch
+        of the group commit, rather than one of each per service. 503 when
+        none was recorded because the backend failed, as heartbeat_many
+        raises; a beat that failed alone is in `failed`.
+        """
+        uuids = validation.service_ids(body.ids)
+        outcomes = await beats.submit_many(uuids)
+        failed = {
+            uuid: outcome
+            for uuid, outcome in zip(uuids, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        }
+        for error in failed.values():
+            if not isinstance(error, NotFound | BackendError):
+                raise error  # a bug: the usual logged 500
+        down = [error for error in failed.values() if isinstance(error, BackendError)]
+        if down and len(failed) == len(uuids):
+            raise down[0]
+        return JSONResponse(
+            {"failed": {uuid: errors.error_detail(e) for uuid, e in failed.items()}}
+        )
 
     @app.post(
         "/v1/services/{id}/leave",

@@ -101,20 +101,26 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, str, str | None
     return 422, f"{field}: {message}" if field else message, field
 
 
-def error_response(exc: BaseException) -> JSONResponse:
+def error_detail(exc: BaseException) -> dict[str, Any]:
+    """The body's "error" object; also each failed beat's in POST /v1/heartbeats."""
     status, message, field = to_error(exc)
+    detail: dict[str, Any] = {"code": status, "message": message, "field": field}
+    if isinstance(exc, ClaimHeld | ClaimLost):
+        claim = exc.holder if isinstance(exc, ClaimHeld) else exc.current
+        detail["kind"] = exc.kind
+        detail["claim"] = None if claim is None else claim.as_dict()  # type: ignore[attr-defined]
+    if isinstance(exc, NotFound):
+        # What is missing, for servicegroup.client to raise the same NotFound.
+        detail["not_found"] = {"kind": exc.kind, "key": exc.key}
+    return detail
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    detail = error_detail(exc)
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
-    body: dict[str, Any] = {"error": {"code": status, "message": message, "field": field}}
-    if isinstance(exc, ClaimHeld | ClaimLost):
-        claim = exc.holder if isinstance(exc, ClaimHeld) else exc.current
-        body["error"]["kind"] = exc.kind
-        body["error"]["claim"] = None if claim is None else claim.as_dict()  # type: ignore[attr-defined]
-    if isinstance(exc, NotFound):
-        # What is missing, for servicegroup.client to raise the same NotFound.
-        body["error"]["not_found"] = {"kind": exc.kind, "key": exc.key}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse({"error": detail}, status_code=detail["code"], headers=headers)
 
 
 async def _handler(_request: Request, exc: Exception) -> JSONResponse:

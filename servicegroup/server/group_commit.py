@@ -79,12 +79,26 @@ class GroupCommit(Generic[Key, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         with self._cond:
             self._queue.append((key, future))
-            if self._waiting:
-                self._cond.notify()
-            elif self._threads < self._writers:
-                self._threads += 1
-                threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+            self._wake()
         return await future
+
+    async def submit_many(self, keys: Sequence[Key]) -> list[Result | BaseException]:
+        """Each key's answer or error, in order; queued at once, so they share a batch
+        (up to max_batch) rather than racing a writer one by one."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in keys]
+        with self._cond:
+            self._queue.extend(zip(keys, futures, strict=True))
+            self._wake()
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    def _wake(self) -> None:
+        """A waiting writer, or a new one while there are fewer than `writers`; lock held."""
+        if self._waiting:
+            self._cond.notify()
+        elif self._threads < self._writers:
+            self._threads += 1
+            threading.Thread(target=self._run, name="group-commit", daemon=True).start()
 
     @property
     def writers(self) -> int:

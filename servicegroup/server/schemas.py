@@ -175,6 +175,23 @@ class ErrorDetail(BaseModel):
     )
 
 
+class BeatsBody(_Body):
+    """POST /v1/heartbeats: the services to beat for, in one request."""
+
+    ids: list[StrictStr] = Field(
+        description="Service ids: as many as fit in the 64 KiB body limit, some 1,600.",
+        json_schema_extra=_doc(items={"type": "string", "format": "uuid"}),
+    )
+
+
+class BeatsOut(BaseModel):
+    failed: dict[str, ErrorDetail] = Field(
+        description="The beats that failed alone, by service id, each with the error its own "
+        "POST /v1/services/{id}/heartbeat would have had (404, or 503 for a backend server "
+        "down while others answered). Every other beat was recorded."
+    )
+
+
 # -- claims ------------------------------------------------------------------------
 
 KIND_DOC = {

@@ -194,8 +194,8 @@ def test_heartbeat_leave_and_is_up(sg: Front, tag: str) -> None:
 def test_join_beats_until_leave(sg: Front, tag: str) -> None:
     service = sg.register("h1", tag)
     reporter = sg.join(service)
-    wait_for(lambda: sg.is_up(service), "the reporter's first beat")
-    assert reporter.alive and reporter.beats >= 1
+    wait_for(lambda: reporter.beats >= 1, "the reporter's first beat")
+    assert reporter.alive and sg.is_up(service)
     sg.leave(service)
     assert not reporter.alive
     assert sg.get(service).state is State.DOWN

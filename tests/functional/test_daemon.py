@@ -272,6 +272,32 @@ def test_versions_min_max_and_up_only(client: httpx.Client) -> None:
     assert_error(client.get(f"/v1/versions/{binary}", params={"up_only": "maybe"}), 422, "up_only")
 
 
+def test_heartbeats_beats_many_services_in_one_request(client: httpx.Client) -> None:
+    binary = unique("bin")
+    a, b, gone = (register(client, host=h, binary=binary)["id"] for h in ("a", "b", "gone"))
+    assert client.delete(f"/v1/services/{gone}").status_code == 204
+    never = str(uuid.uuid4())
+    response = client.post("/v1/heartbeats", json={"ids": [a, b, a.upper(), gone, never]})
+    assert response.status_code == 200, response.text
+    failed = response.json()["failed"]
+    assert set(failed) == {gone, never}
+    assert failed[never]["code"] == 404
+    assert failed[never]["not_found"] == {"kind": "service", "key": never}
+    up = client.get("/v1/services", params={"binary": binary, "state": "up"}).json()["services"]
+    assert {s["id"] for s in up} == {a, b}
+    assert client.post("/v1/heartbeats", json={"ids": []}).json() == {"failed": {}}
+
+
+def test_heartbeats_refuses_a_bad_batch_whole(client: httpx.Client) -> None:
+    sid = register(client, host=unique("h"), binary="b")["id"]
+    assert_error(client.post("/v1/heartbeats", json={"ids": [sid, "nope"]}), 400, "ids")
+    too_many = [str(uuid.uuid4()) for _ in range(1700)]  # over the 64 KiB body limit
+    assert_error(client.post("/v1/heartbeats", json={"ids": too_many}), 413)
+    assert_error(client.post("/v1/heartbeats", json={"ids": sid}), 422, "ids")
+    assert_error(client.post("/v1/heartbeats", json={}), 422, "ids")
+    assert client.get(f"/v1/services/{sid}").json()["state"] == "down"  # nothing was written
+
+
 def test_a_404_names_the_missing_record_but_not_a_missing_path(client: httpx.Client) -> None:
     """For servicegroup.client to raise the NotFound the Python API raises."""
     sid = str(uuid.uuid4())

@@ -144,6 +144,7 @@ OPERATIONS = [
     "DELETE /v1/services/{id}",
     "POST /v1/services/{id}/heartbeat",
     "POST /v1/services/{id}/leave",
+    "POST /v1/heartbeats",
     "GET /v1/versions/{binary}",
     "GET /v1/events",
     "POST /v1/claims",

@@ -162,3 +162,14 @@ def test_a_write_that_answers_the_wrong_count_fails_the_batch() -> None:
     commit: GroupCommit[str, None] = GroupCommit(lambda keys: [], writers=1)
     with pytest.raises(RuntimeError, match="0 answers for a batch of 1"):
         asyncio.run(commit.submit("a"))
+
+
+def test_submit_many_queues_its_keys_at_once_so_they_share_a_batch() -> None:
+    gone = NotFound("service", "m2")
+    write = Recorder(fail={"m2": gone})
+    write.release.set()  # no first batch to hold: the keys alone decide
+    commit = GroupCommit(write, writers=1)
+    keys = [f"m{i}" for i in range(40)]
+    results = asyncio.run(commit.submit_many(keys))
+    assert results == [gone if key == "m2" else None for key in keys]
+    assert write.batches == [keys]
