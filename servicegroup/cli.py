@@ -300,6 +300,22 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--token", help="bearer token for --daemon-url (default $SERVICEGROUP_TOKEN)")
     p.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="CA bundle that an https:// --daemon-url's certificate must be signed by "
+        "(default: $SSL_CERT_FILE, else the certifi bundle)",
+    )
+    p.add_argument(
+        "--client-cert",
+        metavar="PEM",
+        help="certificate to show a daemon that asks for one (mutual TLS)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="PEM",
+        help="unencrypted key of --client-cert, unless that file holds it too",
+    )
+    p.add_argument(
         "--leave-on-failure",
         action="store_true",
         help="take the service down at once when the check fails",
@@ -370,10 +386,21 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     else:
         check = functools.partial(agent.check_http, args.http_check, timeout)
     transport: agent.Transport
+    for name in ("ca_file", "client_cert", "client_key"):
+        if getattr(args, name) is not None and not args.daemon_url:
+            raise InvalidInput(name.replace("_", "-"), "only applies with --daemon-url")
     if args.daemon_url:
         from servicegroup.client import Client
 
-        transport = agent.HttpTransport(Client(args.daemon_url, args.token, timeout=timeout))
+        client = Client(
+            args.daemon_url,
+            args.token,
+            timeout=timeout,
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+        )
+        transport = agent.HttpTransport(client)
     else:
         from servicegroup.api import ServiceGroup
 

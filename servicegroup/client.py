@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from servicegroup import conf as sg_conf
-from servicegroup import validation
+from servicegroup import pem, validation
 from servicegroup.claims import as_token
 from servicegroup.db.claim_rows import LIVE, Claim, lost
 from servicegroup.db.event_log import MAX_PAGE, Event, EventBatch
@@ -77,6 +77,10 @@ class Client:
 
     The bearer token comes from `token`, else from $SERVICEGROUP_TOKEN (so it
     need not be on a command line); with neither, no Authorization is sent.
+    An https:// daemon's certificate must be signed by a CA in `ca_file`
+    (PEM), else in the default bundle; `client_cert` and `client_key` (or a
+    cert file holding both) answer a daemon that asks for one: mutual TLS.
+    Unreadable files raise ConfigError here (pem.py).
     """
 
     def __init__(
@@ -85,13 +89,20 @@ class Client:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         *,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         token = token or os.environ.get(TOKEN_ENV) or None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            verify=pem.client_context(ca_file, client_cert, client_key),
+            transport=transport,
         )
         # This client's identity for claims, as ServiceGroup.incarnation is a process's.
         self.incarnation = str(uuid_mod.uuid4())

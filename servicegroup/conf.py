@@ -109,6 +109,51 @@ def _token_opts(kind: str, may: str) -> list[cfg.Opt]:
     ]
 
 
+# [api] ssl_client_cert's values (server/tls.py turns them into an ssl.VerifyMode).
+SSL_CLIENT_CERT = [
+    ("none", "no client certificate is asked for"),
+    (
+        "optional",
+        "a client may present a certificate, which must then be signed by ssl_ca_file; "
+        "one without is served too (bearer tokens still apply)",
+    ),
+    (
+        "required",
+        "the handshake fails unless the client presents a certificate signed by ssl_ca_file",
+    ),
+]
+
+
+def _tls_opts() -> list[cfg.Opt]:
+    """The daemon's TLS: a certificate and its key make it HTTPS only; a CA adds mutual TLS."""
+    return [
+        cfg.StrOpt(
+            "ssl_certfile",
+            help="PEM certificate (followed by its intermediates) the daemon presents. With "
+            "ssl_keyfile, the daemon serves HTTPS only. With tokens, listening beyond "
+            "loopback needs it (or `--insecure`): bearer tokens must not cross a network in "
+            "clear text. Read when the daemon starts.",
+        ),
+        cfg.StrOpt(
+            "ssl_keyfile",
+            help="PEM private key of ssl_certfile, unencrypted (a daemon cannot type a "
+            "passphrase); keep it mode 0640 root:servicegroup.",
+        ),
+        cfg.StrOpt(
+            "ssl_ca_file",
+            help="PEM bundle of the CAs whose client certificates the daemon accepts, for "
+            "mutual TLS with ssl_client_cert = optional or required.",
+        ),
+        cfg.StrOpt(
+            "ssl_client_cert",
+            default="none",
+            choices=SSL_CLIENT_CERT,
+            help="Whether a client must present a certificate signed by ssl_ca_file (mutual "
+            "TLS). Other than none, it needs ssl_certfile, ssl_keyfile and ssl_ca_file.",
+        ),
+    ]
+
+
 # [api] metrics_per_service's values, also ?per_service= on /metrics (validation.PER_SERVICE).
 METRICS_PER_SERVICE = [
     ("all", "one series per service in each per-service family"),
@@ -126,7 +171,7 @@ api_opts = [
         "host",
         default="127.0.0.1",
         help="Address the daemon listens on. A non-loopback address needs agent or admin "
-        "tokens, or `servicegroup serve --insecure`.",
+        "tokens and TLS (ssl_certfile, ssl_keyfile), or `servicegroup serve --insecure`.",
     ),
     cfg.PortOpt("port", default=DEFAULT_PORT, help="TCP port the daemon listens on."),
     cfg.IntOpt(
@@ -155,6 +200,7 @@ api_opts = [
         "all read at once, whatever this says. A look is a few stat calls; shorter only "
         "narrows the time a rotated-out token keeps working.",
     ),
+    *_tls_opts(),
     cfg.StrOpt(
         "metrics_per_service",
         default="all",

@@ -59,6 +59,7 @@ from servicegroup.server.schemas import (
     VersionRange,
 )
 from servicegroup.server.status_json import StatusJson
+from servicegroup.server.tls import ServerTls
 from servicegroup.service import Registration, Service, ServiceStatus
 
 LOG = logging.getLogger(__name__)
@@ -484,14 +485,17 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
-    (port in use) are already logged by uvicorn and come back as 1. An open
-    API (no agent or admin token) beyond loopback needs `insecure`. With
-    `[api] workers` > 1, that many daemon processes share the port
-    (workers.py).
+    (port in use) are already logged by uvicorn and come back as 1. Beyond
+    loopback, an open API (no agent or admin token) or tokens without TLS
+    need `insecure`. With `[api] workers` > 1, that many daemon processes
+    share the port (workers.py), each serving TLS itself on its socket.
     """
     with token_rotation.sighup_ignored():  # SIGHUP reloads tokens; it never stops the daemon
         tokens = auth.Tokens.from_conf(conf)
-        auth.check_exposure(conf.api.host, conf.api.port, tokens, insecure)
+        tls = ServerTls.from_conf(conf)
+        auth.check_exposure(
+            conf.api.host, conf.api.port, tokens, tls=tls.enabled, insecure=insecure
+        )
         # A daemon beats for services that may reach any daemon: znodes that
         # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
         conf.set_default("node_lifetime", "heartbeat", group="zookeeper")
@@ -500,12 +504,14 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
                 conf.api.workers,
                 conf.api.host,
                 conf.api.port,
-                lambda sock: _serve_process(conf, tokens, sock),
+                lambda sock: _serve_process(conf, tokens, tls, sock),
             )
-        return _serve_process(conf, tokens, None)
+        return _serve_process(conf, tokens, tls, None)
 
 
-def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socket | None) -> int:
+def _serve_process(
+    conf: cfg.ConfigOpts, tokens: auth.Tokens, tls: ServerTls, sock: socket.socket | None
+) -> int:
     """One daemon process: its own ServiceGroup, sweeper and HTTP server (on `sock` if given)."""
     process_tuning.bound_malloc()  # before any thread: the driver's, the sweeper, the pools
     sg = ServiceGroup(conf)
@@ -523,11 +529,13 @@ def _serve_process(conf: cfg.ConfigOpts, tokens: auth.Tokens, sock: socket.socke
             server_header=False,
             lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **tls.uvicorn_options(),
         )
         server = uvicorn.Server(config)
         process_tuning.tune_gc()
         LOG.info(
-            "servicegroup starting on %s:%s (driver %s, pid %d)",
+            "servicegroup starting on %s://%s:%s (driver %s, pid %d)",
+            "https" if tls.enabled else "http",
             conf.api.host,
             conf.api.port,
             sg.driver.name,

@@ -3,8 +3,9 @@
 Three kinds of token, from `[api]` options or files they name: agent tokens
 may register, heartbeat and leave; admin tokens may do everything; read
 tokens, when any are set, are needed (or any other kind) to read. With no
-token configured at all the API is open, which is only safe on loopback:
-`check_exposure()` refuses anything else unless told `insecure`.
+token configured at all the API is open, which is only safe on loopback,
+and tokens sent without TLS can be read on the way: beyond loopback,
+`check_exposure()` refuses both unless told `insecure`.
 
 A presented token is compared with EVERY configured token with
 hmac.compare_digest and no early exit, so the time taken says nothing about
@@ -199,19 +200,33 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-def check_exposure(host: str, port: int, tokens: Tokens, insecure: bool) -> None:
-    """Refuse to serve an open API beyond loopback, unless the operator insists."""
-    if is_loopback(host) or tokens.guards_writes:
+def check_exposure(host: str, port: int, tokens: Tokens, *, tls: bool, insecure: bool) -> None:
+    """Refuse to serve beyond loopback what anyone on the way could abuse, unless told to.
+
+    Two cases: an open API (no agent or admin token), which anyone who can
+    reach it may change; and tokens without TLS, which anyone on the network
+    path may read from a request and replay. Behind a TLS-terminating proxy
+    on the same host the daemon listens on loopback and neither applies.
+    """
+    if is_loopback(host):
         return
-    if not insecure:
-        raise ConfigError(
-            f"refusing to listen on {host} with no [api] agent_tokens or admin_tokens: "
-            "anyone who can reach it could change and delete services. Configure tokens, "
-            "listen on a loopback address, or pass --insecure"
+    if not tokens.guards_writes:
+        risk = "anyone who can reach it could change and delete services"
+        if not insecure:
+            raise ConfigError(
+                f"refusing to listen on {host} with no [api] agent_tokens or admin_tokens: "
+                f"{risk}. Configure tokens and TLS, listen on a loopback address, or pass "
+                "--insecure"
+            )
+        LOG.warning(
+            "listening on %s:%s with no agent or admin tokens (--insecure): %s", host, port, risk
         )
-    LOG.warning(
-        "listening on %s:%s with no agent or admin tokens (--insecure): anyone who can reach "
-        "it can register, change and delete services",
-        host,
-        port,
-    )
+    if tokens.enabled and not tls:
+        risk = "bearer tokens would cross the network in clear text, for anyone on the way to read"
+        if not insecure:
+            raise ConfigError(
+                f"refusing to listen on {host} with [api] tokens but no TLS: {risk}. Set [api] "
+                "ssl_certfile and ssl_keyfile, listen on a loopback address behind a TLS "
+                "proxy, or pass --insecure"
+            )
+        LOG.warning("listening on %s:%s with tokens but no TLS (--insecure): %s", host, port, risk)

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -56,13 +57,24 @@ def config_text(url: str, port: int, options: dict[str, Any]) -> str:
 
 
 class Daemon:
-    """`python -m servicegroup.server --config-file F`, with its stderr kept in a file."""
+    """`python -m servicegroup.server --config-file F`, with its stderr kept in a file.
+
+    `verify`: the daemon serves TLS, and this context (trusting its CA,
+    with a client certificate if it asks for one) checks it is ready.
+    """
 
     def __init__(
-        self, config_file: Path, port: int, log_file: Path, argv: list[str] | None = None
+        self,
+        config_file: Path,
+        port: int,
+        log_file: Path,
+        argv: list[str] | None = None,
+        *,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.config_file = config_file
-        self.url = f"http://127.0.0.1:{port}"
+        self.verify = verify
+        self.url = f"{'http' if verify is None else 'https'}://127.0.0.1:{port}"
         self.log_file = log_file
         self.argv = argv or [
             sys.executable,
@@ -91,7 +103,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                answer = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify or True)
+                if answer.status_code == 200:
                     return self
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready after {timeout}s:\n{self.log()}")

@@ -53,10 +53,26 @@ def test_insecure_starts_anyway_and_warns(tmp_path: Path) -> None:
     assert "WARNING" in proc.log() and "--insecure" in proc.log()
 
 
-def test_with_tokens_it_starts_on_all_interfaces(tmp_path: Path) -> None:
+def test_tokens_without_tls_on_all_interfaces_are_refused_in_one_line(tmp_path: Path) -> None:
     tokens = tmp_path / "agents"
     tokens.write_text(f"# agents\n{AGENT}\n")
     proc = daemon(tmp_path, "0.0.0.0", "serve", api=f"agent_token_files = {tokens}\n")
+    try:
+        assert proc.wait_exit() == 1
+    finally:
+        proc.stop()
+    lines = proc.log().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "with [api] tokens but no TLS" in lines[0] and "--insecure" in lines[0]
+    assert AGENT not in lines[0]
+
+
+def test_tokens_without_tls_start_with_insecure_and_warn(tmp_path: Path) -> None:
+    # (With TLS they start without a word: test_daemon_tls.py.)
+    tokens = tmp_path / "agents"
+    tokens.write_text(f"# agents\n{AGENT}\n")
+    api = f"agent_token_files = {tokens}\n"
+    proc = daemon(tmp_path, "0.0.0.0", "serve", "--insecure", api=api)
     try:
         proc.wait_ready()
         body = {"host": "h", "binary": "b"}
@@ -65,7 +81,8 @@ def test_with_tokens_it_starts_on_all_interfaces(tmp_path: Path) -> None:
         assert httpx.post(f"{proc.url}/v1/services", json=body, headers=auth).status_code == 201
     finally:
         proc.stop()
-    assert "WARNING" not in proc.log()
+    warnings = [line for line in proc.log().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "no TLS" in warnings[0], warnings
 
 
 def test_tokens_never_reach_the_daemon_log_even_with_debug(tmp_path: Path) -> None:

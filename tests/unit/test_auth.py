@@ -240,24 +240,59 @@ def test_tokens_never_reach_the_log(
         assert secret not in caplog.text
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"])
-def test_loopback_may_be_open(host: str) -> None:
-    auth.check_exposure(host, 8797, auth.Tokens(), insecure=False)
+LOOPBACK = ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost"]
+BEYOND = ["0.0.0.0", "::", "10.1.2.3", "192.168.0.1", "sg.example"]
+WRITE_TOKENS = [auth.Tokens(agent=(b"a",)), auth.Tokens(admin=(b"d",))]
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "192.168.0.1", "sg.example"])
+@pytest.mark.parametrize("host", LOOPBACK)
+def test_loopback_may_be_open_or_plain(host: str) -> None:
+    auth.check_exposure(host, 8797, auth.Tokens(), tls=False, insecure=False)
+    auth.check_exposure(host, 8797, auth.Tokens(agent=(b"a",)), tls=False, insecure=False)
+
+
+@pytest.mark.parametrize("host", BEYOND)
+@pytest.mark.parametrize("tls", [False, True])
 def test_beyond_loopback_an_open_api_is_refused(
-    host: str, caplog: pytest.LogCaptureFixture
+    host: str, tls: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(ConfigError, match="--insecure"):
-        auth.check_exposure(host, 8797, auth.Tokens(), insecure=False)
+        auth.check_exposure(host, 8797, auth.Tokens(), tls=tls, insecure=False)
     with pytest.raises(ConfigError):  # read tokens guard reads only; writes need their own
-        auth.check_exposure(host, 8797, auth.Tokens(read=(b"r",)), insecure=False)
-    auth.check_exposure(host, 8797, auth.Tokens(agent=(b"a",)), insecure=False)
-    auth.check_exposure(host, 8797, auth.Tokens(admin=(b"d",)), insecure=False)
+        auth.check_exposure(host, 8797, auth.Tokens(read=(b"r",)), tls=tls, insecure=False)
     with caplog.at_level(logging.WARNING):
-        auth.check_exposure(host, 8797, auth.Tokens(), insecure=True)
+        auth.check_exposure(host, 8797, auth.Tokens(), tls=tls, insecure=True)
     assert "--insecure" in caplog.text
+
+
+@pytest.mark.parametrize("host", BEYOND)
+@pytest.mark.parametrize("tokens", WRITE_TOKENS)
+def test_beyond_loopback_tokens_need_tls(host: str, tokens: auth.Tokens) -> None:
+    with pytest.raises(ConfigError, match="tokens but no TLS") as caught:
+        auth.check_exposure(host, 8797, tokens, tls=False, insecure=False)
+    for named in ("ssl_certfile", "ssl_keyfile", "--insecure", "clear text"):
+        assert named in str(caught.value)
+    auth.check_exposure(host, 8797, tokens, tls=True, insecure=False)
+
+
+def test_insecure_lets_tokens_through_in_clear_text_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        auth.check_exposure("0.0.0.0", 8797, WRITE_TOKENS[0], tls=False, insecure=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "listening on 0.0.0.0:8797 with tokens but no TLS (--insecure): bearer tokens would "
+        "cross the network in clear text, for anyone on the way to read"
+    ]
+
+
+def test_insecure_warns_of_each_risk_it_takes(caplog: pytest.LogCaptureFixture) -> None:
+    # Read tokens only: writes are open, and the read tokens travel in clear text.
+    with caplog.at_level(logging.WARNING):
+        auth.check_exposure("::", 8797, auth.Tokens(read=(b"r",)), tls=False, insecure=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "no agent or admin tokens" in messages[0] and "no TLS" in messages[1]
 
 
 GUARDED = [

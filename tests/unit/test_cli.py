@@ -510,3 +510,28 @@ def test_events_lists_the_stream_as_table_and_json(
     code, _, err = run(capsys, "events", *cfg_args(fleet), "--since", "-1")
     assert code == 2
     assert_one_line_error(err, "since")
+
+
+def test_agent_tls_options_without_a_daemon_url_are_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "sg.conf", f"sqlite:///{tmp_path / 'sg.sqlite'}")
+    for option in ("--ca-file", "--client-cert", "--client-key"):
+        code, _, err = run(
+            capsys, "--config-file", str(config), "agent", "--host", "h", "--binary", "b",
+            "--check", "true", option, "x.pem",
+        )  # fmt: skip
+        assert code == 2
+        assert_one_line_error(err, f"{option.removeprefix('--')}: only applies with --daemon-url")
+
+
+def test_agent_unreadable_ca_file_is_one_line_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.pem"
+    code, _, err = run(
+        capsys, "agent", "--daemon-url", "https://127.0.0.1:1", "--ca-file", str(missing),
+        "--host", "h", "--binary", "b", "--check", "true",
+    )  # fmt: skip
+    assert code == 1
+    assert_one_line_error(err, f"CA file: cannot read {missing}")
