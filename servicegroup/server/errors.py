@@ -9,6 +9,8 @@ means a backend or a bug, never bad input.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from http import HTTPMethod
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicegroup.exceptions import (
@@ -127,6 +130,37 @@ async def _handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """A 405 whose Allow lists every method the path serves (RFC 9110 15.5.6).
+
+    Routing answers 405 from the first route whose path matched, and FastAPI
+    makes one route per method: its Allow named that one route's methods
+    (OPTIONS /v1/claims said POST, though GET is served too).
+    """
+    allow = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+    return error_response(HTTPException(405, headers={"Allow": allow}))
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """Every HTTP method some route serves at `scope`'s path, asked of the routes themselves.
+
+    Each route is asked as the router asks it, once per method, so what this
+    lists is what the app answers (included routers, HEAD on a plain GET
+    route) and no table has to be kept in step with the routes.
+    """
+    probe = {
+        "type": "http",
+        "path": scope["path"],
+        "root_path": scope.get("root_path", ""),
+        "headers": [],
+    }
+
+    def serves(method: str) -> bool:
+        return any(route.matches({**probe, "method": method})[0] is Match.FULL for route in routes)
+
+    return [method.value for method in HTTPMethod if serves(method.value)]
+
+
 class GuardMiddleware:
     """Cap request bodies, and turn anything unexpected into a logged 500.
 
@@ -211,4 +245,5 @@ def install(app: FastAPI) -> None:
         HTTPException,
     ):
         app.add_exception_handler(exc_class, _handler)
+    app.add_exception_handler(405, _method_not_allowed)  # before the HTTPException handler
     app.add_middleware(GuardMiddleware)

@@ -22,7 +22,7 @@ from servicegroup.server.fast_routes import FastRoutes
 from tests.live import serve_in_thread
 
 AGENT, ADMIN, READ = "agent-tok-1c2d", "admin-tok-9e8f", "read-tok-4a5b"
-HEADERS = ("content-type", "www-authenticate", "content-length")
+HEADERS = ("content-type", "www-authenticate", "content-length", "allow")
 
 
 @pytest.fixture(params=["open", "tokens"])
