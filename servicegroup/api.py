@@ -648,9 +648,15 @@ class ServiceGroup:
             return claim_rows.force_release(self.engine, resource_type, resource_id, reason)
 
     def lost_claims(self, service: Service | str, incarnation: str | None = None) -> list[Claim]:
-        """Claims this service held in a previous incarnation and did not release itself."""
+        """Claims this service held in a previous incarnation and did not release itself.
+
+        NotFound for an unknown or deleted service, as claim(): over HTTP this
+        is a sub-resource of the service, and a deleted service's own has to go
+        with it (its claims stay listed by list_claims(owner=)).
+        """
         owner = validation.service_id(self._uuid_of(service), "service_id")
         incarnation = self._incarnation(incarnation)
+        records.get(self.engine, owner)  # NotFound for an unknown or deleted service
         with sql_errors():
             return claim_rows.lost_of(self.engine, owner, incarnation)
 

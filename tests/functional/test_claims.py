@@ -214,9 +214,15 @@ def test_details_rules_and_unknown_owner(sqlite_url: str, make_group) -> None:
         assert invalid.value.field == "details"
     with pytest.raises(NotFound):
         group.claim(str(uuid.uuid4()), "compute", "i-1", "op")
+    with pytest.raises(NotFound):
+        group.lost_claims(str(uuid.uuid4()))
+    held = group.claim(a, "compute", "i-1", "op")
     group.delete(a)
     with pytest.raises(NotFound):
         group.claim(a, "compute", "i-1", "op")
+    with pytest.raises(NotFound):
+        group.lost_claims(a)  # gone with its service...
+    assert group.list_claims(owner=a) == [held]  # ...while its claims are still listed
     with pytest.raises(InvalidInput):
         group.renew("not a claim")  # type: ignore[arg-type]
 

@@ -117,6 +117,12 @@ def test_force_release_needs_admin_and_bad_input_is_4xx(api) -> None:
         http.get("/v1/services/not-a-uuid/lost-claims", params={"incarnation": "x"}).status_code
         == 404
     )
+    mine = {"incarnation": str(uuid.uuid4())}
+    gone = group.register("h2", "compute")
+    assert http.get(f"/v1/services/{gone.uuid}/lost-claims", params=mine).status_code == 200
+    group.delete(gone)
+    for sid in (gone.uuid, str(uuid.uuid4())):  # a sub-resource goes with its service
+        assert http.get(f"/v1/services/{sid}/lost-claims", params=mine).status_code == 404
     schema = _ok(http.get("/openapi.json"))
     for path in ("/v1/claims", "/v1/claims/renew", "/v1/claims/release"):
         assert "409" in schema["paths"][path]["post"]["responses"]
