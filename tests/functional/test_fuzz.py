@@ -1,11 +1,23 @@
-"""schemathesis against the real daemon: no 5xx, and every answer as documented.
+"""schemathesis against the real daemon, with every check: no 5xx, every answer as documented.
 
 The daemon runs as a subprocess on SQLite and the fuzzer reads its live
 /openapi.json, so what is checked is what a client sees over a real socket.
-Every built-in check schemathesis enables by default runs (not_a_server_error,
-status code / content type / headers / body conformance, positive data
-accepted, negative data rejected, ...), none is excluded: a disagreement is
-fixed in the spec or the code. Runs twice: with no token (the loopback
+Every check schemathesis has runs, as with `st run --checks all` (ALL_CHECKS),
+over the phases that can trigger it:
+
+- fuzzing, per operation and generation mode (test_fuzz_*): not_a_server_error,
+  status code / content type / headers / body conformance, positive data
+  accepted, negative data rejected, ignored_auth;
+- examples, coverage and stateful, through schemathesis' own engine as
+  `st run` drives it (test_every_check_in_the_other_phases_*): every
+  boundary and negation of every parameter, every method the document does
+  not declare (unsupported_method, allow_header_conformance: a 405 must
+  list every method of its path in Allow), a missing required header, and
+  sequences along the API's links (use_after_free,
+  ensure_resource_availability; MAX_EXAMPLES scenarios).
+
+A disagreement is fixed in the spec or the code; the two checks left out
+are in EXCLUDED_CHECKS, with why. Runs twice: with no token (the loopback
 default: the document then declares no security) and with read, agent and
 admin tokens, sending the admin token, so the guarded paths and the auth
 checks (a request without or with a bad token must get 401) are exercised.
@@ -13,9 +25,10 @@ checks (a request without or with a bad token must get 401) are exercised.
 Bounded and deterministic: derandomized Hypothesis, MAX_EXAMPLES per
 operation and generation mode (positive: schema-valid data, which must be
 accepted; negative: schema-violating data, which must be rejected with a
-documented 4xx). Driven through operation.as_strategy() rather than
-schemathesis' pytest plugin, whose lazy loader breaks on pytest 9 (it sets
-the private Function._nodeid).
+documented 4xx); the coverage phase is deterministic by design. The fuzzing
+runs are driven through operation.as_strategy() rather than schemathesis'
+pytest plugin, whose lazy loader breaks on pytest 9 (it sets the private
+Function._nodeid).
 """
 
 from __future__ import annotations
@@ -31,17 +44,33 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.engine import Status, events, from_schema  # noqa: E402
 
 from tests.functional.daemon import Daemon, free_port, write_config  # noqa: E402
 from tests.functional.test_daemon import TIMINGS, migrated_sqlite  # noqa: E402
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 15
 ADMIN, AGENT, READ = "fuzz-admin-token", "fuzz-agent-token", "fuzz-read-token"
 # A long poll that waits its full `wait` is correct, but costs wall time the
 # suite does not have; the bounds of `wait` (0..60, else 400) are still fuzzed
 # (anything outside (LONG_POLL_CAP, 60] is sent as generated) and tested in
 # test_hostile_input.py.
 LONG_POLL_CAP = 0.1
+ALL_CHECKS = ["all"]
+EXCLUDED_CHECKS = [
+    # A response-time limit (10 s by default) is a timed assertion, which this
+    # suite does not make (timings are reported as figures, doc/benchmarks.md);
+    # and the API's long poll is meant to hold a request for up to 60 s.
+    "max_response_time",
+    # Object-level authorization (BOLA) asks whether one user can reach another
+    # user's objects; the daemon has no per-user objects: a token's kind
+    # (read, agent, admin) is all that decides, and the auth checks cover it.
+    # schemathesis runs it only with two users configured as WFC peers.
+    "object_level_authorization",
+]
+# What schemathesis' engine runs here: every phase but fuzzing, which the
+# per-operation tests (test_fuzz_*) do with their own bounds and statistics.
+ENGINE_PHASES = ["examples", "coverage", "stateful"]
 
 STATS: dict[str, Counter[str]] = {"open": Counter(), "tokens": Counter()}
 
@@ -82,14 +111,17 @@ def _assert_clean_log(daemon: Daemon) -> None:
     assert "unexpected error" not in log, log
 
 
-@pytest.fixture(scope="module")
-def open_schema(open_daemon: Daemon) -> Any:
-    return schemathesis.openapi.from_url(f"{open_daemon.url}/openapi.json")
-
-
-@pytest.fixture(scope="module")
-def tokens_schema(tokens_daemon: Daemon) -> Any:
-    schema = schemathesis.openapi.from_url(f"{tokens_daemon.url}/openapi.json")
+def _schema(daemon: Daemon, token: str | None = None) -> Any:
+    """The daemon's live document, every check enabled, sending `token` if given."""
+    schema = schemathesis.openapi.from_url(f"{daemon.url}/openapi.json")
+    schema.config.checks.update(
+        included_check_names=ALL_CHECKS, excluded_check_names=EXCLUDED_CHECKS
+    )
+    # MAX_EXAMPLES bounds the stateful phase's scenarios too; coverage has no bound.
+    schema.config.generation.update(deterministic=True, max_examples=MAX_EXAMPLES)
+    schema.config.update(request_timeout=30)
+    if token is None:
+        return schema
 
     @schema.auth()
     class AdminToken:
@@ -97,7 +129,7 @@ def tokens_schema(tokens_daemon: Daemon) -> Any:
         or breaks Authorization on purpose (schemathesis then expects 401)."""
 
         def get(self, case: Any, context: Any) -> str:
-            return ADMIN
+            return token
 
         def set(self, case: Any, data: str, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -105,10 +137,38 @@ def tokens_schema(tokens_daemon: Daemon) -> Any:
     return schema
 
 
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """A `wait` in (LONG_POLL_CAP, 60] is sent as LONG_POLL_CAP, in every phase.
+
+    A global hook (only this module uses schemathesis): Case.call runs it for
+    the per-operation tests and for the engine's phases alike, and
+    schemathesis re-judges the case after it. The coverage phase sends
+    `wait` as text ("59"), the others as a number.
+    """
+    query = case.query or {}
+    wait = query.get("wait")
+    if isinstance(wait, bool):
+        return
+    try:
+        seconds = float(wait)
+    except (TypeError, ValueError):
+        return
+    if LONG_POLL_CAP < seconds <= 60:
+        query["wait"] = LONG_POLL_CAP
+
+
+@pytest.fixture(scope="module")
+def open_schema(open_daemon: Daemon) -> Any:
+    return _schema(open_daemon)
+
+
+@pytest.fixture(scope="module")
+def tokens_schema(tokens_daemon: Daemon) -> Any:
+    return _schema(tokens_daemon, ADMIN)
+
+
 def _call(case: Any, variant: str) -> None:
-    wait = (case.query or {}).get("wait")
-    if isinstance(wait, int | float) and not isinstance(wait, bool) and LONG_POLL_CAP < wait <= 60:
-        case.query["wait"] = LONG_POLL_CAP
     stats = STATS[variant]
     stats["examples"] += 1
     stats[f"op {case.operation.label}"] += 1
@@ -117,8 +177,12 @@ def _call(case: Any, variant: str) -> None:
     except Exception:
         stats["failures"] += 1
         raise
-    stats[f"status {response.status_code}"] += 1
-    if response.status_code >= 500:
+    _count(stats, response.status_code)
+
+
+def _count(stats: Counter[str], status: int) -> None:
+    stats[f"status {status}"] += 1
+    if status >= 500:
         stats["5xx"] += 1
 
 
@@ -192,6 +256,43 @@ def test_fuzz_open_daemon(open_schema: Any, label: str, mode: GenerationMode) ->
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_fuzz_daemon_with_tokens(tokens_schema: Any, label: str, mode: GenerationMode) -> None:
     _fuzz(tokens_schema, label, mode, "tokens")
+
+
+def _run_engine(schema: Any, variant: str) -> list[str]:
+    """ENGINE_PHASES over `schema`, as `st run` runs them; every failure and error, as text."""
+    schema.config.phases.update(phases=ENGINE_PHASES)
+    stats, problems = STATS[variant], []
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            stats[f"phase {event.phase.name.lower()}"] += 1
+            for interaction in event.recorder.interactions.values():
+                if interaction.response is not None:
+                    _count(stats, interaction.response.status_code)
+            for nodes in event.recorder.checks.values():
+                for node in nodes:
+                    info = node.failure_info
+                    if node.status is Status.FAILURE and info is not None:
+                        failure = info.failure
+                        problems.append(
+                            f"{event.label}: {failure.title}\n{failure.message}\n{info.code_sample}"
+                        )
+        elif isinstance(event, events.NonFatalError):
+            problems.append(f"{event.label}: {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+        elif isinstance(event, events.EngineFinished):
+            problems += [f"{failure.title}\n{failure.message}" for failure in event.failures]
+    return list(dict.fromkeys(problems))  # a failure found again while shrinking, once
+
+
+def test_every_check_in_the_other_phases_open_daemon(open_daemon: Daemon) -> None:
+    problems = _run_engine(_schema(open_daemon), "open")
+    assert not problems, "\n\n".join(problems)
+
+
+def test_every_check_in_the_other_phases_daemon_with_tokens(tokens_daemon: Daemon) -> None:
+    problems = _run_engine(_schema(tokens_daemon, ADMIN), "tokens")
+    assert not problems, "\n\n".join(problems)
 
 
 def test_the_fuzzer_sees_every_operation(open_schema: Any, tokens_schema: Any) -> None:
