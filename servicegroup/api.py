@@ -540,6 +540,12 @@ class ServiceGroup:
             found = event_log.read(self.engine, since, binary, host, limit)
         return EventBatch(found, found[-1].id if found else since)
 
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when none): `since` for "only what happens from now on",
+        or, less a few, for the last few events (the status page's recent events)."""
+        with sql_errors():
+            return event_log.last_id(self.engine)
+
     @property
     def event_poll_interval(self) -> float:
         interval: float = self.conf.events.sweep_interval

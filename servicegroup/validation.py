@@ -230,6 +230,29 @@ def limit(value: Any, field: str = "limit") -> int:
     return value
 
 
+# GET /v1/services?sort=&order=&offset=&limit=: one page of a fleet, for a
+# browser that cannot take 100,000 rows at once (server/service_paging.py).
+SERVICE_SORT_KEYS = ("host", "binary", "availability_zone", "state", "version", "last_heartbeat")
+SORT_ORDERS = ("asc", "desc")
+MAX_OFFSET = 2**31 - 1
+
+
+def sort_key(value: Any, field: str = "sort") -> str | None:
+    return one_of(value, field, SERVICE_SORT_KEYS)
+
+
+def sort_order(value: Any, field: str = "order") -> str | None:
+    return one_of(value, field, SORT_ORDERS)
+
+
+def offset(value: Any, field: str = "offset") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be an integer")
+    if not 0 <= value <= MAX_OFFSET:
+        raise InvalidInput(field, f"must be between 0 and {MAX_OFFSET}")
+    return value
+
+
 def service_ids(value: Any, field: str = "ids") -> list[str]:
     """A batch of service uuids (POST /v1/heartbeats), normalised, repeats dropped, in order.
 

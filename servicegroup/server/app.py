@@ -38,9 +38,11 @@ from servicegroup.server import (
     auth,
     claims_api,
     errors,
+    fleet_summary,
     group_commit,
     metrics,
     process_tuning,
+    service_paging,
     token_rotation,
     workers,
 )
@@ -55,12 +57,13 @@ from servicegroup.server.schemas import (
     RegisterBody,
     ServiceList,
     ServiceOut,
+    Summary,
     UpdateBody,
     VersionRange,
 )
 from servicegroup.server.status_json import StatusJson
 from servicegroup.server.tls import ServerTls
-from servicegroup.service import Registration, Service, ServiceStatus
+from servicegroup.service import Registration, Service, ServiceStatus, rfc3339
 
 LOG = logging.getLogger(__name__)
 
@@ -320,7 +323,28 @@ def create_app(
         state: Annotated[
             str | None, Query(json_schema_extra={"enum": list(validation.STATES)})
         ] = None,
+        sort: Annotated[
+            str | None, Query(json_schema_extra={"enum": list(validation.SERVICE_SORT_KEYS)})
+        ] = None,
+        order: Annotated[
+            str | None, Query(json_schema_extra={"enum": list(validation.SORT_ORDERS)})
+        ] = None,
+        offset: Annotated[
+            int, Query(json_schema_extra={"minimum": 0, "maximum": validation.MAX_OFFSET})
+        ] = 0,
+        limit: Annotated[
+            int | None,
+            Query(json_schema_extra={"minimum": 1, "maximum": validation.MAX_EVENTS_PAGE}),
+        ] = None,
     ) -> Response:
+        """Matching services; with sort, order, offset and limit, one page of them.
+
+        `total` counts every match, so a pager knows how many pages there are.
+        """
+        sort_by = validation.sort_key(sort)
+        direction = validation.sort_order(order)
+        start = validation.offset(offset)
+        count = None if limit is None else validation.limit(limit)
         statuses = sg.get_all(
             binary=binary,
             host=host,
@@ -328,7 +352,28 @@ def create_app(
             availability_zone=availability_zone,
             state=state,
         )
-        return Response(bodies.list_body(statuses), media_type="application/json")
+        shown = service_paging.page(statuses, sort_by, direction, start, count)
+        body = bodies.list_body(shown)[:-1] + b',"total":%d}' % len(statuses)
+        return Response(body, media_type="application/json")
+
+    @app.get(
+        "/v1/summary",
+        dependencies=[guard.read],
+        response_model=Summary,
+        responses=errors.responses(401, 403, 500, 503),
+    )
+    def summary() -> JSONResponse:
+        """Counts and version ranges by binary and availability zone, from one get_all()."""
+        cursor = sg.last_event_id()  # before the read: no event falls between the two
+        groups, totals = fleet_summary.summarize(sg.get_all())
+        return JSONResponse(
+            {
+                "now": rfc3339(sg.clock.now()),
+                "event_cursor": cursor,
+                "totals": totals,
+                "groups": [group.as_dict() for group in groups],
+            }
+        )
 
     @app.get(
         "/v1/services/{id}",

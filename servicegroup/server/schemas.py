@@ -105,6 +105,35 @@ class ServiceOut(BaseModel):
 
 class ServiceList(BaseModel):
     services: list[ServiceOut]
+    total: int = Field(
+        json_schema_extra={"minimum": 0},
+        description="How many services match the filters, before offset and limit.",
+    )
+
+
+class SummaryCounts(BaseModel):
+    total: int
+    up: int
+    down: int
+    unknown: int
+    disabled: int
+    forced_down: int
+
+
+class SummaryGroup(SummaryCounts):
+    binary: str
+    availability_zone: str | None
+    min_version: int | None
+    max_version: int | None
+
+
+class Summary(BaseModel):
+    """The fleet at a glance (server/fleet_summary.py)."""
+
+    now: datetime = Field(description="The daemon's clock, for heartbeat ages.")
+    event_cursor: int = Field(description="The newest event's id: `since` for GET /v1/events.")
+    totals: SummaryCounts
+    groups: list[SummaryGroup]
 
 
 class VersionRange(BaseModel):

@@ -233,7 +233,7 @@ def test_delete_then_404_everywhere(client: httpx.Client) -> None:
     assert_error(client.post(f"/v1/services/{sid}/heartbeat"), 404)
     assert_error(client.patch(f"/v1/services/{sid}", json={"disabled": True}), 404)
     assert_error(client.delete(f"/v1/services/{sid}"), 404)
-    assert client.get("/v1/services", params={"host": host}).json() == {"services": []}
+    assert client.get("/v1/services", params={"host": host}).json() == {"services": [], "total": 0}
 
     again = client.post("/v1/services", json={"host": host, "binary": "b"})
     assert again.status_code == 201

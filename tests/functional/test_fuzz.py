@@ -218,6 +218,7 @@ OPERATIONS = [
     "POST /v1/claims/release",
     "POST /v1/claims/force-release",
     "GET /v1/services/{id}/lost-claims",
+    "GET /v1/summary",
 ]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 

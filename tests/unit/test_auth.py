@@ -108,7 +108,7 @@ def test_missing_or_unknown_token_is_401_before_anything_is_written(
         ),
         401,
     )  # not the Bearer scheme
-    assert http.get("/v1/services").json() == {"services": []}
+    assert http.get("/v1/services").json() == {"services": [], "total": 0}
     sid = register(http, AGENT).json()["id"]
     for method, path in [
         ("POST", f"/v1/services/{sid}/heartbeat"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -208,3 +209,32 @@ def test_name_pattern_is_the_name_rule_for_every_code_point() -> None:
     assert pattern.fullmatch(f"a{every_printable}b")
     for value in ("a b", " a", "a ", "a\\]^-[b", "x" * 255, "é\U0001f600"):
         assert bool(pattern.fullmatch(value)) == accepted(value), value
+
+
+@pytest.mark.parametrize(
+    ("check", "field", "value", "rule"),
+    [
+        (validation.sort_key, "sort", "uuid", "must be one of host, binary, availability_zone"),
+        (validation.sort_order, "order", "up", "must be one of asc, desc"),
+        (validation.offset, "offset", -1, "must be between 0 and 2147483647"),
+        (validation.offset, "offset", 2**31, "must be between 0 and 2147483647"),
+        (validation.offset, "offset", True, "must be an integer"),
+        (validation.offset, "offset", "1", "must be an integer"),
+    ],
+)
+def test_service_page_parameters_are_refused_naming_the_field(
+    check: Any, field: str, value: object, rule: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check(value)
+    assert caught.value.field == field
+    assert rule in str(caught.value)
+
+
+def test_service_page_parameters_accept_their_range() -> None:
+    assert validation.sort_key(None) is None and validation.sort_order(None) is None
+    assert [validation.sort_key(k) for k in validation.SERVICE_SORT_KEYS] == list(
+        validation.SERVICE_SORT_KEYS
+    )
+    assert validation.sort_order("desc") == "desc"
+    assert validation.offset(0) == 0 and validation.offset(2**31 - 1) == 2**31 - 1
