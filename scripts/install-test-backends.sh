@@ -13,6 +13,8 @@
 #     a free port: the package's own service is not needed).
 #   wrk: the benchmark harness's HTTP load generator (tests/functional/test_bench.py).
 #   haproxy: the load balancer in front of several daemons (tests/functional/test_several_daemons.py).
+#   chromium, chromium-driver: the headless browser (and its WebDriver) the status page is
+#     tested in (tests/functional/test_status_page.py, driven by selenium).
 #   PostgreSQL 5432, MariaDB 3306, Redis 6379: shared servers the tests use.
 set -euo pipefail
 
@@ -60,6 +62,8 @@ command -v memcached >/dev/null || missing+=(memcached)
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
@@ -122,4 +126,4 @@ if [ -n "$fresh_mariadb" ]; then
         USING PASSWORD('') OR unix_socket; FLUSH PRIVILEGES;"
 fi
 
-log "ZooKeeper, memcached, prometheus and promtool installed; PostgreSQL, MariaDB, Redis listening"
+log "ZooKeeper, memcached, prometheus, promtool and chromium installed; PostgreSQL, MariaDB, Redis listening"

@@ -43,6 +43,7 @@ from servicegroup.server import (
     metrics,
     process_tuning,
     service_paging,
+    status_page,
     token_rotation,
     workers,
 )
@@ -521,6 +522,7 @@ def create_app(
             await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
+    app.include_router(status_page.make_router())
     return FastRoutes(app, beat_off_loop, registrations.submit, guard)
 
 
