@@ -354,8 +354,7 @@ def create_app(
             state=state,
         )
         shown = service_paging.page(statuses, sort_by, direction, start, count)
-        body = bodies.list_body(shown)[:-1] + b',"total":%d}' % len(statuses)
-        return Response(body, media_type="application/json")
+        return Response(bodies.list_body(shown, len(statuses)), media_type="application/json")
 
     @app.get(
         "/v1/summary",

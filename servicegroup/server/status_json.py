@@ -15,7 +15,7 @@ Usage::
 
     bodies = StatusJson()
     sg.keep_pruned(bodies.table)
-    body = bodies.list_body(statuses)   # b'{"services":[...]}'
+    body = bodies.list_body(statuses, len(statuses))   # b'{"services":[...],"total":N}'
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ class StatusJson:
     def __init__(self) -> None:
         self.table: IdentityCache[tuple[ServiceStatus, bytes]] = IdentityCache()
 
-    def list_body(self, statuses: Sequence[ServiceStatus]) -> bytes:
-        """orjson.dumps({"services": [s.as_dict() for s in statuses]}), byte for byte."""
+    def list_body(self, statuses: Sequence[ServiceStatus], total: int) -> bytes:
+        """orjson.dumps({"services": [s.as_dict() ...], "total": total}), byte for byte.
+
+        `total` counts every match when `statuses` is one page of them.
+        """
         table = self.table.for_read()
         get, dumps = table.get, orjson.dumps
         parts: list[bytes] = []
@@ -70,11 +73,12 @@ class StatusJson:
                     bytes(memoryview(dumps(status.as_dict(_time), option=_TIMES))),
                 )
             append(entry[1])
+        end = b'],"total":%d}' % total
         if not parts:
-            return b'{"services":[]}'
+            return b'{"services":[' + end
         # One copy of the body, not three (a join, then two concatenations):
         # the brackets go on the first and last parts. 86 -> 33 ms at
         # 100,000 services (measured, median of 7).
         parts[0] = b'{"services":[' + parts[0]
-        parts[-1] += b"]}"
+        parts[-1] += end
         return b",".join(parts)
