@@ -22,6 +22,7 @@ from oslo_config import cfg
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, gcpause, validation
 from servicegroup.backend_errors import DriverErrors, sql_errors
+from servicegroup.binary_times import BinaryTimes
 from servicegroup.claims import as_token
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import claim_rows, event_log, migration, records
@@ -102,7 +103,9 @@ class ServiceGroup:
     def __init__(self, conf: cfg.ConfigOpts, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.conf = conf
         self.clock = clock
-        self.down_time = sg_conf.effective_down_time(conf)
+        # Each binary's own down time and report interval; these two are the defaults.
+        self.times = BinaryTimes.from_conf(conf)
+        self.down_time = self.times.default_down_time
         self.report_interval: float = conf.report_interval
         driver_cls = drivers.load(conf.driver)
         self.engine = make_engine(
@@ -127,7 +130,8 @@ class ServiceGroup:
         self._statuses = StatusReuse()
         self._other_caches: list[IdentityCache[Any]] = []
         self._read_failing = False
-        self._outages = Outages(clock, self.down_time)
+        # An outage is excused as long as some binary's heartbeats can still count.
+        self._outages = Outages(clock, self.times.longest)
         # This process start's identity for claims: a ServiceGroup is never its former self.
         self.incarnation = str(uuid_mod.uuid4())
 
@@ -322,9 +326,8 @@ class ServiceGroup:
 
     def join(self, service: Service) -> Reporter:
         """Start a background reporter: a beat now, then one every report_interval."""
-        reporter = Reporter(
-            service, self.heartbeat, self.report_interval, self.driver.backend, self.clock
-        )
+        interval = self.times.report_interval(service.binary)
+        reporter = Reporter(service, self.heartbeat, interval, self.driver.backend, self.clock)
         with self._lock:
             old = self._reporters.pop(service.uuid, None)
             self._reporters[service.uuid] = reporter
@@ -343,13 +346,20 @@ class ServiceGroup:
             self.driver.forget(record)
         records.record_leave(self.engine, record.uuid)
 
-    def is_up(self, service: ServiceRef) -> bool:
-        statuses = self._snapshot(uuids=[self._uuid(service)]).statuses
+    def down_time_of(self, binary: str) -> float:
+        """The down time that judges `binary`'s services: its own ([binaries]) or the global."""
+        return self.times.down_time(binary)
+
+    def is_up(self, service: ServiceRef, down_time: float | None = None) -> bool:
+        """Whether it is up; `down_time` judges it with that threshold instead of its binary's."""
+        threshold = validation.down_time(down_time)
+        statuses = self._snapshot(uuids=[self._uuid(service)], down_time=threshold).statuses
         return bool(statuses) and statuses[0].is_up
 
-    def get(self, service: ServiceRef) -> ServiceStatus:
+    def get(self, service: ServiceRef, down_time: float | None = None) -> ServiceStatus:
         uuid = self._uuid(service)
-        statuses = self._snapshot(uuids=[uuid]).statuses
+        threshold = validation.down_time(down_time)
+        statuses = self._snapshot(uuids=[uuid], down_time=threshold).statuses
         if not statuses:
             raise NotFound("service", uuid)
         return statuses[0]
@@ -395,10 +405,16 @@ class ServiceGroup:
         topic: str | None = None,
         availability_zone: str | None = None,
         state: State | str | None = None,
+        down_time: float | None = None,
     ) -> list[ServiceStatus]:
-        """Every matching service with its state: one SELECT, one driver read."""
+        """Every matching service with its state: one SELECT, one driver read.
+
+        `down_time` judges every service with that threshold instead of its
+        binary's: a scheduler may be quick to avoid a host while recovery
+        waits longer. Events, metrics and recovery always use the binary's.
+        """
         wanted = validation.state(None if state is None else str(state))
-        statuses = self.snapshot(binary, host, topic, availability_zone).statuses
+        statuses = self.snapshot(binary, host, topic, availability_zone, down_time).statuses
         if wanted is None:
             return statuses
         return [s for s in statuses if s.state == wanted]
@@ -409,6 +425,7 @@ class ServiceGroup:
         host: str | None = None,
         topic: str | None = None,
         availability_zone: str | None = None,
+        down_time: float | None = None,
     ) -> Snapshot:
         """get_all() plus whether liveness could be read at all, for metrics and health.
 
@@ -422,6 +439,7 @@ class ServiceGroup:
             availability_zone=validation.name(
                 "availability_zone", availability_zone, required=False
             ),
+            down_time=validation.down_time(down_time),
         )
         if snapshot.statuses:
             if binary is host is topic is availability_zone is None:
@@ -692,6 +710,7 @@ class ServiceGroup:
         self,
         uuids: list[str] | None = None,
         read: Callable[[records.RecordSet], Reading] | None = None,
+        down_time: float | None = None,
         **page_and_filters: Any,
     ) -> Snapshot:
         """One read, every caller's: the records (one SELECT), their liveness (one
@@ -711,12 +730,21 @@ class ServiceGroup:
             raise
         if not recordset.services:
             return Snapshot([], liveness_ok=True)
-        return self._judged(recordset, read or self.driver.read)
+        return self._judged(recordset, read or self.driver.read, down_time)
 
     def _judged(
-        self, recordset: records.RecordSet, read: Callable[[records.RecordSet], Reading]
+        self,
+        recordset: records.RecordSet,
+        read: Callable[[records.RecordSet], Reading],
+        down_time: float | None = None,
     ) -> Snapshot:
-        """The records' liveness (one driver read), the state rule (state.py), the statuses."""
+        """The records' liveness (one driver read), the state rule (state.py), the statuses.
+
+        With a query's own `down_time`, the statuses are built afresh and not
+        remembered (StatusReuse): the shared table, and every cache keyed on
+        its statuses' identity (server/status_json.py), hold only statuses
+        judged by each binary's own down time.
+        """
         missing = NEVER
         try:
             with self._driver_call():
@@ -732,8 +760,24 @@ class ServiceGroup:
         outage = None if missing is UNKNOWN else self._outages.ago()
         services, pulses = recordset.services, reading.pulses
         with gcpause.paused():  # building, no I/O: see gcpause.py
-            states = judge_all(services, pulses, missing, reading.now, self.down_time, outage)
-            statuses = self._statuses.build(services, states, pulses, missing)
+            if down_time is None:
+                states = judge_all(
+                    services,
+                    pulses,
+                    missing,
+                    reading.now,
+                    self.down_time,
+                    outage,
+                    self.times.down_times,
+                )
+                statuses = self._statuses.build(services, states, pulses, missing)
+            else:
+                states = judge_all(services, pulses, missing, reading.now, down_time, outage)
+                get = pulses.get
+                statuses = [
+                    new_status(service, state, get(service.uuid, missing).last_heartbeat)
+                    for service, state in zip(services, states, strict=True)
+                ]
         return Snapshot(statuses, liveness_ok=missing is NEVER, read_at=reading.now)
 
     def _log_read_failure(self, exc: BackendError) -> None:

@@ -232,15 +232,17 @@ class Client:
             reporter.stop()
         self._call("POST", f"/v1/services/{uuid}/leave")
 
-    def is_up(self, service: ServiceRef) -> bool:
+    def is_up(self, service: ServiceRef, down_time: float | None = None) -> bool:
         """False for a service that does not exist, as in-process."""
         try:
-            return self.get(service).is_up
+            return self.get(service, down_time=down_time).is_up
         except NotFound:
             return False
 
-    def get(self, service: ServiceRef) -> ServiceStatus:
-        return status_from_json(self._json("GET", _service_path(service)))
+    def get(self, service: ServiceRef, down_time: float | None = None) -> ServiceStatus:
+        """The service; `down_time` judges it by that threshold instead of its binary's."""
+        params = {} if down_time is None else {"down_time": down_time}
+        return status_from_json(self._json("GET", _service_path(service), params=params))
 
     def get_all(
         self,
@@ -249,14 +251,19 @@ class Client:
         topic: str | None = None,
         availability_zone: str | None = None,
         state: State | str | None = None,
+        down_time: float | None = None,
     ) -> list[ServiceStatus]:
-        """Every matching service with its state; None means no filter."""
+        """Every matching service with its state; None means no filter.
+
+        `down_time` judges every service by that threshold instead of its binary's.
+        """
         filters = {
             "binary": binary,
             "host": host,
             "topic": topic,
             "availability_zone": availability_zone,
             "state": None if state is None else str(state),
+            "down_time": down_time,
         }
         params = {key: value for key, value in filters.items() if value is not None}
         body = self._json("GET", "/v1/services", params=params)

@@ -453,6 +453,27 @@ claims_opts = [
     ),
 ]
 
+binaries_opts: list[cfg.Opt] = [
+    cfg.DictOpt(
+        "service_down_time",
+        default={},
+        help="Per-binary service_down_time, as BINARY:SECONDS entries separated by commas, "
+        "e.g. `nova-conductor:20,nova-compute:120`. A binary not named here uses "
+        "[DEFAULT] service_down_time. Each must be greater than 2 x the binary's "
+        "report_interval, or the daemon refuses to start. States, events, metrics and "
+        "claims recovery all judge a service by its binary's down time; a query may still "
+        "ask with its own (?down_time=).",
+    ),
+    cfg.DictOpt(
+        "report_interval",
+        default={},
+        help="Per-binary report_interval, as BINARY:SECONDS entries separated by commas, "
+        "e.g. `nova-conductor:5`: how often a process joined through this library beats "
+        "for a service of that binary. A binary not named here uses [DEFAULT] "
+        "report_interval.",
+    ),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "database": database_opts,
@@ -462,6 +483,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "tooz": tooz_opts,
     "events": events_opts,
     "claims": claims_opts,
+    "binaries": binaries_opts,
 }
 
 

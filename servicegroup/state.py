@@ -8,6 +8,8 @@ Pure: the caller passes the backend's "now" and the outage to excuse.
 Usage::
 
     states = judge_all(services, reading.pulses, NEVER, reading.now, down_time=60.0)
+    # nova-compute gets 120 s, every other binary 60 s:
+    states = judge_all(services, pulses, NEVER, now, 60.0, by_binary={"nova-compute": 120.0})
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def judge(
     now: datetime | None,
     down_time: float,
     outage: tuple[float, float] | None = None,
+    by_binary: Mapping[str, float] | None = None,
 ) -> State:
     """The state rule, for every driver: forced down wins, then the backend's word.
 
@@ -35,7 +38,7 @@ def judge(
     from an outage longer than the down time reads as a fleet that died
     (every heartbeat stale) until each service's next beat lands.
     """
-    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time, outage)[0]
+    return judge_all([service], {service.uuid: pulse}, NEVER, now, down_time, outage, by_binary)[0]
 
 
 def judge_all(
@@ -45,8 +48,14 @@ def judge_all(
     now: datetime | None,
     down_time: float,
     outage: tuple[float, float] | None = None,
+    by_binary: Mapping[str, float] | None = None,
 ) -> list[State]:
     """judge() for many services at once; `missing` stands for a uuid absent from pulses.
+
+    `by_binary` gives some binaries their own down time (`[binaries]`,
+    binary_times.py); the others get `down_time`. A query with its own
+    threshold passes that as `down_time` and no `by_binary`, so it judges
+    every binary alike.
 
     Without an outage to excuse, up iff age = now - last_heartbeat <=
     down_time, i.e. iff the last heartbeat is at or after the cutoff
@@ -56,6 +65,9 @@ def judge_all(
     """
     up, down, unknown = State.UP, State.DOWN, State.UNKNOWN
     cutoff = None if now is None else now - timedelta(seconds=down_time)
+    own = by_binary or {}
+    # One cutoff per binary, not per service.
+    cutoffs = {} if now is None else {b: now - timedelta(seconds=s) for b, s in own.items()}
     states: list[State] = []
     append = states.append
     get = pulses.get
@@ -70,10 +82,11 @@ def judge_all(
             if beat is None or now is None:
                 append(down)
             elif outage is None:
-                append(up if cutoff is not None and beat >= cutoff else down)
+                limit = cutoffs.get(service.binary, cutoff) if own else cutoff
+                append(up if limit is not None and beat >= limit else down)
             else:
                 age = (now - beat).total_seconds()
                 began, ended = outage
                 age -= max(0.0, min(age, began) - ended)
-                append(up if age <= down_time else down)
+                append(up if age <= own.get(service.binary, down_time) else down)
     return states

@@ -222,6 +222,23 @@ def wait(value: Any, field: str = "wait") -> float:
     return float(value)
 
 
+# A query's own down time (get_all(down_time=), ?down_time=): a year at most,
+# well inside what a datetime can subtract (a huge one overflowed into a 500).
+MAX_DOWN_TIME = 365 * 24 * 3600.0
+
+
+def down_time(value: Any, field: str = "down_time") -> float | None:
+    """A query's own threshold in seconds; None: each binary's configured one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, "must be a number of seconds")
+    if not 0 < value <= MAX_DOWN_TIME:  # NaN fails this too
+        rule = f"must be greater than 0 and at most {MAX_DOWN_TIME:.0f} seconds (a year)"
+        raise InvalidInput(field, rule)
+    return float(value)
+
+
 def limit(value: Any, field: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(field, "must be an integer")

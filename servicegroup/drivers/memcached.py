@@ -56,6 +56,7 @@ from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 from sqlalchemy import Engine
 
+from servicegroup.binary_times import BinaryTimes
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
 from servicegroup.drivers.base import UNKNOWN, Driver, Pulse, Reading, new_pulse
@@ -106,10 +107,14 @@ def _ttl(conf: cfg.ConfigOpts) -> int:
 
 
 def bound_down_time(conf: cfg.ConfigOpts) -> float:
-    """An upper bound of the API's effective down time, without repeating its rule."""
+    """An upper bound of the API's effective down times, without repeating its rule.
+
+    The longest of any binary's ([binaries]): a beat must outlive the
+    longest down time that can still count it.
+    """
     down_time: float = conf.service_down_time
     interval: float = conf.report_interval
-    return max(down_time, 2.5 * interval)
+    return max(down_time, 2.5 * interval, BinaryTimes.from_conf(conf).longest)
 
 
 def _parse(value: bytes | None) -> Pulse | None:

@@ -54,8 +54,8 @@ from oslo_config import cfg
 from sqlalchemy import Engine
 from tooz import coordination
 
-from servicegroup import conf as sg_conf
 from servicegroup import dependency_internals
+from servicegroup.binary_times import BinaryTimes
 from servicegroup.clock import Clock
 from servicegroup.db.records import RecordSet
 from servicegroup.drivers.base import Driver, Pulse, Reading
@@ -223,8 +223,12 @@ class _RedisClients:
 class _Member:
     """One beating service: its own coordinator, and what we know of its membership."""
 
-    def __init__(self, coord: coordination.CoordinationDriver, service: Service) -> None:
+    def __init__(
+        self, coord: coordination.CoordinationDriver, service: Service, down_time: float
+    ) -> None:
         self.coord = coord
+        # Its binary's own ([binaries]): the backend expires it after this long.
+        self.down_time = down_time
         self.kazoo = dependency_internals.tooz_kazoo_client(coord)
         self.group = group_id(service.binary)
         self.member_id = member_id(service.host, service.binary)
@@ -259,13 +263,12 @@ class ToozDriver(Driver):
                 f"tooz.backend_url: unknown tooz backend {scheme!r}; "
                 f"installed: {', '.join(sorted(known))}"
             )
-        self.down_time = sg_conf.effective_down_time(conf)
+        self.times = BinaryTimes.from_conf(conf)
+        self.down_time = self.times.default_down_time
         self.timeout: float = conf.tooz.request_timeout
+        self._base_url = url
         self.url = coordination_url(url, self.down_time, self.timeout)
         self.reader_url = coordination_url(url, self.down_time, self.timeout, reader=True)
-        # Beats come every report_interval < down_time / 2; a longer gap means
-        # the backend may have expired us, so check the membership then.
-        self._stale_after = self.down_time / 2
         self._members: dict[tuple[str, str], _Member] = {}
         self._lock = threading.Lock()
         self._reader: coordination.CoordinationDriver | None = None
@@ -318,7 +321,9 @@ class ToozDriver(Driver):
                 if (
                     member.caps != caps
                     or member.suspect
-                    or gap >= self._stale_after
+                    # Beats come every report_interval < down_time / 2; a longer gap
+                    # means the backend may have expired us: check the membership.
+                    or gap >= member.down_time / 2
                     or now >= member.verify_at
                 ):
                     self._ensure_joined(member, caps)
@@ -331,8 +336,10 @@ class ToozDriver(Driver):
             return member
         # Connect outside the lock: one slow backend connection must not hold
         # up the beats of every other service in a daemon.
-        coord = self._coordinator(self.url, member_id(service.host, service.binary))
-        fresh = _Member(coord, service)
+        down_time = self.times.down_time(service.binary)
+        url = coordination_url(self._base_url, down_time, self.timeout)
+        coord = self._coordinator(url, member_id(service.host, service.binary))
+        fresh = _Member(coord, service, down_time)
         fresh.last_ok = self.clock.monotonic()
         with self._lock:
             member = self._members.setdefault(key, fresh)
@@ -359,7 +366,7 @@ class ToozDriver(Driver):
             coord.update_capabilities(group, caps).get(timeout=self.timeout)
         member.caps = caps
         member.suspect = False
-        member.verify_at = self.clock.monotonic() + self.down_time
+        member.verify_at = self.clock.monotonic() + member.down_time
 
     def _join(
         self, coord: coordination.CoordinationDriver, group: bytes, caps: dict[str, Any]
@@ -510,20 +517,18 @@ class ToozDriver(Driver):
             self._expirer.start()
 
     def _expire_loop(self) -> None:
-        tick = max(0.01, self.down_time / 10)
+        tick = max(0.01, self.times.shortest / 10)
         while not self._closed.wait(tick):
             now = self.clock.monotonic()
             with self._lock:
                 silent = [
-                    (key, m)
-                    for key, m in self._members.items()
-                    if now - m.last_ok >= self.down_time
+                    (key, m) for key, m in self._members.items() if now - m.last_ok >= m.down_time
                 ]
             for key, member in silent:
                 if not member.lock.acquire(blocking=False):
                     continue  # a beat is running: not silent
                 try:
-                    if member.closed or self.clock.monotonic() - member.last_ok < self.down_time:
+                    if member.closed or self.clock.monotonic() - member.last_ok < member.down_time:
                         continue
                     member.closed = True
                     # Stopped before it leaves the cache: a beat that comes now

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from servicegroup.db.event_log import Draft
@@ -68,14 +68,19 @@ class MassDown:
     evacuates on those events does real damage. So when more than
     `threshold` of a binary's services (and at least `min_services` of them)
     would go down in ONE sweep, that binary's down events are held back for
-    `hold` seconds (service_down_time). A service still down when the hold
-    ends is confirmed and its event written then; one that came back was a
-    blip and is never reported.
+    `hold` seconds (service_down_time, or the binary's own in `by_binary`:
+    [binaries]). A service still down when the hold ends is confirmed and
+    its event written then; one that came back was a blip and is never
+    reported.
     """
 
     threshold: float = 0.5
     min_services: int = 3
     hold: float = 60.0
+    by_binary: Mapping[str, float] = field(default_factory=dict)
+
+    def hold_of(self, binary: str) -> float:
+        return self.by_binary.get(binary, self.hold)
 
 
 class Decision(NamedTuple):
@@ -145,7 +150,7 @@ def _protect(
     downs = Counter(t.status.service.binary for t in transitions if _is_down(t))
     released = set()
     for binary, since in list(held.items()):
-        if now - since >= mass.hold:
+        if now - since >= mass.hold_of(binary):
             del held[binary]  # confirmed: what is still down is written now
             released.add(binary)
         elif not downs[binary]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from servicegroup.service import Snapshot, State
 
@@ -42,8 +42,10 @@ from servicegroup.service import Snapshot, State
 class ReadSchedule:
     """When each service must next be read; not thread-safe (the sweeper's thread only)."""
 
-    def __init__(self, down_time: float) -> None:
+    def __init__(self, down_time: float, by_binary: Mapping[str, float] | None = None) -> None:
         self.down_time = down_time
+        # Binaries with their own down time ([binaries]): their services expire by it.
+        self.by_binary = dict(by_binary or {})
         # (monotonic expiry, uuid) of up services; stale entries are skipped
         # (_expiry holds the current one), so a re-read needs no heap removal.
         self._heap: list[tuple[float, str]] = []
@@ -62,10 +64,11 @@ class ReadSchedule:
         """Schedule each service of a read: up ones at their expiry, the others every sweep.
 
         Ages are the backend's: expiry = read_started + (last heartbeat -
-        the backend's now at the read) + down_time, so no local wall clock
-        enters (as in seconds_to_expiry).
+        the backend's now at the read) + the binary's down time, so no local
+        wall clock enters (as in seconds_to_expiry).
         """
         read_at = snapshot.read_at
+        own, default = self.by_binary, self.down_time
         for status in snapshot.statuses:
             service = status.service
             uuid = service.uuid
@@ -73,7 +76,8 @@ class ReadSchedule:
                 self._count(uuid, service.binary)
             beat = status.last_heartbeat
             if status.state is State.UP and beat is not None and read_at is not None:
-                expiry = read_started + (beat - read_at).total_seconds() + self.down_time
+                down_time = own.get(service.binary, default) if own else default
+                expiry = read_started + (beat - read_at).total_seconds() + down_time
                 if self._expiry.get(uuid) != expiry:
                     self._expiry[uuid] = expiry
                     heapq.heappush(self._heap, (expiry, uuid))

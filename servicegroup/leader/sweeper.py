@@ -45,6 +45,7 @@ from oslo_config import cfg
 from sqlalchemy import Engine
 
 from servicegroup.backend_errors import sql_errors
+from servicegroup.binary_times import BinaryTimes
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import event_log
 from servicegroup.db.engine import writing
@@ -86,7 +87,7 @@ class Fleet(Protocol):
     def engine(self) -> Engine: ...
 
     @property
-    def down_time(self) -> float: ...
+    def times(self) -> BinaryTimes: ...
 
     @property
     def beat_times(self) -> bool: ...
@@ -129,22 +130,28 @@ def log_transitions(written: Sequence[Transition]) -> None:
         LOG.info("%d %s services: %s -> %s (%s)", count, binary, previous, state, cause)
 
 
-def seconds_to_expiry(snapshot: Snapshot, down_time: float) -> float | None:
+def seconds_to_expiry(
+    snapshot: Snapshot, down_time: float, by_binary: Mapping[str, float] | None = None
+) -> float | None:
     """Seconds after the read until its first up service is down, if that one never beats again.
 
     The sweeper sleeps until then rather than a whole sweep_interval, so a
     death is reported as it happens, not up to an interval later. It leaves
     out judge()'s outage excuse, which can only make the answer early: an
     early sweep finds the service still up and asks again. None: no up
-    service has a heartbeat to expire.
+    service has a heartbeat to expire. `by_binary`: the binaries with their
+    own down time ([binaries]), whose services expire by it.
     """
-    if snapshot.read_at is None:
+    read_at = snapshot.read_at
+    if read_at is None:
         return None
-    up = State.UP
-    beats = [s.last_heartbeat for s in snapshot.statuses if s.state is up and s.last_heartbeat]
-    if not beats:
-        return None
-    return (min(beats) - snapshot.read_at).total_seconds() + down_time
+    up, own = State.UP, by_binary or {}
+    expiries = [
+        (s.last_heartbeat - read_at).total_seconds() + own.get(s.service.binary, down_time)
+        for s in snapshot.statuses
+        if s.state is up and s.last_heartbeat
+    ]
+    return min(expiries) if expiries else None
 
 
 def next_sweep(
@@ -203,12 +210,18 @@ class Sweeper:
         self.full_interval: float = conf.events.full_sweep_interval
         self.budget: float = conf.events.sweep_budget
         self.slice: int = conf.events.sweep_slice
-        self.lease = lease.duration(conf, fleet.down_time)
+        times = fleet.times
+        # The shortest down time bounds the lease and the sweep period: the
+        # deaths of that binary's services must not go unnoticed either.
+        self.lease = lease.duration(conf, times.shortest)
         self.down_after: int = conf.events.down_after
         self.up_after: int = conf.events.up_after
         self.retention: float = conf.events.retention
         self.mass = MassDown(
-            conf.events.mass_down_threshold, conf.events.mass_down_min_services, fleet.down_time
+            conf.events.mass_down_threshold,
+            conf.events.mass_down_min_services,
+            times.default_down_time,
+            times.down_times,
         )
         self._held: dict[str, float] = {}
         self.holder = holder or f"{socket.gethostname()}:{uuid_mod.uuid4().hex[:12]}"
@@ -275,7 +288,7 @@ class Sweeper:
                 # so it must not space out the cheap sweeps after it.
                 took=0.0 if self._scheduled_full else time.thread_time() - cpu_started,
                 budget=self.budget,
-                down_time=self.fleet.down_time,
+                down_time=self.fleet.times.shortest,
             )
             self._wait_holding_the_lease(wake)
 
@@ -383,7 +396,8 @@ class Sweeper:
             self._scheduled_full = True
             with sql_errors():
                 cursor = event_log.last_id(self.fleet.engine)  # before: nothing falls between
-            schedule = ReadSchedule(self.fleet.down_time)
+            times = self.fleet.times
+            schedule = ReadSchedule(times.default_down_time, times.down_times)
             statuses = self._read_all(schedule)
             self._schedule, self._event_cursor = schedule, cursor
             self._next_full = now + self.full_interval
@@ -409,7 +423,8 @@ class Sweeper:
             if schedule is not None:
                 schedule.learn(snapshot, read_started)
             else:
-                expiry = seconds_to_expiry(snapshot, self.fleet.down_time)
+                times = self.fleet.times
+                expiry = seconds_to_expiry(snapshot, times.default_down_time, times.down_times)
                 if expiry is not None and (
                     expires_at is None or read_started + expiry < expires_at
                 ):
@@ -489,7 +504,7 @@ class Sweeper:
                 down,
                 len(of_binary),
                 binary,
-                self.mass.hold,
+                self.mass.hold_of(binary),
             )
         for binary in self._held.keys() - held.keys():
             LOG.info("mass-down protection for %s ended; down events flow again", binary)

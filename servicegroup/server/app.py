@@ -83,6 +83,11 @@ ServiceId = Annotated[
     ),
 ]
 NameFilter = Annotated[str | None, Query(json_schema_extra=NAME_DOC)]
+# ?down_time=S: judge with this threshold instead of each binary's (api.get_all).
+DownTime = Annotated[
+    float | None,
+    Query(json_schema_extra={"exclusiveMinimum": 0, "maximum": validation.MAX_DOWN_TIME}),
+]
 
 
 class Bell:
@@ -337,24 +342,32 @@ def create_app(
             int | None,
             Query(json_schema_extra={"minimum": 1, "maximum": validation.MAX_EVENTS_PAGE}),
         ] = None,
+        down_time: DownTime = None,
     ) -> Response:
         """Matching services; with sort, order, offset and limit, one page of them.
 
         `total` counts every match, so a pager knows how many pages there are.
+        With down_time, every service is judged by that threshold.
         """
         sort_by = validation.sort_key(sort)
         direction = validation.sort_order(order)
         start = validation.offset(offset)
         count = None if limit is None else validation.limit(limit)
+        threshold = validation.down_time(down_time)
         statuses = sg.get_all(
             binary=binary,
             host=host,
             topic=topic,
             availability_zone=availability_zone,
             state=state,
+            down_time=threshold,
         )
         shown = service_paging.page(statuses, sort_by, direction, start, count)
-        return Response(bodies.list_body(shown, len(statuses)), media_type="application/json")
+        # A threshold's statuses are built afresh each time (api.StatusReuse):
+        # kept in the shared table, they would only push out the JSON of the
+        # statuses every other read hands out again.
+        renderer = bodies if threshold is None else StatusJson()
+        return Response(renderer.list_body(shown, len(statuses)), media_type="application/json")
 
     @app.get(
         "/v1/summary",
@@ -381,8 +394,9 @@ def create_app(
         response_model=ServiceOut,
         responses=errors.responses(*_BY_ID),
     )
-    def get_service(id: ServiceId) -> JSONResponse:
-        return _service_json(sg.get(_uuid(id)))
+    def get_service(id: ServiceId, down_time: DownTime = None) -> JSONResponse:
+        """The service; with down_time, judged by that threshold instead of its binary's."""
+        return _service_json(sg.get(_uuid(id), down_time=down_time))
 
     @app.post(
         "/v1/services/{id}/heartbeat",

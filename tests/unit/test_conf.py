@@ -76,7 +76,8 @@ def test_database_url_defaults_to_sqlite_in_state_dir(tmp_path) -> None:
 def test_list_opts_covers_every_group() -> None:
     groups = dict(sg_conf.list_opts())
     assert set(groups) == {
-        "DEFAULT", "database", "api", "zookeeper", "memcached", "tooz", "events", "claims"
+        "DEFAULT", "database", "api", "zookeeper", "memcached", "tooz", "events", "claims",
+        "binaries",
     }  # fmt: skip
     names = {opt.name for opt in groups["DEFAULT"]}
     assert {"driver", "report_interval", "service_down_time"} <= names

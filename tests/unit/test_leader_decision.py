@@ -203,3 +203,14 @@ def test_mass_down_counts_the_binary_given_when_the_sweep_read_only_some() -> No
     among_many = decide(dying, {}, mass=mass, held={}, now=1.0, sizes={"b": 100})
     assert [t.state for t in among_many.transitions] == ["down"] * 3
     assert among_many.held == {}
+
+
+def test_a_binary_with_its_own_down_time_is_held_back_that_long() -> None:
+    mass = MassDown(threshold=0.5, min_services=3, hold=1.0, by_binary={"compute": 5.0})
+    assert (mass.hold_of("compute"), mass.hold_of("conductor")) == (5.0, 1.0)
+    observed = ["up"] * 3
+    held: dict[str, float] = {}
+    for at, written in ((0.0, 0), (1.0, 0), (4.9, 0), (5.0, 3)):
+        decision = decide(fleet([DOWN] * 3, observed), {}, mass=mass, held=held, now=at)
+        held = decision.held
+        assert len(decision.transitions) == written, at

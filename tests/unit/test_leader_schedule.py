@@ -118,3 +118,20 @@ def test_more_services_not_up_than_a_sweep_reads_are_read_in_turns() -> None:
     assert third == {"s8", "s9", "s0", "s1"}
     assert schedule.due(1003.0) == {"s2", "s3", "s5", "s6", "s7"}  # no limit: all watched
     assert schedule.due(1004.0) == set()  # nobody put back by a read
+
+
+def test_a_binary_with_its_own_down_time_expires_by_it() -> None:
+    schedule = ReadSchedule(DOWN_TIME, {"quick": 5.0, "slow": 600.0})
+    schedule.learn(
+        snap(
+            st("q", State.UP, age=1.0, binary="quick"),
+            st("s", State.UP, age=1.0, binary="slow"),
+            st("d", State.UP, age=1.0, binary="default"),
+        ),
+        read_started=1000.0,
+    )
+    assert schedule.next_expiry() == 1004.0
+    assert schedule.due(1004.0) == {"q"}
+    assert schedule.next_expiry() == 1059.0
+    assert schedule.due(1059.0) == {"d"}
+    assert schedule.next_expiry() == 1599.0

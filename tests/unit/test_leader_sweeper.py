@@ -61,6 +61,16 @@ def test_seconds_to_expiry_is_the_first_up_heartbeat_plus_the_down_time() -> Non
     assert seconds_to_expiry(Snapshot(statuses, False, read_at=None), 10.0) is None
 
 
+def test_seconds_to_expiry_uses_each_binary_own_down_time() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    quick = ServiceStatus(make_service(binary="quick"), State.UP, now - timedelta(seconds=3))
+    slow = ServiceStatus(make_service(binary="slow"), State.UP, now - timedelta(seconds=1))
+    snapshot = Snapshot([quick, slow], True, read_at=now)
+    assert seconds_to_expiry(snapshot, 10.0) == 7.0
+    assert seconds_to_expiry(snapshot, 10.0, {"quick": 100.0}) == 9.0
+    assert seconds_to_expiry(snapshot, 10.0, {"quick": 4.0}) == 1.0
+
+
 def _up(host: str, binary: str = "nova-compute") -> Transition:
     service = make_service(host=host, binary=binary)
     return Transition(ServiceStatus(service, State.UP, None), "down", "up", "heartbeat")

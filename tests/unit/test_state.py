@@ -91,3 +91,31 @@ def test_judge_all_is_judge_for_each_service_with_missing_pulses() -> None:
     # The boundary is inclusive, as in the rule: age == down_time is still up.
     assert judge(BASE, beat(DOWN_TIME), NOW, DOWN_TIME) is State.UP
     assert judge(BASE, beat(DOWN_TIME + 1e-6), NOW, DOWN_TIME) is State.DOWN
+
+
+def test_judge_all_gives_a_binary_its_own_down_time() -> None:
+    compute = dataclasses.replace(BASE, uuid="c", binary="nova-compute")
+    conductor = dataclasses.replace(BASE, uuid="d", binary="nova-conductor")
+    other = dataclasses.replace(BASE, uuid="o", binary="nova-scheduler")
+    services = [compute, conductor, other]
+    pulses = {"c": beat(90), "d": beat(30), "o": beat(30)}
+    own = {"nova-compute": 120.0, "nova-conductor": 20.0}
+    got = judge_all(services, pulses, NEVER, NOW, DOWN_TIME, by_binary=own)
+    assert got == [State.UP, State.DOWN, State.UP]
+    # The edge is the same as the global one's: age == down time is still up.
+    edge = {"c": beat(120), "d": beat(20), "o": beat(60)}
+    assert judge_all(services, edge, NEVER, NOW, DOWN_TIME, by_binary=own) == [State.UP] * 3
+    # A query's own threshold judges every binary alike (no by_binary).
+    assert judge_all(services, pulses, NEVER, NOW, 10.0) == [State.DOWN] * 3
+    assert judge_all(services, pulses, NEVER, NOW, 100.0) == [State.UP] * 3
+    assert judge(compute, beat(90), NOW, DOWN_TIME, by_binary=own) is State.UP
+
+
+def test_judge_all_excuses_an_outage_by_each_binary_own_down_time() -> None:
+    compute = dataclasses.replace(BASE, uuid="c", binary="nova-compute")
+    conductor = dataclasses.replace(BASE, uuid="d", binary="nova-conductor")
+    own = {"nova-compute": 120.0, "nova-conductor": 20.0}
+    pulses = {"c": beat(150), "d": beat(30)}
+    # An outage from 100 s to 25 s ago: 75 s taken out of each age (150 -> 75, 30 -> 25).
+    got = judge_all([compute, conductor], pulses, NEVER, NOW, DOWN_TIME, (100.0, 25.0), own)
+    assert got == [State.UP, State.DOWN]

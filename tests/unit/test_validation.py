@@ -238,3 +238,21 @@ def test_service_page_parameters_accept_their_range() -> None:
     )
     assert validation.sort_order("desc") == "desc"
     assert validation.offset(0) == 0 and validation.offset(2**31 - 1) == 2**31 - 1
+
+
+def test_down_time_is_positive_float_seconds_up_to_a_year() -> None:
+    assert validation.down_time(None) is None
+    assert validation.down_time(0.25) == 0.25
+    assert validation.down_time(30) == 30.0 and isinstance(validation.down_time(30), float)
+    assert validation.down_time(validation.MAX_DOWN_TIME) == validation.MAX_DOWN_TIME
+    for bad, rule in [
+        (True, "must be a number of seconds"),
+        ("5", "must be a number of seconds"),
+        (0, "must be greater than 0 and at most 31536000 seconds (a year)"),
+        (-1.0, "must be greater than 0"),
+        (float("nan"), "must be greater than 0"),
+        (float("inf"), "must be greater than 0"),
+        (validation.MAX_DOWN_TIME * 2, "at most"),
+    ]:
+        error = rejected(validation.down_time, bad)
+        assert error.field == "down_time" and rule in error.rule, bad
