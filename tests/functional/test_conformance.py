@@ -437,3 +437,65 @@ def test_heartbeat_many_when_the_backend_fails_every_beat_fails(backend: Backend
     with pytest.raises(BackendError, match="injected outage"):
         sg.heartbeat_many(fleet)
     assert not any(sg.is_up(service) for service in fleet)
+
+
+# -- down times per binary ([binaries]) and a query's own threshold ---------------
+
+
+def test_a_binary_with_a_short_down_time_goes_down_while_the_others_stay_up(
+    backend: Backend,
+) -> None:
+    sg = backend.group(service_down_time=30.0, binaries__service_down_time={"quick": "0.3"})
+    quick = sg.register("host-1", "quick")
+    patient = sg.register("host-1", "patient")
+    # Not asserted up first: 0.3 s is too short, a loaded machine may take that long to ask.
+    assert sg.heartbeat_many([quick, patient]) == {}
+    wait_for(lambda: not sg.is_up(quick), "the quick binary's service to go down")
+    states = {s.service.binary: s.state for s in sg.get_all()}
+    assert states == {"quick": State.DOWN, "patient": State.UP}  # 30 s to spare
+
+
+def test_a_binary_with_a_long_down_time_outlives_the_global_one(backend: Backend) -> None:
+    # The backend must keep its beats that long too: memcached's TTL, tooz's membership.
+    sg = backend.group(binaries__service_down_time={"slow": "30"})
+    slow = sg.register("host-1", "slow")
+    other = sg.register("host-1", "other")
+    sg.heartbeat_many([slow, other])
+    wait_for(lambda: not sg.is_up(other), "the global down time's service to go down")
+    assert sg.is_up(slow)
+    assert backend.group(binaries__service_down_time={"slow": "30"}).is_up(slow.uuid)
+
+
+def test_a_query_asks_with_its_own_down_time(backend: Backend) -> None:
+    sg = backend.group(service_down_time=30.0)
+    service = sg.register("host-1", "compute")
+    sg.heartbeat(service)
+    first = sg.get_all()
+    assert first[0].state is State.UP
+    if not sg.beat_times:
+        # tooz: liveness is membership, which a query's threshold cannot expire early.
+        time.sleep(0.3)
+        assert sg.is_up(service, down_time=0.1)
+        assert sg.get_all(down_time=0.1)[0].state is State.UP
+        return
+    wait_for(lambda: not sg.is_up(service, down_time=0.2), "a quick threshold to call it down")
+    assert sg.get(service, down_time=0.2).state is State.DOWN
+    assert [s.state for s in sg.get_all(down_time=0.2)] == [State.DOWN]
+    assert sg.get_all(state="up", down_time=0.2) == []
+    assert sg.is_up(service, down_time=30.0)
+    # The query's answer neither replaced nor spoiled the statuses kept for others.
+    again = sg.get_all()
+    assert again[0] is first[0] and again[0].state is State.UP
+    assert sg.is_up(service)
+
+
+def test_a_query_threshold_does_not_excuse_forced_down_or_deleted(backend: Backend) -> None:
+    sg = backend.group()
+    forced = sg.register("host-1", "compute")
+    sg.heartbeat(forced)
+    sg.set_forced_down(forced, True)
+    assert sg.get(forced, down_time=3600.0).state is State.DOWN
+    sg.delete(forced)
+    with pytest.raises(NotFound):
+        sg.get(forced, down_time=3600.0)
+    assert not sg.is_up(forced, down_time=3600.0)

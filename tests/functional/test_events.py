@@ -570,3 +570,51 @@ def test_every_full_sweep_interval_a_sweep_reads_everything(
     sweeper.sweep()
     assert len(full_reads) == 2
     sweeper.hooks.close()
+
+
+def test_each_binary_goes_down_by_its_own_down_time(
+    backend: Backend,  # noqa: F811 - the conformance fixture
+    request: pytest.FixtureRequest,
+) -> None:
+    """[binaries]: a quick binary's down event, and its claims' recovery, come by its own
+    down time, while a patient binary's service stays up; the incremental sweep (no full
+    read after the first) must schedule the quick one's expiry to see it at all."""
+    sg = backend.group(
+        service_down_time=30.0,
+        binaries__service_down_time={"quick": "0.3"},
+        events__sweep_interval=0.05,
+        events__full_sweep_interval=3600.0,
+        claims__grace=0.0,
+    )
+    sweeper = Sweeper(sg, sg.conf)
+    request.addfinalizer(sweeper.stop)
+    quick = sg.register("host-1", "quick")
+    patient = sg.register("host-1", "patient")
+    sg.claim(quick, "task", "q", "working")
+    sg.claim(patient, "task", "p", "working")
+    assert sg.heartbeat_many([patient]) == {}
+    reporter = sg.join(quick)  # beats until a sweep has seen it up: 0.3 s is short
+
+    def both_up() -> bool:
+        sweeper.sweep()  # the first is the leadership's full read; then incremental ones
+        ups = {e.binary for e in sg.events().events if e.state == "up"}
+        return ups == {"quick", "patient"}
+
+    wait_for(both_up, "both services' up events")
+    reporter.stop()  # its beats stop; the record stays
+
+    def down_seen() -> bool:  # tooz's cause is "leave": the backend expired the member
+        sweeper.sweep()
+        return any((p, s) == ("up", "down") for p, s, _ in story(sg))
+
+    wait_for(down_seen, "the quick service's down event")
+
+    def released() -> bool:
+        sweeper.sweep()
+        return sg.get_claim("task", "q").state != "held"
+
+    wait_for(released, "the quick service's claim to be recovered")
+    downs = [e for e in sg.events().events if e.state == "down" and e.previous == "up"]
+    assert [e.binary for e in downs] == ["quick"]
+    assert sg.get_claim("task", "p").state == "held"
+    assert sg.is_up(patient)  # 30 s to spare
