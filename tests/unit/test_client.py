@@ -6,6 +6,7 @@ each error case is checked against the exception class and its fields.
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -171,3 +172,12 @@ def test_heartbeat_many_raises_what_refuses_the_whole_call(
         fleet = [admin.register(f"h{i}", "b") for i in range(3)]
     with Client(url) as anonymous, pytest.raises(Unauthorized):
         anonymous.heartbeat_many(fleet)
+
+
+def test_the_reads_take_the_same_parameters_as_in_process() -> None:
+    """down_time= and the filters: a caller moves between ServiceGroup and Client unchanged."""
+    for name in ("get", "is_up", "get_all"):
+        ours = inspect.signature(getattr(Client, name)).parameters
+        theirs = inspect.signature(getattr(ServiceGroup, name)).parameters
+        assert list(ours) == list(theirs), name
+        assert "down_time" in ours
