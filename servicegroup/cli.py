@@ -194,10 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only services in this availability zone",
     )
     p.add_argument("--state", choices=("up", "down", "unknown"), help="only services in this state")
+    _add_down_time(p)
     _add_format(p)
 
     p = leaf(svc_sub, "show", cmd_service_show, "show one service")
     p.add_argument("id", metavar="ID", help="service id (UUID)")
+    _add_down_time(p)
     _add_format(p)
 
     p = leaf(svc_sub, "enable", cmd_service_enable, "enable a service (clears the reason)")
@@ -417,6 +419,15 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         transport.close()
 
 
+def _add_down_time(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--down-time",
+        type=float,
+        metavar="SECONDS",
+        help="judge with this down time instead of each binary's ([binaries], service_down_time)",
+    )
+
+
 def cmd_service_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     with _group(conf) as group:
         statuses = group.get_all(
@@ -425,6 +436,7 @@ def cmd_service_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
             topic=args.topic,
             availability_zone=args.availability_zone,
             state=args.state,
+            down_time=args.down_time,
         )
     if args.format == "json":
         _print_json({"services": [s.as_dict() for s in statuses]})
@@ -435,7 +447,7 @@ def cmd_service_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
 
 def cmd_service_show(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     with _group(conf) as group:
-        status = group.get(args.id)
+        status = group.get(args.id, down_time=args.down_time)
     data = status.as_dict()
     if args.format == "json":
         _print_json(data)

@@ -535,3 +535,22 @@ def test_agent_unreadable_ca_file_is_one_line_exit_1(
     )  # fmt: skip
     assert code == 1
     assert_one_line_error(err, f"CA file: cannot read {missing}")
+
+
+def test_service_list_and_show_judge_with_their_own_down_time(
+    capsys: pytest.CaptureFixture[str], fleet: Fleet
+) -> None:
+    beaten = fleet.ids[A]
+    quick = ["--down-time", "0.000001", "--format", "json"]  # older than 1 us by now
+    code, out, _ = run(
+        capsys, *cfg_args(fleet), "service", "list", "--binary", "nova-compute", *quick
+    )
+    assert code == 0
+    assert {s["state"] for s in json.loads(out)["services"]} == {"down"}
+    code, out, _ = run(capsys, *cfg_args(fleet), "service", "show", beaten, *quick)
+    assert code == 0 and json.loads(out)["state"] == "down"
+    code, out, _ = run(capsys, *cfg_args(fleet), "service", "show", beaten, "--format", "json")
+    assert json.loads(out)["state"] == "up"  # its binary's own: 60 s
+    code, _, err = run(capsys, *cfg_args(fleet), "service", "list", "--down-time", "0")
+    assert code == cli.EXIT_USAGE
+    assert_one_line_error(err, "down_time: must be greater than 0")
