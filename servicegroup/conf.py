@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 LOG = logging.getLogger(__name__)
@@ -166,7 +167,25 @@ METRICS_PER_SERVICE = [
 ]
 
 
+# [api] auth_strategy's values (server/auth.py's Guard checks one or the other).
+AUTH_STRATEGY = [
+    ("token", "static bearer tokens from the *_tokens and *_token_files options"),
+    (
+        "keystone",
+        "Keystone tokens in X-Auth-Token, validated against [keystone_authtoken] auth_url; "
+        "roles map to levels through the policy rules servicegroup:read, :agent and :admin "
+        "([oslo_policy] policy_file overrides them)",
+    ),
+]
+
+
 api_opts = [
+    cfg.StrOpt(
+        "auth_strategy",
+        default="token",
+        choices=AUTH_STRATEGY,
+        help="How requests are authenticated (doc/operations.md, Keystone authentication).",
+    ),
     cfg.HostAddressOpt(
         "host",
         default="127.0.0.1",
@@ -474,6 +493,40 @@ binaries_opts: list[cfg.Opt] = [
     ),
 ]
 
+# [keystone_authtoken]: the group name OpenStack deployment tools already fill in. The
+# service user's credentials are keystoneauth1's own options (password plugin and
+# session); the rest is how this daemon validates and caches the tokens it is shown.
+keystone_authtoken_opts = [
+    *ks_loading.get_auth_common_conf_options(),
+    *ks_loading.get_session_conf_options(),
+    cfg.StrOpt(
+        "accepted_project_id",
+        help="Id of the Keystone project whose tokens this daemon accepts: the target "
+        "project_id of the policy's servicegroup:scope rule. Required when [api] "
+        "auth_strategy is keystone.",
+    ),
+    cfg.StrOpt(
+        "interface",
+        default="public",
+        choices=["public", "internal", "admin"],
+        help="Which identity endpoint of the catalog validates tokens.",
+    ),
+    cfg.FloatOpt(
+        "token_cache_ttl",
+        default=300.0,
+        min=0.0,
+        help="Seconds a validated token is trusted without asking Keystone again (never "
+        "beyond the token's own expiry). A token revoked in Keystone keeps working here for "
+        "up to this long; 0 asks Keystone on every request.",
+    ),
+    cfg.IntOpt(
+        "token_cache_size",
+        default=10000,
+        min=1,
+        help="Most validated tokens kept at once; the least recently used go first.",
+    ),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "database": database_opts,
@@ -484,6 +537,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "events": events_opts,
     "claims": claims_opts,
     "binaries": binaries_opts,
+    "keystone_authtoken": keystone_authtoken_opts,
 }
 
 
@@ -492,9 +546,20 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(opts, group=group)
 
 
+# Registered by keystoneauth1 itself, for the auth_type configured, when the daemon
+# loads the service user (server/keystone_auth.py); listed for the sample only, with
+# the usual auth_type = password's options.
+SAMPLE_ONLY: dict[str, list[cfg.Opt]] = {
+    "keystone_authtoken": ks_loading.get_auth_plugin_conf_options("password"),
+}
+
+
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Entry point for oslo-config-generator (namespace 'servicegroup')."""
-    return [("DEFAULT" if group is None else group, list(opts)) for group, opts in GROUPS.items()]
+    return [
+        ("DEFAULT" if group is None else group, [*opts, *SAMPLE_ONLY.get(str(group), [])])
+        for group, opts in GROUPS.items()
+    ]
 
 
 def make_conf(

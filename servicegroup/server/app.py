@@ -40,6 +40,7 @@ from servicegroup.server import (
     errors,
     fleet_summary,
     group_commit,
+    keystone_auth,
     metrics,
     process_tuning,
     service_paging,
@@ -212,7 +213,8 @@ def create_app(
 ) -> FastRoutes:
     """The ASGI app over `sg` (and its sweeper, for metrics); the caller owns and closes them.
 
-    Tokens default to those in sg's configuration ([api] *_tokens).
+    Tokens default to those in sg's configuration ([api] *_tokens); with [api]
+    auth_strategy = keystone, Keystone tokens are checked instead (keystone_auth.py).
     """
     app = FastAPI(
         title="servicegroup",
@@ -234,7 +236,10 @@ def create_app(
     bell = Bell()
     if sweeper is not None:
         sweeper.on_events = bell.ring
-    guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens)
+    keystone = None
+    if sg.conf.api.auth_strategy == "keystone":
+        keystone = keystone_auth.KeystoneAuth.from_conf(sg.conf)
+    guard = auth.Guard(auth.Tokens.from_conf(sg.conf) if tokens is None else tokens, keystone)
 
     def write_beats(uuids: list[str]) -> list[BaseException | None]:
         """One batch of the group commit: records from the cache, then one heartbeat_many."""
@@ -554,7 +559,12 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
         tokens = auth.Tokens.from_conf(conf)
         tls = ServerTls.from_conf(conf)
         auth.check_exposure(
-            conf.api.host, conf.api.port, tokens, tls=tls.enabled, insecure=insecure
+            conf.api.host,
+            conf.api.port,
+            tokens,
+            tls=tls.enabled,
+            insecure=insecure,
+            keystone=conf.api.auth_strategy == "keystone",
         )
         # A daemon beats for services that may reach any daemon: znodes that
         # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").

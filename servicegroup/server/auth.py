@@ -22,14 +22,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from oslo_config import cfg
 
 from servicegroup.exceptions import ConfigError, Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from servicegroup.server.keystone_auth import KeystoneAuth
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +59,21 @@ BEARER = HTTPBearer(
     "leave; admin tokens may do everything. Reads (and /metrics) need a token only when "
     "the daemon has read tokens. With no token configured at all, nothing is checked.",
 )
+
+# Under [api] auth_strategy = keystone (keystone_auth.py), in place of BEARER.
+KEYSTONE_TOKEN = APIKeyHeader(
+    name="X-Auth-Token",
+    auto_error=False,
+    scheme_name="keystone",
+    description="`X-Auth-Token: <Keystone token>`, scoped to the daemon's project. The "
+    "policy rules servicegroup:read, servicegroup:agent and servicegroup:admin map its "
+    "roles to levels (by default reader, service and admin).",
+)
+
+
+def describe(level: Level) -> str:
+    """What a level allows, for error messages."""
+    return _WHAT[level]
 
 
 def read_token_file(path: str) -> list[str]:
@@ -155,6 +173,18 @@ def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def x_auth_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The Keystone token raw ASGI headers present, read as KEYSTONE_TOKEN reads it.
+
+    APIKeyHeader(auto_error=False): the first X-Auth-Token header; an empty
+    one is no token at all.
+    """
+    for name, value in headers:
+        if name == b"x-auth-token":
+            return value.decode("latin-1") or None
+    return None
+
+
 class Guard:
     """One FastAPI dependency per level: a route declares its level in one place.
 
@@ -163,15 +193,29 @@ class Guard:
     a request sees the old set or the new one, never half of each. Which
     levels are checked at all is decided here, when the routes are built; a
     reload may therefore never change it.
+
+    With `keystone` (auth_strategy = keystone) every level but OPEN takes an
+    X-Auth-Token instead, and `tokens` are not consulted. `authorize` is the
+    check the fast routes make, the same one the dependencies make.
     """
 
-    def __init__(self, tokens: Tokens) -> None:
+    def __init__(self, tokens: Tokens, keystone: KeystoneAuth | None = None) -> None:
         self.tokens = tokens
+        self.keystone = keystone
         self.read = self._require(Level.READ)
         self.agent = self._require(Level.AGENT)
         self.admin = self._require(Level.ADMIN)
 
+    async def authorize(self, needed: Level, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """The check of a request seen as raw ASGI headers (fast_routes.py)."""
+        if self.keystone is not None:
+            await self.keystone.check(needed, x_auth_token(headers))
+        else:
+            self.tokens.check(needed, bearer(headers))
+
     def _require(self, level: Level) -> Any:
+        if self.keystone is not None:
+            return self._require_keystone(self.keystone, level)
         if not self.tokens.checks(level):
             # No bearer dependency, so the OpenAPI document declares no security
             # for this operation: it describes this daemon, which checks nothing.
@@ -183,6 +227,13 @@ class Guard:
             credentials: HTTPAuthorizationCredentials | None = Depends(BEARER),  # noqa: B008
         ) -> None:
             self.tokens.check(level, credentials.credentials if credentials else None)
+
+        return Depends(check)
+
+    @staticmethod
+    def _require_keystone(keystone: KeystoneAuth, level: Level) -> Any:
+        async def check(token: str | None = Depends(KEYSTONE_TOKEN)) -> None:
+            await keystone.check(level, token)
 
         return Depends(check)
 
@@ -200,17 +251,20 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost may resolve to anything
 
 
-def check_exposure(host: str, port: int, tokens: Tokens, *, tls: bool, insecure: bool) -> None:
+def check_exposure(
+    host: str, port: int, tokens: Tokens, *, tls: bool, insecure: bool, keystone: bool = False
+) -> None:
     """Refuse to serve beyond loopback what anyone on the way could abuse, unless told to.
 
     Two cases: an open API (no agent or admin token), which anyone who can
     reach it may change; and tokens without TLS, which anyone on the network
     path may read from a request and replay. Behind a TLS-terminating proxy
     on the same host the daemon listens on loopback and neither applies.
+    Keystone tokens (`keystone`) guard every level and are as worth stealing.
     """
     if is_loopback(host):
         return
-    if not tokens.guards_writes:
+    if not (keystone or tokens.guards_writes):
         risk = "anyone who can reach it could change and delete services"
         if not insecure:
             raise ConfigError(
@@ -221,7 +275,7 @@ def check_exposure(host: str, port: int, tokens: Tokens, *, tls: bool, insecure:
         LOG.warning(
             "listening on %s:%s with no agent or admin tokens (--insecure): %s", host, port, risk
         )
-    if tokens.enabled and not tls:
+    if (keystone or tokens.enabled) and not tls:
         risk = "bearer tokens would cross the network in clear text, for anyone on the way to read"
         if not insecure:
             raise ConfigError(

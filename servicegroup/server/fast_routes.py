@@ -15,8 +15,9 @@ request these do not take, and these answer exactly as they do (a test
 compares the two answer for answer):
 
     POST /v1/services/{id}/heartbeat
-        the body limit, then the agent token (auth.bearer reads it as
-        BEARER does), then the id rule and the beat.
+        the body limit, then the agent token (Guard.authorize reads it
+        as the routes' dependency does: auth.bearer, or auth.x_auth_token
+        under keystone), then the id rule and the beat.
     POST /v1/services
         only a plain request: a JSON object, sent as application/json,
         whose keys and value types are RegisterBody's. Then the agent token,
@@ -78,7 +79,7 @@ class FastRoutes:
             return
         try:
             await self._read_body(scope, receive)
-            self.guard.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
+            await self.guard.authorize(auth.Level.AGENT, scope["headers"])
             await self.beat(match.group(1))
         except Exception as exc:
             await errors.error_response(exc)(scope, receive, send)
@@ -97,7 +98,7 @@ class FastRoutes:
             await self.app(scope, errors.replay(body, receive), send)
             return
         try:
-            self.guard.tokens.check(auth.Level.AGENT, auth.bearer(scope["headers"]))
+            await self.guard.authorize(auth.Level.AGENT, scope["headers"])
             status, created = await self.register(Registration(**fields))
         except Exception as exc:
             await errors.error_response(exc)(scope, receive, send)

@@ -78,6 +78,7 @@ def test_list_opts_covers_every_group() -> None:
     assert set(groups) == {
         "DEFAULT", "database", "api", "zookeeper", "memcached", "tooz", "events", "claims",
         "binaries",
+        "keystone_authtoken",
     }  # fmt: skip
     names = {opt.name for opt in groups["DEFAULT"]}
     assert {"driver", "report_interval", "service_down_time"} <= names
