@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 LOG = logging.getLogger(__name__)
@@ -494,11 +493,11 @@ binaries_opts: list[cfg.Opt] = [
 ]
 
 # [keystone_authtoken]: the group name OpenStack deployment tools already fill in. The
-# service user's credentials are keystoneauth1's own options (password plugin and
-# session); the rest is how this daemon validates and caches the tokens it is shown.
+# service user's credentials are keystoneauth1's own options (auth plugin and session),
+# registered by server/keystone_auth.py when it loads them, and listed for the sample
+# by list_opts(): importing keystoneauth1 costs ~0.1 s, which every agent and CLI run
+# would pay here. These are how this daemon validates and caches the tokens it is shown.
 keystone_authtoken_opts = [
-    *ks_loading.get_auth_common_conf_options(),
-    *ks_loading.get_session_conf_options(),
     cfg.StrOpt(
         "accepted_project_id",
         help="Id of the Keystone project whose tokens this daemon accepts: the target "
@@ -546,18 +545,22 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         conf.register_opts(opts, group=group)
 
 
-# Registered by keystoneauth1 itself, for the auth_type configured, when the daemon
-# loads the service user (server/keystone_auth.py); listed for the sample only, with
-# the usual auth_type = password's options.
-SAMPLE_ONLY: dict[str, list[cfg.Opt]] = {
-    "keystone_authtoken": ks_loading.get_auth_plugin_conf_options("password"),
-}
+def _keystoneauth_opts() -> list[cfg.Opt]:
+    """keystoneauth1's [keystone_authtoken] options, with the usual auth_type = password's."""
+    from keystoneauth1 import loading as ks_loading
+
+    return [
+        *ks_loading.get_auth_common_conf_options(),
+        *ks_loading.get_auth_plugin_conf_options("password"),
+        *ks_loading.get_session_conf_options(),
+    ]
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Entry point for oslo-config-generator (namespace 'servicegroup')."""
+    extra = {"keystone_authtoken": _keystoneauth_opts()}
     return [
-        ("DEFAULT" if group is None else group, [*opts, *SAMPLE_ONLY.get(str(group), [])])
+        ("DEFAULT" if group is None else group, [*extra.get(str(group), []), *opts])
         for group, opts in GROUPS.items()
     ]
 

@@ -65,6 +65,9 @@ class KeystoneValidator:
     """Asks Keystone about one token, as the daemon's service user. Blocking."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
+        # keystoneauth1's own options (conf.py lists them for the sample only).
+        ks_loading.register_auth_conf_options(conf, GROUP)
+        ks_loading.register_session_conf_options(conf, GROUP)
         group = conf[GROUP]
         if not group.auth_type:
             conf.set_default("auth_type", "password", group=GROUP)
