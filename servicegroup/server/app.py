@@ -566,6 +566,10 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
             insecure=insecure,
             keystone=conf.api.auth_strategy == "keystone",
         )
+        if conf.api.auth_strategy == "keystone":
+            # A configuration mistake refused now, before the sweeper leads or a worker
+            # forks; each process then builds its own (create_app), with its own session.
+            keystone_auth.KeystoneAuth.from_conf(conf)
         # A daemon beats for services that may reach any daemon: znodes that
         # outlive this one's session (drivers/zookeeper.py, "Two kinds of node").
         conf.set_default("node_lifetime", "heartbeat", group="zookeeper")

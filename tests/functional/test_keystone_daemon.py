@@ -203,3 +203,23 @@ def test_an_expired_token_is_refused_even_while_cached(
     # The cache entry ends with the token's own expires_at, not the TTL.
     assert httpx.get(read, headers=headers).status_code == 401
     assert httpx.get(f"{deployment.uncached.url}/v1/services", headers=headers).status_code == 401
+
+
+def test_a_daemon_without_its_project_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "sg.conf"
+    config.write_text(
+        f"[database]\nconnection = {migrated_sqlite(tmp_path / 'sg.sqlite')}\n"
+        f"[api]\nhost = 127.0.0.1\nport = {free_port()}\nauth_strategy = keystone\n"
+        "[keystone_authtoken]\nauth_url = http://127.0.0.1:1/v3\nusername = u\n"
+        f"password = {PASSWORD}\n"
+    )
+    proc = Daemon(config, 0, tmp_path / "daemon.log").start()
+    try:
+        assert proc.wait_exit() == 1
+    finally:
+        proc.stop()
+    lines = proc.log().strip().splitlines()
+    assert lines == [
+        "servicegroup: [keystone_authtoken] accepted_project_id is required with "
+        "[api] auth_strategy = keystone"
+    ]
