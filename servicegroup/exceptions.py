@@ -51,7 +51,16 @@ class SchemaOutOfDate(ServiceGroupError):
 
 
 class Unauthorized(ServiceGroupError):
-    """No bearer token, or one that matches no configured token (HTTP 401)."""
+    """No token, or one that is not valid (HTTP 401).
+
+    `challenge` is the WWW-Authenticate the answer carries: how to
+    authenticate, Bearer for static tokens, Keystone and where under
+    auth_strategy = keystone (the header keystonemiddleware sends).
+    """
+
+    def __init__(self, message: str, challenge: str = "Bearer") -> None:
+        super().__init__(message)
+        self.challenge = challenge
 
 
 class Forbidden(ServiceGroupError):

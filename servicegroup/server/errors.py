@@ -122,7 +122,7 @@ def error_response(exc: BaseException) -> JSONResponse:
     detail = error_detail(exc)
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
     if isinstance(exc, Unauthorized):
-        headers = {"WWW-Authenticate": "Bearer"}
+        headers = {"WWW-Authenticate": exc.challenge}
     return JSONResponse({"error": detail}, status_code=detail["code"], headers=headers)
 
 

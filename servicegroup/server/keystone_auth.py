@@ -148,10 +148,17 @@ class TokenCache:
 class KeystoneAuth:
     """The check both the FastAPI routes and the fast routes make under keystone."""
 
-    def __init__(self, validate: Validate, policy: KeystonePolicy, cache: TokenCache) -> None:
+    def __init__(
+        self,
+        validate: Validate,
+        policy: KeystonePolicy,
+        cache: TokenCache,
+        challenge: str = "Keystone",
+    ) -> None:
         self.validate = validate
         self.policy = policy
         self.cache = cache
+        self.challenge = challenge  # WWW-Authenticate of a 401
         self._pending: dict[bytes, asyncio.Future[Validated | None]] = {}
 
     @classmethod
@@ -161,10 +168,15 @@ class KeystoneAuth:
             raise ConfigError(
                 f"[{GROUP}] accepted_project_id is required with [api] auth_strategy = keystone"
             )
+        validator = KeystoneValidator(conf)
+        # Where to get a token, as keystonemiddleware says it; auth_url exists for the
+        # password plugin (and most others), registered by now.
+        auth_url = group.auth_url if "auth_url" in group else None
         return cls(
-            KeystoneValidator(conf),
+            validator,
             KeystonePolicy(conf, group.accepted_project_id),
             TokenCache(group.token_cache_ttl, group.token_cache_size, clock),
+            f'Keystone uri="{auth_url}"' if auth_url else "Keystone",
         )
 
     async def check(self, needed: Level, token: str | None) -> None:
@@ -172,10 +184,12 @@ class KeystoneAuth:
         if needed is Level.OPEN:
             return
         if token is None:
-            raise Unauthorized(f"an {HEADER} header is needed for {describe(needed)}")
+            raise Unauthorized(
+                f"an {HEADER} header is needed for {describe(needed)}", self.challenge
+            )
         validated = await self._validated(token)
         if validated is None:
-            raise Unauthorized(f"the {HEADER} token is not valid")
+            raise Unauthorized(f"the {HEADER} token is not valid", self.challenge)
         if not self.policy.allows(needed, validated.credentials):
             raise Forbidden(f"this token does not allow {describe(needed)}")
 

@@ -161,7 +161,9 @@ def test_a_token_of_another_project_is_forbidden(deployment: Deployment, service
 
 def test_no_token_and_unknown_tokens_are_unauthorized(deployment: Deployment) -> None:
     daemon = deployment.uncached
-    assert httpx.get(f"{daemon.url}/v1/services").status_code == 401
+    response = httpx.get(f"{daemon.url}/v1/services")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == f'Keystone uri="{deployment.keystone.url}"'
     bogus = {"X-Auth-Token": "gAAAAA-not-a-keystone-token"}
     response = httpx.get(f"{daemon.url}/v1/services", headers=bogus)
     assert response.status_code == 401
