@@ -526,6 +526,51 @@ keystone_authtoken_opts = [
     ),
 ]
 
+notifications_opts = [
+    cfg.StrOpt(
+        "driver",
+        default="noop",
+        choices=[
+            ("noop", "send nothing (the default: notifications are optional)"),
+            ("messagingv2", "versioned notifications on the message bus, as nova sends them"),
+            ("log", "each notification as one log line (logger oslo.messaging.notification.*)"),
+        ],
+        help="How the sweeping leader sends a notification for every event (doc/notifications.md).",
+    ),
+    cfg.StrOpt(
+        "transport_url",
+        secret=True,
+        help="The message bus, e.g. rabbit://user:pass@host:5672/. Unset: oslo.messaging's "
+        "own fallback, [oslo_messaging_notifications] transport_url, then [DEFAULT] "
+        "transport_url. The driver's own options stay in oslo.messaging's groups, e.g. "
+        "[oslo_messaging_rabbit] amqp_durable_queues.",
+    ),
+    cfg.ListOpt(
+        "topics",
+        default=["notifications"],
+        help="Topics the notifications are sent to; a listener's queue is TOPIC.info.",
+    ),
+    cfg.StrOpt(
+        "publisher_id",
+        help="The publisher_id of every notification. Unset: servicegroup:HOSTNAME of the "
+        "leader that sends it.",
+    ),
+    cfg.FloatOpt(
+        "retry_interval",
+        default=1.0,
+        min=0.001,
+        help="Seconds before the leader sends a notification again after the bus refused "
+        "it; doubled after each failure up to retry_interval_max. The event waits, and "
+        "the ones after it, in order: nothing is dropped while the bus is away.",
+    ),
+    cfg.FloatOpt(
+        "retry_interval_max",
+        default=30.0,
+        min=0.001,
+        help="The longest wait between two attempts to send a notification.",
+    ),
+]
+
 GROUPS: dict[str | None, list[cfg.Opt]] = {
     None: default_opts,
     "database": database_opts,
@@ -537,6 +582,7 @@ GROUPS: dict[str | None, list[cfg.Opt]] = {
     "claims": claims_opts,
     "binaries": binaries_opts,
     "keystone_authtoken": keystone_authtoken_opts,
+    "notifications": notifications_opts,
 }
 
 

@@ -5,7 +5,8 @@ function's docstring), and each is pinned twice: tests/unit/
 test_dependency_internals.py fails with a message naming the dependency and
 the use when a release changes what it relies on, and setup.cfg caps each of
 these dependencies below its next major version. Nothing else in servicegroup
-touches a private attribute of kazoo, tooz, SQLAlchemy, psycopg or PyMySQL.
+touches a private attribute of kazoo, tooz, SQLAlchemy, psycopg, PyMySQL or
+oslo.messaging.
 
 Uses that bought nothing measurable were removed rather than moved here
 (doc/benchmarks.md, "Restructure (issue 17)"): SQLAlchemy's
@@ -36,6 +37,24 @@ def kazoo_send(client: Any, request: Any, result: Any) -> None:
     minimum, x22.6 at the median).
     """
     client._call(request, result)
+
+
+# -- oslo.messaging --------------------------------------------------------------
+
+
+def oslo_messaging_notify(transport: Any, target: Any, message: dict[str, Any]) -> None:
+    """Send one notification (message format 2.0) through a transport, raising if it fails.
+
+    oslo.messaging's public Notifier, and the messagingv2 driver under it,
+    log and swallow a failed send (a notification is best effort to them), so
+    its caller cannot tell whether to send again. Transport._send_notification
+    is what the messagingv2 driver calls, with the same envelope and the same
+    publisher confirms, but its exception reaches us: the leader's notifier
+    then retries the same event and loses none (leader/notifier.py). retry=0:
+    one attempt, so a bus outage is told at once and the notifier's own
+    back-off paces the attempts, rather than kombu reconnecting for ever.
+    """
+    transport._send_notification(target, {}, message, version=2.0, retry=0)
 
 
 # -- tooz ------------------------------------------------------------------------

@@ -256,10 +256,14 @@ def touched_since(engine: Engine, since: int, ignore: Collection[str] = ()) -> t
     return int(rows[-1][0]), {row[1] for row in rows if row[2] not in ignore}
 
 
+def last_id_expression() -> Any:
+    """The newest event id, 0 for an empty stream, as a column expression."""
+    return func.coalesce(func.max(service_events.c.id), 0)
+
+
 def last_id(engine: Engine) -> int:
     with engine.connect() as conn:
-        found = conn.execute(select(func.coalesce(func.max(service_events.c.id), 0)))
-        return int(found.scalar_one())
+        return int(conn.execute(select(last_id_expression())).scalar_one())
 
 
 def _event(row: Any) -> Event:

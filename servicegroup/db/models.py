@@ -158,6 +158,22 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class NotificationCursor(Base):
+    """The last event id the leader sent to the message bus (leader/notifier.py).
+
+    In SQL, not in the leader's memory, so a new leader (or the same one
+    after a bus outage) resumes where the last send was confirmed; `epoch`
+    is the sweeper lease's epoch that wrote it, for the operator's eye.
+    """
+
+    __tablename__ = "notification_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 class ClaimRecord(Base):
     """The claim on one resource: who works on it, under which epoch (see db/claim_rows.py).
 
@@ -194,3 +210,4 @@ service_events = cast(Table, ServiceEvent.__table__)
 event_sequence = cast(Table, EventSequence.__table__)
 leases = cast(Table, Lease.__table__)
 claims = cast(Table, ClaimRecord.__table__)
+notification_cursors = cast(Table, NotificationCursor.__table__)

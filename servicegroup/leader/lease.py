@@ -106,6 +106,27 @@ def confirm(conn: Connection, name: str, holder: str, epoch: int, duration: floa
     return conn.execute(stmt).rowcount == 1
 
 
+def holds(conn: Connection, name: str, holder: str, epoch: int, lock: bool = True) -> bool:
+    """Whether (holder, epoch) holds the lease now, without extending it; locking its row
+    unless told not to (a read that only wants to know).
+
+    For writes made beside the sweep (the notifier's cursor, leader/notifier.py):
+    the lock keeps a takeover from committing before the caller's commit, as
+    confirm() does, but a thread other than the sweeper's must not keep the
+    lease alive, or a hung sweeper would never be replaced.
+    """
+    now = conn.execute(select(server_now())).scalar_one()
+    stmt = select(leases.c.name).where(
+        (leases.c.name == name)
+        & (leases.c.holder == holder)
+        & (leases.c.epoch == epoch)
+        & (leases.c.expires_at >= now)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first() is not None
+
+
 def holder_of(engine: Engine, name: str) -> tuple[str, int] | None:
     with engine.connect() as conn:
         found = conn.execute(select(leases.c.holder, leases.c.epoch).where(leases.c.name == name))

@@ -16,6 +16,9 @@ plus an appended event, in a transaction that confirms the lease. So:
   service that died during the hand-over is still "up" there and its down
   event is written by whoever sweeps next.
 
+Notifications on the message bus (leader/notifier.py) follow the stream on
+a thread of their own while this daemon leads; the sweep only wakes it.
+
 After the events, the same sweep feeds the event hooks (leader/hooks.py),
 runs the claims recovery pass (leader/recovery.py) and prunes old events.
 Admin actions are not the sweeper's business: db/records.py appends them in
@@ -53,6 +56,7 @@ from servicegroup.exceptions import BackendError
 from servicegroup.leader import lease
 from servicegroup.leader.decision import SWEEP_CAUSES, MassDown, Transition, decide
 from servicegroup.leader.hooks import EventHooks
+from servicegroup.leader.notifier import notifier_from_conf
 from servicegroup.leader.recovery import Recovery
 from servicegroup.leader.schedule import ReadSchedule
 from servicegroup.service import ServiceStatus, Snapshot, State
@@ -228,6 +232,8 @@ class Sweeper:
         self.hooks = EventHooks(list(conf.events.hooks), conf.events.hook_timeout)
         self.stats = SweepStats()
         self.recovery = Recovery(fleet.engine, conf, self.holder)
+        # Its own thread: a slow bus must never delay a sweep (leader/notifier.py).
+        self.notifier = notifier_from_conf(fleet.engine, conf, poll_interval=self.interval)
         self._epoch: int | None = None
         self._renewed_at = 0.0  # monotonic time of the last lease renewal
         self._pending: dict[str, tuple[str, int]] = {}
@@ -251,6 +257,8 @@ class Sweeper:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Sweeper:
+        if self.notifier is not None:
+            self.notifier.start()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
         self._thread.start()
         return self
@@ -261,6 +269,8 @@ class Sweeper:
             self._thread.join()
         self.hooks.close()
         self.recovery.close()
+        if self.notifier is not None:
+            self.notifier.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -370,6 +380,8 @@ class Sweeper:
             written = result
         if written and self.on_events is not None:
             self.on_events()
+        if written and self.notifier is not None:
+            self.notifier.wake()
         for t in written:
             self.stats.transitions[t.status.service.binary, t.state] += 1
         log_transitions(written)
@@ -526,6 +538,11 @@ class Sweeper:
                     self._hook_cursor = event_log.last_id(self.fleet.engine)
             self._next_prune = 0.0
         self._epoch = epoch
+        if self.notifier is not None:
+            hold = (
+                None if epoch is None else lease.Hold(lease.SWEEPER, self.holder, epoch, self.lease)
+            )
+            self.notifier.lead(hold)
         self._pending = {}
         self._held = {}
         self._schedule = None  # a new leadership starts with a full read

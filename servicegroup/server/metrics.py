@@ -20,6 +20,7 @@ from servicegroup.api import ServiceGroup
 from servicegroup.backend_errors import sql_errors
 from servicegroup.db import claim_rows
 from servicegroup.exceptions import BackendError
+from servicegroup.leader.notifier import NotifierStats
 from servicegroup.leader.sweeper import Sweeper
 from servicegroup.server.prom_text import header, sample_line
 from servicegroup.server.service_series import ServiceSeries, Value, label_texts
@@ -213,6 +214,32 @@ def sweeper_metrics(sweeper: Sweeper) -> Iterator[Metric]:
     for outcome in ("revoked", "released", "deleted", "succeeded", "failed", "timed_out"):
         recoveries.add_metric([outcome], sweeper.recovery.outcomes[outcome])
     yield recoveries
+    if sweeper.notifier is not None:
+        yield from notifier_metrics(sweeper.notifier.stats)
+
+
+def notifier_metrics(stats: NotifierStats) -> Iterator[Metric]:
+    """Only with [notifications] on: a daemon that sends nothing shows no zeros to alert on."""
+    yield CounterMetricFamily(
+        "servicegroup_notifications_sent",
+        "Notifications this daemon's leader sent and the bus confirmed, one per event.",
+        value=stats.sent,
+    )
+    yield CounterMetricFamily(
+        "servicegroup_notifications_retried",
+        "Sends the bus refused; each is sent again, in order, after a back-off.",
+        value=stats.retried,
+    )
+    yield CounterMetricFamily(
+        "servicegroup_notifications_dropped",
+        "Events pruned from the stream before they could be sent (never sent).",
+        value=stats.dropped,
+    )
+    yield GaugeMetricFamily(
+        "servicegroup_notification_cursor",
+        "The last event id this daemon saw sent (0 until it has led with notifications on).",
+        value=stats.cursor,
+    )
 
 
 def make_registry(

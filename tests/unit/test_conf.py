@@ -79,6 +79,7 @@ def test_list_opts_covers_every_group() -> None:
         "DEFAULT", "database", "api", "zookeeper", "memcached", "tooz", "events", "claims",
         "binaries",
         "keystone_authtoken",
+        "notifications",
     }  # fmt: skip
     names = {opt.name for opt in groups["DEFAULT"]}
     assert {"driver", "report_interval", "service_down_time"} <= names

@@ -136,3 +136,15 @@ def test_psycopg_bounded_wait_rewords_only_a_timeout(monkeypatch: pytest.MonkeyP
     ):
         conn.wait(iter(()))
     assert closed == [True, True]  # closed either way: mid-statement or broken
+
+
+def test_oslo_messaging_transports_send_notifications_and_raise() -> None:
+    from oslo_messaging.transport import Transport
+
+    send = getattr(Transport, "_send_notification", None)
+    params = list(inspect.signature(send).parameters) if send else []
+    assert params == ["self", "target", "ctxt", "message", "version", "retry"], changed(
+        "oslo.messaging",
+        "Transport._send_notification(target, ctxt, message, version, retry)",
+        "the notifier's sends that raise when the bus refuses them",
+    )
