@@ -15,6 +15,9 @@
 #   haproxy: the load balancer in front of several daemons (tests/functional/test_several_daemons.py).
 #   chromium, chromium-driver: the headless browser (and its WebDriver) the status page is
 #     tested in (tests/functional/test_status_page.py, driven by selenium).
+#   rabbitmq-server: the message bus the notifications are sent on; the tests start
+#     their own throwaway broker on free ports (tests/servers.py RabbitMQServer),
+#     so the package's own service is not needed.
 #   PostgreSQL 5432, MariaDB 3306, Redis 6379: shared servers the tests use.
 set -euo pipefail
 
@@ -64,6 +67,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
@@ -126,4 +130,4 @@ if [ -n "$fresh_mariadb" ]; then
         USING PASSWORD('') OR unix_socket; FLUSH PRIVILEGES;"
 fi
 
-log "ZooKeeper, memcached, prometheus, promtool and chromium installed; PostgreSQL, MariaDB, Redis listening"
+log "ZooKeeper, memcached, prometheus, promtool, chromium and rabbitmq-server installed; PostgreSQL, MariaDB, Redis listening"

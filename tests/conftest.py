@@ -26,6 +26,7 @@ from tests.servers import (
     REDIS_URL,
     MemcachedServer,
     PostgreSQLServer,
+    RabbitMQServer,
     Server,
     ServerUnavailable,
     ZooKeeperServer,
@@ -132,6 +133,12 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
 @pytest.fixture
 def zookeeper_server_private() -> Iterator[ZooKeeperServer]:
     yield from _server(ZooKeeperServer)  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """One broker per module: it takes seconds to start, and a test may restart it."""
+    yield from _server(RabbitMQServer)  # type: ignore[misc]
 
 
 @pytest.fixture(scope="session")

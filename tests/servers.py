@@ -503,3 +503,71 @@ class PrometheusServer(Server):
             time.sleep(0.05)
         log = (self.workdir / f"{self.name}.log").read_text(errors="replace")
         raise ServerUnavailable(f"Prometheus did not become ready:\n{log}")
+
+
+class RabbitMQServer(Server):
+    """A RabbitMQ broker of the test's own, from Debian's `rabbitmq-server`.
+
+    The machine may run its own broker (port 5672, node rabbit@HOST, epmd on
+    4369); this one has its own node name, AMQP, distribution and epmd ports,
+    and its own mnesia, log and config under the workdir, so a test can kill
+    -9 it and start the same node again (its durable queues and persistent
+    messages come back, as a real restart's do). RUNNING_UNDER_SYSTEMD makes
+    the start script exec the VM, so the Popen pid is the broker itself.
+    Ready once the AMQP port answers: the listener opens last in the boot.
+    """
+
+    name = "rabbitmq"
+    start_timeout = 60.0
+    script = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+    def __init__(self, workdir: str | None = None) -> None:
+        super().__init__(workdir)
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"rabbit://guest:guest@{self.address}/"
+
+    def command(self) -> list[str]:
+        if not self.script.exists():
+            raise ServerUnavailable("rabbitmq-server is not installed (Debian package)")
+        (self.workdir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {self.address}\nloopback_users = none\n"
+        )
+        (self.workdir / "enabled_plugins").write_text("[].\n")
+        return [str(self.script)]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.workdir),  # its own Erlang cookie
+            "RUNNING_UNDER_SYSTEMD": "1",
+            "RABBITMQ_NODENAME": f"sgtest{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+        }
+
+    def popen_options(self) -> dict:
+        return {"env": self.environment()}
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        epmd = shutil.which("epmd")
+        if epmd is not None:  # the epmd our node started on its own port
+            subprocess.run(
+                [epmd, "-kill"],
+                env=self.environment(),
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
