@@ -8,6 +8,8 @@ The listener is oslo.messaging's own, as Masakari's or Aodh's would be.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import uuid as uuid_mod
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ DATA = "servicegroup_object.data"
 # Durable queues and exchanges, so queued notifications outlive a broker
 # restart, as doc/operations.md advises.
 RABBIT_CONF = "[oslo_messaging_rabbit]\namqp_durable_queues = true\n"
+REFUSED = re.compile(r"bus refused event (\d+)")
 RESTART_PATIENCE = 90.0  # the broker's restart plus the backlog: a hang guard
 
 
@@ -192,12 +195,20 @@ def test_every_kind_of_event_arrives_once_in_order_versioned(
     assert sweeper.notifier.stats.dropped == 0
 
 
-def test_a_rabbitmq_restart_mid_stream_loses_nothing_and_sends_nothing_twice(
+def test_a_rabbitmq_restart_mid_stream_loses_nothing_and_repeats_only_a_send_in_flight(
     leading: tuple[ServiceGroup, Sweeper],
     listener: Collector,
     rabbitmq_server: RabbitMQServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Transitions keep coming while the broker is killed -9 and started again."""
+    """Transitions keep coming while the broker is killed -9 and started again.
+
+    Nothing twice but the documented at-least-once edge (doc/notifications.md):
+    the one publish in flight when the broker died may have been stored
+    before its confirm was lost, and is sent again. Any id heard twice must
+    be one whose send the bus refused; a consumer dedupes it by event_id.
+    """
+    caplog.set_level(logging.WARNING, "servicegroup.leader.notifier")
     group, sweeper = leading
     assert sweeper.notifier is not None
     start = cursor(group) or 0
@@ -234,12 +245,15 @@ def test_a_rabbitmq_restart_mid_stream_loses_nothing_and_sends_nothing_twice(
     )
     heard = listener.event_ids()
     twice = sorted({i for i in heard if heard.count(i) > 1})
-    assert not twice, f"heard twice: {twice} ({sweeper.notifier.stats})"
-    assert heard == expected, f"lost or out of order: {sorted(set(expected) - set(heard))}"
+    refused = {int(m) for m in REFUSED.findall(caplog.text)}
+    assert set(twice) <= refused, f"heard twice, though the bus confirmed it: {twice}"
+    once = list(dict.fromkeys(heard))  # as a consumer that dedupes by event_id sees it
+    assert once == expected, f"lost or out of order: {sorted(set(expected) - set(heard))}"
     stats = sweeper.notifier.stats
     print(
         f"FIGURE notifications across a RabbitMQ kill -9 + restart: {len(expected)} events, "
-        f"{stats.sent} sent, {stats.retried} sends refused and retried, {stats.dropped} dropped"
+        f"{stats.sent} sent, {stats.retried} sends refused and retried, {stats.dropped} dropped, "
+        f"{len(heard) - len(once)} heard twice (in flight at the kill: {twice})"
     )
     assert stats.retried > 0  # the outage was seen, and ridden out
 
