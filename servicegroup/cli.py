@@ -300,7 +300,13 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="go through the HTTP daemon; without it, straight to the configured backend",
     )
-    p.add_argument("--token", help="bearer token for --daemon-url (default $SERVICEGROUP_TOKEN)")
+    p.add_argument("--token", help="token for --daemon-url (default $SERVICEGROUP_TOKEN)")
+    p.add_argument(
+        "--auth-strategy",
+        choices=[name for name, _help in sg_conf.AUTH_STRATEGY],
+        help="how --daemon-url checks --token, its [api] auth_strategy: token (the default, "
+        "sent as Authorization: Bearer) or keystone (a Keystone token, sent as X-Auth-Token)",
+    )
     p.add_argument(
         "--ca-file",
         metavar="PEM",
@@ -388,7 +394,7 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     else:
         check = functools.partial(agent.check_http, args.http_check, timeout)
     transport: agent.Transport
-    for name in ("ca_file", "client_cert", "client_key"):
+    for name in ("ca_file", "client_cert", "client_key", "auth_strategy"):
         if getattr(args, name) is not None and not args.daemon_url:
             raise InvalidInput(name.replace("_", "-"), "only applies with --daemon-url")
     if args.daemon_url:
@@ -401,6 +407,7 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
             client_cert=args.client_cert,
             client_key=args.client_key,
+            auth_strategy=args.auth_strategy or "token",
         )
         transport = agent.HttpTransport(client)
     else:

@@ -52,6 +52,8 @@ from servicegroup.service import Service, ServiceStatus, State
 from servicegroup.watcher import Watcher
 
 TOKEN_ENV = "SERVICEGROUP_TOKEN"
+# The daemon's [api] auth_strategy values (conf.AUTH_STRATEGY), each its own header.
+AUTH_STRATEGIES = tuple(name for name, _help in sg_conf.AUTH_STRATEGY)
 DEFAULT_TIMEOUT = 10.0
 DAEMON = "servicegroup daemon"
 # [DEFAULT] report_interval's default, for join(): a client cannot read the daemon's.
@@ -75,8 +77,10 @@ _UNSET: Any = object()
 class Client:
     """One keep-alive connection pool to one daemon; safe to share between threads.
 
-    The bearer token comes from `token`, else from $SERVICEGROUP_TOKEN (so it
-    need not be on a command line); with neither, no Authorization is sent.
+    The token comes from `token`, else from $SERVICEGROUP_TOKEN (so it need
+    not be on a command line); with neither, none is sent. It is sent as the
+    daemon's `[api] auth_strategy` expects it: `token` (the default), as
+    `Authorization: Bearer`; `keystone`, as a Keystone token in X-Auth-Token.
     An https:// daemon's certificate must be signed by a CA in `ca_file`
     (PEM), else in the default bundle; `client_cert` and `client_key` (or a
     cert file holding both) answer a daemon that asks for one: mutual TLS.
@@ -92,10 +96,11 @@ class Client:
         ca_file: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        auth_strategy: str = "token",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         token = token or os.environ.get(TOKEN_ENV) or None
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = _auth_headers(auth_strategy, token)
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -541,6 +546,16 @@ def _uuid(service: ServiceRef) -> str:
 
 def _service_path(service: ServiceRef, suffix: str = "") -> str:
     return f"/v1/services/{_uuid(service)}{suffix}"
+
+
+def _auth_headers(auth_strategy: str, token: str | None) -> dict[str, str]:
+    """The header that carries `token` under the daemon's [api] auth_strategy."""
+    validation.one_of(auth_strategy, "auth_strategy", AUTH_STRATEGIES)
+    if not token:
+        return {}
+    if auth_strategy == "keystone":
+        return {"X-Auth-Token": token}
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _quote(segment: str) -> str:

@@ -23,6 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from servicegroup.client import Client
+from servicegroup.exceptions import Forbidden, Unauthorized
+from servicegroup.service import State
 from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, free_port
 from tests.functional.test_daemon import migrated_sqlite
@@ -157,6 +160,21 @@ def test_a_token_of_another_project_is_forbidden(deployment: Deployment, service
         assert set(codes.values()) == {403}, codes
         response = httpx.get(f"{daemon.url}/v1/services", headers={"X-Auth-Token": token})
         assert response.json()["error"]["message"] == "this token does not allow reading"
+
+
+def test_the_http_client_speaks_keystone(deployment: Deployment) -> None:
+    """Client(auth_strategy="keystone") sends X-Auth-Token; each level gets its own errors."""
+    url = deployment.cached.url
+    with Client(url, deployment.token("agent"), auth_strategy="keystone") as agent:
+        service = agent.register("compute-client", "nova-compute")
+        agent.heartbeat(service)
+        assert agent.get(service).state is State.UP
+        with pytest.raises(Forbidden):
+            agent.set_disabled(service, True, "not an admin")
+    with Client(url, deployment.token("admin-of-fleet"), auth_strategy="keystone") as admin:
+        assert admin.set_disabled(service, True, "maintenance").disabled is True
+    with Client(url, deployment.token("agent")) as bearer, pytest.raises(Unauthorized):
+        bearer.get(service)  # the same token as a bearer token means nothing here
 
 
 def test_no_token_and_unknown_tokens_are_unauthorized(deployment: Deployment) -> None:

@@ -516,10 +516,15 @@ def test_agent_tls_options_without_a_daemon_url_are_exit_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "sg.conf", f"sqlite:///{tmp_path / 'sg.sqlite'}")
-    for option in ("--ca-file", "--client-cert", "--client-key"):
+    for option, value in (
+        ("--ca-file", "x.pem"),
+        ("--client-cert", "x.pem"),
+        ("--client-key", "x.pem"),
+        ("--auth-strategy", "keystone"),
+    ):
         code, _, err = run(
             capsys, "--config-file", str(config), "agent", "--host", "h", "--binary", "b",
-            "--check", "true", option, "x.pem",
+            "--check", "true", option, value,
         )  # fmt: skip
         assert code == 2
         assert_one_line_error(err, f"{option.removeprefix('--')}: only applies with --daemon-url")

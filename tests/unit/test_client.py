@@ -10,6 +10,7 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from servicegroup import ServiceGroup, State
@@ -114,6 +115,29 @@ def test_the_token_comes_from_the_environment(url: str, monkeypatch: pytest.Monk
         assert client.register("h-env", "b").host == "h-env"
     with Client(url, ADMIN) as client:  # the argument wins over the environment
         client.delete(client.register("h-env", "b"))
+
+
+def test_the_token_travels_in_the_header_of_the_daemons_auth_strategy() -> None:
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"driver": "db"})
+
+    for strategy in ("token", "keystone"):
+        transport = httpx.MockTransport(answer)
+        with Client("http://sg", "t0k3n", auth_strategy=strategy, transport=transport) as client:
+            client.health()
+    bearer, keystone = seen
+    assert (bearer.get("authorization"), bearer.get("x-auth-token")) == ("Bearer t0k3n", None)
+    assert (keystone.get("authorization"), keystone.get("x-auth-token")) == (None, "t0k3n")
+
+
+def test_an_unknown_auth_strategy_names_the_field() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Client("http://sg", "t0k3n", auth_strategy="kerberos")
+    assert caught.value.field == "auth_strategy"
+    assert "token, keystone" in str(caught.value)
 
 
 def test_an_unreachable_daemon_is_a_backend_error() -> None:
