@@ -22,7 +22,7 @@ from oslo_config import cfg
 from servicegroup import conf as sg_conf
 from servicegroup import drivers, gcpause, validation
 from servicegroup.backend_errors import DriverErrors, sql_errors
-from servicegroup.binary_times import BinaryTimes
+from servicegroup.binary_times import BinaryTimes, Times
 from servicegroup.claims import as_token
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import claim_rows, event_log, migration, records
@@ -349,6 +349,15 @@ class ServiceGroup:
     def down_time_of(self, binary: str) -> float:
         """The down time that judges `binary`'s services: its own ([binaries]) or the global."""
         return self.times.down_time(binary)
+
+    def times_of(self, binary: str) -> Times:
+        """How often a service of `binary` must beat, and how soon it is down without.
+
+        Its own [binaries] entries, the globals for a binary with none: for
+        a process that beats from outside this library (servicegroup agent,
+        an agent in another language) to beat as join() would.
+        """
+        return self.times.of(validation.name("binary", binary))
 
     def is_up(self, service: ServiceRef, down_time: float | None = None) -> bool:
         """Whether it is up; `down_time` judges it with that threshold instead of its binary's."""

@@ -13,18 +13,46 @@ Usage::
     times.down_time("nova-compute")        # its own, or the global one
     times.report_interval("nova-compute")
     times.longest                          # what a backend must keep a beat for
+    times.of("nova-compute")               # both, as Times: GET /v1/binaries/{binary}/times
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from oslo_config import cfg
 
 from servicegroup import conf as sg_conf
 from servicegroup import validation
 from servicegroup.exceptions import ConfigError, InvalidInput
+
+
+def flaps(down_time: float, report_interval: float) -> bool:
+    """Whether one late heartbeat would take a service down: down time <= 2 x interval.
+
+    The rule [binaries] entries are refused by, and the one `servicegroup
+    agent` warns by when its --interval is too slow for its binary.
+    """
+    return down_time <= 2 * report_interval
+
+
+@dataclass(frozen=True)
+class Times:
+    """One binary's pair, as a process beating for it must know them."""
+
+    binary: str
+    report_interval: float
+    service_down_time: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "binary": self.binary,
+            "report_interval": self.report_interval,
+            "service_down_time": self.service_down_time,
+        }
 
 
 class BinaryTimes:
@@ -44,7 +72,7 @@ class BinaryTimes:
         for binary in sorted(set(self.down_times) | set(self.report_intervals)):
             down = self.down_time(binary)
             interval = self.report_interval(binary)
-            if down <= 2 * interval:
+            if flaps(down, interval):
                 # Unlike the global pair (nova's, corrected with a warning for
                 # compatibility), a binary's own pair is new: a mistake is refused.
                 raise ConfigError(
@@ -69,6 +97,10 @@ class BinaryTimes:
 
     def report_interval(self, binary: str) -> float:
         return self.report_intervals.get(binary, self.default_report_interval)
+
+    def of(self, binary: str) -> Times:
+        """Both of `binary`'s times: its own entries, the globals for the rest."""
+        return Times(binary, self.report_interval(binary), self.down_time(binary))
 
     @property
     def longest(self) -> float:

@@ -28,6 +28,7 @@ import httpx
 
 from servicegroup import conf as sg_conf
 from servicegroup import pem, validation
+from servicegroup.binary_times import Times
 from servicegroup.claims import as_token
 from servicegroup.db.claim_rows import LIVE, Claim, lost
 from servicegroup.db.event_log import MAX_PAGE, Event, EventBatch
@@ -46,6 +47,7 @@ from servicegroup.from_json import (
     event_batch_from_json,
     service_from_json,
     status_from_json,
+    times_from_json,
 )
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service, ServiceStatus, State
@@ -212,8 +214,10 @@ class Client:
     def join(self, service: Service, report_interval: float = REPORT_INTERVAL) -> Reporter:
         """Start a background reporter: a beat now, then one every `report_interval` s.
 
-        The interval is an argument because a client cannot read the daemon's
-        configuration; its default is [DEFAULT] report_interval's.
+        The interval is an argument, defaulting to [DEFAULT] report_interval's
+        default, so that join() makes no request of its own; pass
+        `times_of(service.binary).report_interval` to beat as the daemon's
+        [binaries] entry says.
         """
         if isinstance(report_interval, bool) or not isinstance(report_interval, int | float):
             raise InvalidInput("report_interval", "must be a number of seconds")
@@ -236,6 +240,12 @@ class Client:
         if reporter is not None:
             reporter.stop()
         self._call("POST", f"/v1/services/{uuid}/leave")
+
+    def times_of(self, binary: str) -> Times:
+        """The daemon's report_interval and service_down_time for `binary` ([binaries], else
+        the defaults). NotFound(kind "path") from a daemon older than the endpoint."""
+        path = f"/v1/binaries/{_quote(validation.name('binary', binary))}/times"
+        return times_from_json(self._json("GET", path))
 
     def is_up(self, service: ServiceRef, down_time: float | None = None) -> bool:
         """False for a service that does not exist, as in-process."""

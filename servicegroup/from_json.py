@@ -3,7 +3,7 @@
 servicegroup.client returns what ServiceGroup returns (Service,
 ServiceStatus, Claim, Event...), so code moves between the two by changing
 one constructor. Each shape is the inverse of one as_dict() (service.py,
-db/claim_rows.py, db/event_log.py), and this is the one place that reads it.
+db/claim_rows.py, db/event_log.py, binary_times.py), and this is the one place that reads it.
 
 What the JSON does not carry stays at its "not known here" value: a
 Service's last_seen_up (the db driver's column; its state and last
@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from servicegroup.binary_times import Times
 from servicegroup.db.claim_rows import Claim
 from servicegroup.db.event_log import Event, EventBatch
 from servicegroup.service import Service, ServiceStatus, State
@@ -94,3 +95,11 @@ def event_from_json(data: dict[str, Any]) -> Event:
 
 def event_batch_from_json(data: dict[str, Any]) -> EventBatch:
     return EventBatch([event_from_json(row) for row in data["events"]], data["cursor"])
+
+
+def times_from_json(data: dict[str, Any]) -> Times:
+    return Times(
+        binary=data["binary"],
+        report_interval=float(data["report_interval"]),
+        service_down_time=float(data["service_down_time"]),
+    )

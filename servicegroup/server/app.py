@@ -53,6 +53,7 @@ from servicegroup.server.schemas import (
     NAME_DOC,
     BeatsBody,
     BeatsOut,
+    BinaryTimesOut,
     EventList,
     Health,
     RegisterBody,
@@ -505,6 +506,17 @@ def create_app(
         """Min and max version of a binary's live services; null when there are none."""
         low, high = sg.get_version_range(binary, up_only)
         return JSONResponse({"binary": binary, "min": low, "max": high})
+
+    @app.get(
+        "/v1/binaries/{binary:name}/times",
+        dependencies=[guard.read],
+        response_model=BinaryTimesOut,
+        responses=errors.responses(*_READ),
+    )
+    def binary_times(binary: Annotated[str, Path(json_schema_extra=NAME_DOC)]) -> JSONResponse:
+        """How often a service of `binary` must beat and its down time; the defaults for a
+        binary with no [binaries] entry, so an agent outside Python beats as join() would."""
+        return JSONResponse(sg.times_of(binary).as_dict())
 
     @app.get(
         "/v1/events",

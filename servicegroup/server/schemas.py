@@ -142,6 +142,23 @@ class VersionRange(BaseModel):
     max: int | None
 
 
+class BinaryTimesOut(BaseModel):
+    """Documents binary_times.Times.as_dict(): how a service of this binary must beat."""
+
+    binary: str
+    report_interval: float = Field(
+        json_schema_extra={"exclusiveMinimum": 0},
+        description="Seconds between heartbeats: [binaries] report_interval's entry for "
+        "this binary, else [DEFAULT] report_interval.",
+    )
+    service_down_time: float = Field(
+        json_schema_extra={"exclusiveMinimum": 0},
+        description="Seconds without a heartbeat before a service of this binary is down: "
+        "[binaries] service_down_time's entry, else [DEFAULT] service_down_time. Always "
+        "more than 2 x report_interval.",
+    )
+
+
 class EventOut(BaseModel):
     """Documents Event.as_dict(): one state change of a service."""
 

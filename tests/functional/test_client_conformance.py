@@ -24,8 +24,9 @@ import httpx
 import pytest
 
 from servicegroup import ServiceGroup, ServiceStatus, State
+from servicegroup.binary_times import Times
 from servicegroup.claims import Claim
-from servicegroup.client import Client
+from servicegroup.client import REPORT_INTERVAL, Client
 from servicegroup.db.event_log import Event, EventBatch
 from servicegroup.exceptions import BackendError, ClaimHeld, ClaimLost, InvalidInput, NotFound
 from servicegroup.service import Service
@@ -38,6 +39,8 @@ FRONTS = ["in-process", "http"]
 # Long enough that no service of a test goes down by itself while it runs:
 # every state change here is one the test makes.
 DOWN_TIME = 60.0
+# A binary with its own [binaries] times; every other keeps the defaults.
+FAST = "conformance-fast"
 
 Front = ServiceGroup | Client
 
@@ -87,7 +90,12 @@ def _fronts(tmp: Path, name: str, url: str, options: dict[str, Any]) -> Iterator
 
 @pytest.fixture(scope="module")
 def fronts(records: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Front]]:
-    yield from _fronts(tmp_path_factory.mktemp("healthy"), "healthy", records, {"driver": "db"})
+    options = {
+        "driver": "db",
+        "binaries__report_interval": f"{FAST}:0.5",
+        "binaries__service_down_time": f"{FAST}:3",
+    }
+    yield from _fronts(tmp_path_factory.mktemp("healthy"), "healthy", records, options)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +197,13 @@ def test_heartbeat_leave_and_is_up(sg: Front, tag: str) -> None:
     sg.heartbeat(service.uuid)  # back at its next beat
     assert sg.is_up(service)
     assert not sg.is_up(str(uuid.uuid4()))
+
+
+def test_times_of_a_binary_its_own_or_the_defaults(sg: Front, tag: str) -> None:
+    assert sg.times_of(FAST) == Times(FAST, 0.5, 3.0)
+    default = sg.times_of(tag)  # no entry, no service: the defaults
+    assert (default.binary, default.service_down_time) == (tag, DOWN_TIME)
+    assert default.report_interval == REPORT_INTERVAL
 
 
 def test_join_beats_until_leave(sg: Front, tag: str) -> None:
@@ -402,6 +417,11 @@ MISTAKES: dict[str, tuple[Callable[[Front, str], object], str, str]] = {
         lambda sg, tag: sg.lost_claims("nope"),
         "service_id",
         "must be a UUID",
+    ),
+    "bad binary of times": (
+        lambda sg, tag: sg.times_of(" padded"),
+        "binary",
+        "must not have leading or trailing whitespace",
     ),
     "not a token": (
         lambda sg, tag: sg.renew("not a claim"),

@@ -373,6 +373,7 @@ def test_openapi_describes_every_endpoint_and_error(client: httpx.Client) -> Non
         "/v1/services/{id}/heartbeat": {"post"},
         "/v1/services/{id}/leave": {"post"},
         "/v1/versions/{binary}": {"get"},
+        "/v1/binaries/{binary}/times": {"get"},
     }
     for path, methods in expected.items():
         assert set(paths[path]) == methods, path

@@ -1,4 +1,5 @@
-"""The daemon with [binaries] down times, and ?down_time= on its reads, end to end.
+"""The daemon with [binaries] times, GET /v1/binaries/{binary}/times, and ?down_time=, end
+to end.
 
 A real `servicegroup serve` in a subprocess over SQLite; states are polled
 with a deadline (tests/helpers.wait_for), never timed.
@@ -24,6 +25,7 @@ OPTIONS = {
     "report_interval": 0.1,
     "service_down_time": 30.0,
     "binaries__service_down_time": "quick:0.5",
+    "binaries__report_interval": "quick:0.05",
 }
 
 
@@ -98,6 +100,42 @@ def test_each_binary_by_its_own_down_time_and_a_query_by_its_own(
         with pytest.raises(InvalidInput) as info:
             client.get_all(down_time=0)
         assert info.value.field == "down_time"
+
+
+def test_times_tell_each_binarys_own_and_the_defaults(http: httpx.Client, daemon: Daemon) -> None:
+    quick = http.get("/v1/binaries/quick/times")
+    assert quick.status_code == 200, quick.text
+    assert quick.json() == {"binary": "quick", "report_interval": 0.05, "service_down_time": 0.5}
+    # No [binaries] entry, even no service: [DEFAULT]'s.
+    other = http.get("/v1/binaries/nova%2Fcompute/times").json()
+    assert other == {"binary": "nova/compute", "report_interval": 0.1, "service_down_time": 30.0}
+    with Client(daemon.url) as client:
+        assert client.times_of("quick").as_dict() == quick.json()
+
+
+@pytest.mark.parametrize(
+    "binary", ["", "%20padded", "bad%0Aname", "bad%00name", "%E2%80%AEbidi", "b" * 256]
+)
+def test_times_of_a_bad_binary_is_400_naming_it(http: httpx.Client, binary: str) -> None:
+    response = http.get(f"/v1/binaries/{binary}/times")
+    assert_error(response, 400, "binary")
+    assert response.json()["error"]["message"].startswith("binary: ")
+
+
+def test_times_are_a_read(tmp_path: Path) -> None:
+    """With read tokens, no token is 401 and a read token will do, as for GET /v1/services."""
+    url = migrated_sqlite(tmp_path / "sg.sqlite")
+    port = free_port()
+    config = tmp_path / "servicegroup.conf"
+    config.write_text(config_text(url, port, {**OPTIONS, "api__read_tokens": ["reader-1f3a"]}))
+    proc = Daemon(config, port, tmp_path / "daemon.log").start()
+    try:
+        proc.wait_ready()
+        assert_error(httpx.get(f"{proc.url}/v1/binaries/quick/times"), 401)
+        with Client(proc.url, "reader-1f3a") as reader:
+            assert reader.times_of("quick").report_interval == 0.05
+    finally:
+        proc.stop()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", "1e12"])

@@ -210,6 +210,7 @@ OPERATIONS = [
     "POST /v1/services/{id}/leave",
     "POST /v1/heartbeats",
     "GET /v1/versions/{binary}",
+    "GET /v1/binaries/{binary}/times",
     "GET /v1/events",
     "POST /v1/claims",
     "GET /v1/claims",

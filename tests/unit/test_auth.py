@@ -138,6 +138,7 @@ def test_reads_are_open_without_read_tokens(serve: Callable[..., httpx.Client]) 
     assert http.get("/v1/services").status_code == 200
     assert http.get(f"/v1/services/{sid}").status_code == 200
     assert http.get("/v1/versions/b").status_code == 200
+    assert http.get("/v1/binaries/b/times").status_code == 200
     assert http.get("/metrics").status_code == 200
 
 
@@ -146,7 +147,8 @@ def test_read_tokens_guard_reads_and_metrics_but_not_healthz(
 ) -> None:
     http = serve(agent_tokens=[AGENT], admin_tokens=[ADMIN], read_tokens=[READ])
     sid = register(http, AGENT).json()["id"]
-    for path in ("/v1/services", f"/v1/services/{sid}", "/v1/versions/b", "/metrics"):
+    reads = ("/v1/services", f"/v1/services/{sid}", "/v1/versions/b", "/v1/binaries/b/times")
+    for path in (*reads, "/metrics"):
         assert_denied(http.get(path), 401)
         assert_denied(http.get(path, headers=bearer(BAD)), 401)
         for token in (READ, AGENT, ADMIN):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from servicegroup import ServiceGroup, State
+from servicegroup.binary_times import Times
 from servicegroup.client import TOKEN_ENV, Client
 from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
 from servicegroup.server.app import create_app
@@ -200,8 +201,28 @@ def test_heartbeat_many_raises_what_refuses_the_whole_call(
 
 def test_the_reads_take_the_same_parameters_as_in_process() -> None:
     """down_time= and the filters: a caller moves between ServiceGroup and Client unchanged."""
-    for name in ("get", "is_up", "get_all"):
+    for name in ("get", "is_up", "get_all", "times_of"):
         ours = inspect.signature(getattr(Client, name)).parameters
         theirs = inspect.signature(getattr(ServiceGroup, name)).parameters
         assert list(ours) == list(theirs), name
-        assert "down_time" in ours
+        assert name == "times_of" or "down_time" in ours
+
+
+def test_times_of_tells_a_binarys_own_times_and_the_defaults(
+    sqlite_url: str, make_group: Callable[..., ServiceGroup]
+) -> None:
+    group = make_group(
+        sqlite_url,
+        report_interval=10.0,
+        service_down_time=60.0,
+        binaries__report_interval={"fast": "2"},
+        binaries__service_down_time={"fast": "6.5"},
+    )
+    with serve_in_thread(create_app(group)) as base, Client(base) as client:
+        for front in (group, client):
+            assert front.times_of("fast") == Times("fast", 2.0, 6.5)
+            assert front.times_of("other") == Times("other", 10.0, 60.0)
+            with pytest.raises(InvalidInput) as caught:
+                front.times_of("bad\nname")
+            assert caught.value.field == "binary"
+
