@@ -10,6 +10,12 @@ The loop is written once over a Transport: the daemon over HTTP
 (client.py), or the database and liveness driver directly (ServiceGroup).
 Beats go through Reporter.beat_once(), so an outage of the daemon or the
 backend is logged exactly as for join(): one warning, one recovery line.
+
+Without --interval the agent beats at its binary's report_interval, as
+join() would: a binary given 2 s of report_interval and 6 s of down time
+would be down between the default's 10 s beats. The daemon says what it
+is (GET /v1/binaries/{binary}/times), or the configuration does when the
+agent goes straight to the backend; it is asked at each registration.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from servicegroup.binary_times import Times, flaps
 from servicegroup.clock import SYSTEM_CLOCK, Clock
-from servicegroup.exceptions import BackendError
+from servicegroup.exceptions import BackendError, NotFound
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service
 
@@ -123,6 +130,10 @@ class Transport(Protocol):
 
     def leave(self, service: Service) -> None: ...
 
+    def times(self, binary: str) -> Times | None:
+        """The binary's report_interval and down time; None when the backend cannot tell."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -142,6 +153,13 @@ class HttpTransport:
 
     def leave(self, service: Service) -> None:
         self.client.leave(service.uuid)
+
+    def times(self, binary: str) -> Times | None:
+        try:
+            times: Times = self.client.times_of(binary)
+        except NotFound:  # a daemon older than GET /v1/binaries/{binary}/times
+            return None
+        return times
 
     def close(self) -> None:
         self.client.close()
@@ -163,32 +181,85 @@ class DirectTransport:
     def leave(self, service: Service) -> None:
         self.group.leave(service)
 
+    def times(self, binary: str) -> Times | None:
+        return self.group.times_of(binary)
+
     def close(self) -> None:
         self.group.close()
+
+
+# -- how often ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The agent's period, and what its log says of where it came from."""
+
+    seconds: float
+    source: str
+    # An explicit --interval too slow for the binary's down time; logged once.
+    warning: str | None = None
+    # The backend could not tell the binary's times (an older daemon).
+    fallback: bool = False
+
+
+def choose_interval(explicit: float | None, times: Times | None, default: float) -> Interval:
+    """--interval if given, else the binary's report_interval, else `default`.
+
+    An explicit interval wins even when its binary's down time is too short
+    for it (down time <= 2 x interval: one late beat and the service is
+    down): the operator may know why, but is told.
+    """
+    if explicit is not None:
+        warning = None
+        if times is not None and flaps(times.service_down_time, explicit):
+            warning = (
+                f"--interval {explicit:g}s is too slow for binary {times.binary!r}: its "
+                f"service_down_time ({times.service_down_time:g}s) must be greater than 2 x "
+                "the interval, or one late heartbeat takes the service down; its "
+                f"report_interval is {times.report_interval:g}s"
+            )
+        return Interval(explicit, "--interval", warning)
+    if times is None:
+        return Interval(default, "the default report_interval", fallback=True)
+    return Interval(times.report_interval, f"the report_interval of binary {times.binary!r}")
 
 
 # -- the loop ----------------------------------------------------------------------
 
 
 class Agent:
-    """Register, then check and beat every `interval` until `stop` is set."""
+    """Register, then check and beat every `interval` until `stop` is set.
+
+    `interval` is chosen at each registration (choose_interval), after the
+    backend has told the binary's times.
+    """
 
     def __init__(
         self,
         transport: Transport,
         identity: dict[str, Any],
         check: Check,
-        interval: float,
+        interval: float | None,
         leave_on_failure: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        *,
+        default_interval: float,
     ) -> None:
+        """`interval` None: the binary's report_interval, else `default_interval`."""
         self.transport = transport
         self.identity = identity
         self.check = check
-        self.interval = interval
+        self.explicit_interval = interval
+        self.default_interval = default_interval
+        # Until the backend tells the binary's (registration retries wait this long).
+        self.interval = default_interval if interval is None else interval
         self.leave_on_failure = leave_on_failure
         self.clock = clock
         self.stop = threading.Event()
+        self.interval_source = "the default report_interval" if interval is None else "--interval"
+        # Each said once, however often the agent registers.
+        self._warned_too_slow = self._told_fallback = False
 
     def run(self) -> int:
         """0 after a requested stop; errors other than outages propagate (bad token, input)."""
@@ -196,11 +267,12 @@ class Agent:
         if service is None:
             return 0
         LOG.info(
-            "agent for %s on %s (%s) started; checking every %gs",
+            "agent for %s on %s (%s) started; checking every %gs (%s)",
             service.binary,
             service.host,
             service.uuid,
             self.interval,
+            self.interval_source,
         )
         reporter = Reporter(
             service, self.transport.heartbeat, self.interval, self.transport.backend, self.clock
@@ -226,6 +298,7 @@ class Agent:
         for _ in self._ticks():
             try:
                 service = self.transport.register(**self.identity)
+                times = self.transport.times(service.binary)
             except BackendError as exc:
                 if not failing:
                     LOG.warning("cannot register yet: %s; retrying every %gs", exc, self.interval)
@@ -233,8 +306,24 @@ class Agent:
                 continue
             if failing:
                 LOG.info("registered after %s came back", self.transport.backend)
+            self._use(choose_interval(self.explicit_interval, times, self.default_interval))
             return service
         return None
+
+    def _use(self, chosen: Interval) -> None:
+        """Beat at `chosen` from now on; its warning, or the fallback, is logged once."""
+        self.interval, self.interval_source = chosen.seconds, chosen.source
+        if chosen.warning is not None and not self._warned_too_slow:
+            self._warned_too_slow = True
+            LOG.warning("%s", chosen.warning)
+        if chosen.fallback and not self._told_fallback:
+            self._told_fallback = True
+            LOG.warning(
+                "%s does not tell binaries' times (older than GET /v1/binaries/{binary}/times): "
+                "beating every %gs, the default report_interval; pass --interval to choose",
+                self.transport.backend,
+                chosen.seconds,
+            )
 
     def _leave(self, service: Service, why: str) -> None:
         try:

@@ -292,7 +292,12 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
     check.add_argument("--pidfile", metavar="FILE", help="healthy while this pid runs")
     check.add_argument("--http-check", metavar="URL", help="healthy while GET URL is 2xx")
     p.add_argument(
-        "--interval", type=float, help="seconds between checks (default: report_interval)"
+        "--interval",
+        type=float,
+        help="seconds between checks and heartbeats (default: the binary's report_interval, "
+        "as the daemon tells it, or [binaries] of --config-file without --daemon-url; "
+        "[DEFAULT] report_interval from a daemon too old to tell). Given, it wins, with a "
+        "warning in the log when the binary's service_down_time is not more than 2 x it",
     )
     p.add_argument("--check-timeout", type=float, help="seconds a check may take (default 5)")
     p.add_argument(
@@ -380,10 +385,9 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
 
     from servicegroup import agent
 
-    interval = args.interval if args.interval is not None else conf.report_interval
     timeout = args.check_timeout or agent.DEFAULT_CHECK_TIMEOUT
-    for name, value in (("interval", interval), ("check-timeout", timeout)):
-        if value <= 0:
+    for name, value in (("interval", args.interval), ("check-timeout", timeout)):
+        if value is not None and not 0 < value < float("inf"):  # nan too
             raise InvalidInput(name, "must be a positive number of seconds")
     if args.check is not None:
         if not shlex.split(args.check):
@@ -418,7 +422,15 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         key: getattr(args, key)
         for key in ("host", "binary", "topic", "availability_zone", "version")
     }
-    runner = agent.Agent(transport, identity, check, interval, args.leave_on_failure)
+    # No --interval: the binary's report_interval, told by the backend at registration.
+    runner = agent.Agent(
+        transport,
+        identity,
+        check,
+        args.interval,
+        args.leave_on_failure,
+        default_interval=conf.report_interval,
+    )
     try:
         with agent.stop_on_signals(runner):
             return runner.run()

@@ -486,9 +486,10 @@ binaries_opts: list[cfg.Opt] = [
         "report_interval",
         default={},
         help="Per-binary report_interval, as BINARY:SECONDS entries separated by commas, "
-        "e.g. `nova-conductor:5`: how often a process joined through this library beats "
-        "for a service of that binary. A binary not named here uses [DEFAULT] "
-        "report_interval.",
+        "e.g. `nova-conductor:5`: how often a process joined through this library, or "
+        "`servicegroup agent` without --interval, beats for a service of that binary "
+        "(GET /v1/binaries/{binary}/times tells it to agents). A binary not named here "
+        "uses [DEFAULT] report_interval.",
     ),
 ]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from servicegroup import ServiceGroup
+from servicegroup import ServiceGroup, ServiceStatus
 from tests.functional.daemon import Daemon, free_port
 from tests.functional.test_daemon import eventually, migrated_sqlite
 
@@ -29,6 +29,7 @@ SCRIPT = Path(sys.executable).parent / "servicegroup"
 AGENT_TOKEN, ADMIN_TOKEN = "agent-e2e-7d41", "admin-e2e-93b0"
 SHORT, LONG = 0.5, 30.0
 INTERVAL = "0.05"
+FAST, FAST_INTERVAL, FAST_DOWN_TIME = "svc-fast", 0.1, 2.0
 
 pytestmark = pytest.mark.skipif(
     not SCRIPT.exists(), reason=f"console script not installed next to {sys.executable}"
@@ -54,6 +55,9 @@ def write_config(path: Path, db_url: str, port: int, down_time: float) -> Path:
         f"[database]\nconnection = {db_url}\n"
         f"[api]\nhost = 127.0.0.1\nport = {port}\n"
         f"agent_tokens = {AGENT_TOKEN}\nadmin_tokens = {ADMIN_TOKEN}\n"
+        # A binary that must beat faster than the agent's default (10 s) to stay up.
+        f"[binaries]\nreport_interval = {FAST}:{FAST_INTERVAL}\n"
+        f"service_down_time = {FAST}:{FAST_DOWN_TIME}\n"
     )
     return path
 
@@ -94,21 +98,36 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 class Agent:
-    def __init__(self, backend: Backend, tmp: Path, *args: str, token: str = AGENT_TOKEN) -> None:
+    """`servicegroup agent` for binary `binary`; `interval` None: no --interval."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        tmp: Path,
+        *args: str,
+        token: str = AGENT_TOKEN,
+        binary: str = "svc",
+        interval: str | None = INTERVAL,
+    ) -> None:
         self.backend = backend
+        self.binary = binary
         self.host = f"host-{uuid.uuid4().hex[:8]}"
         self.log_file = tmp / f"agent-{self.host}.log"
-        argv = [str(SCRIPT), *backend.agent_args(), "--host", self.host, "--binary", "svc"]
+        argv = [str(SCRIPT), *backend.agent_args(), "--host", self.host, "--binary", binary]
+        if interval is not None:
+            argv += ["--interval", interval]
         # A private HOME: no developer config file may leak into the agent.
         env = {**os.environ, "HOME": str(tmp), "SERVICEGROUP_TOKEN": token}
         with open(self.log_file, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "--interval", INTERVAL, *args], stdout=log, stderr=log, env=env
-            )
+            self.proc = subprocess.Popen([*argv, *args], stdout=log, stderr=log, env=env)
+
+    def status(self) -> ServiceStatus | None:
+        found = self.backend.reader.get_all(host=self.host, binary=self.binary)
+        return found[0] if found else None
 
     def state(self) -> str | None:
-        found = self.backend.reader.get_all(host=self.host, binary="svc")
-        return found[0].state.value if found else None
+        status = self.status()
+        return None if status is None else status.state.value
 
     def wait_state(self, state: str) -> None:
         def reached() -> bool:
@@ -266,3 +285,45 @@ def test_daemon_outages_are_retried_and_logged_once(
     for line in ("cannot register yet", "lost connection", "recovered connection"):
         assert log.count(line) == 1, log
     assert "Traceback" not in log
+
+
+def test_without_interval_the_agent_beats_at_its_binarys_report_interval(
+    kind: str, backends: Callable[[str, float], Backend], tmp_path: Path, agents: list[Agent]
+) -> None:
+    """[binaries] gives svc-fast 0.1 s beats and 2 s of down time. The agent's own default,
+    10 s, would leave it down for 8 s of every 10: it must stay up, beat after beat."""
+    backend = backends(kind, LONG)
+    agent = Agent(backend, tmp_path, "--check", "true", binary=FAST, interval=None)
+    agents.append(agent)
+    agent.wait_state("up")
+    first = agent.status()
+    assert first is not None
+
+    def twenty_more_beats_all_up() -> bool:
+        status = agent.status()
+        assert status is not None and status.state.value == "up", (status, agent.log())
+        return status.service.report_count >= first.service.report_count + 20
+
+    eventually(twenty_more_beats_all_up, f"20 beats of the agent; log:\n{agent.log()}")
+    # Never down in between: a daemon's sweeper would have written the event.
+    events = backend.reader.events(binary=FAST, host=agent.host).events
+    assert [event.cause for event in events[:1]] == ["registered"], events
+    assert {event.state for event in events[1:]} <= {"up"}, events
+    assert agent.stop() == 0
+    log = agent.log()
+    assert f"checking every {FAST_INTERVAL:g}s (the report_interval of binary '{FAST}')" in log
+    assert "too slow" not in log and "Traceback" not in log
+
+
+def test_an_explicit_interval_too_slow_for_the_binary_wins_with_one_warning(
+    kind: str, backends: Callable[[str, float], Backend], tmp_path: Path, agents: list[Agent]
+) -> None:
+    backend = backends(kind, LONG)
+    agent = Agent(backend, tmp_path, "--check", "true", binary=FAST, interval="1")
+    agents.append(agent)
+    agent.wait_state("up")  # its first beat, at registration
+    eventually(lambda: "started" in agent.log(), "the agent's start line")
+    assert agent.stop() == 0
+    log = agent.log()
+    assert log.count(f"--interval 1s is too slow for binary '{FAST}'") == 1, log
+    assert "checking every 1s (--interval)" in log

@@ -110,6 +110,7 @@ def test_service_from_json_round_trips_the_daemon_shape() -> None:
     [
         (["--check", "  "], "check: must be a command"),
         (["--check", "true", "--interval", "0"], "interval: must be a positive"),
+        (["--check", "true", "--interval", "nan"], "interval: must be a positive"),
         (["--pidfile", "p", "--check-timeout", "-1"], "check-timeout: must be a positive"),
         (["--pidfile", "p", "--check", "true"], "not allowed with argument"),
         ([], "one of the arguments --check --pidfile --http-check is required"),

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from servicegroup import ServiceGroup, State
+from servicegroup.agent import HttpTransport
 from servicegroup.binary_times import Times
 from servicegroup.client import TOKEN_ENV, Client
 from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -226,3 +227,16 @@ def test_times_of_tells_a_binarys_own_times_and_the_defaults(
                 front.times_of("bad\nname")
             assert caught.value.field == "binary"
 
+
+def test_an_older_daemon_without_times_makes_the_agent_fall_back() -> None:
+    """A daemon older than the endpoint answers its unknown path 404: the agent's None."""
+
+    def older_daemon(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/binaries/fast/times"
+        return httpx.Response(404, json={"error": {"code": 404, "message": "Not Found"}})
+
+    with Client("http://old", transport=httpx.MockTransport(older_daemon)) as client:
+        with pytest.raises(NotFound) as caught:
+            client.times_of("fast")
+        assert caught.value.kind == "path"
+        assert HttpTransport(client).times("fast") is None
