@@ -28,6 +28,8 @@ import httpx
 from tests.servers import ServerUnavailable, free_port, wait_port
 
 ADMIN_PASSWORD = "keystone-admin-secret"
+# The user a servicegroup daemon signs in as to validate tokens (service_user()).
+SERVICE_USER = "sg-service"
 MANAGE = Path(sys.executable).parent / "keystone-manage"
 START_TIMEOUT = 60.0
 
@@ -112,6 +114,11 @@ class Keystone:
         self._admin("PUT", f"/projects/{project_id}/users/{user_id}/roles/{self.role_id(role)}")
         return user_id
 
+    def service_user(self, password: str) -> None:
+        """SERVICE_USER, with the service role in a `service` project: Keystone's default
+        policy lets it validate other users' tokens, as a daemon must."""
+        self.user(SERVICE_USER, password, self.project("service"), "service")
+
     def revoke(self, token: str) -> None:
         """DELETE /v3/auth/tokens: Keystone refuses the token from now on."""
         self._admin_subject("DELETE", token).raise_for_status()
@@ -130,6 +137,26 @@ class Keystone:
 
     def close(self) -> None:
         self.http.close()
+
+
+def daemon_options(
+    keystone: Keystone, project_id: str, password: str, cache_ttl: float = 300.0
+) -> dict[str, Any]:
+    """A daemon's options (as config_text takes them) under auth_strategy = keystone:
+    signed in as SERVICE_USER (Keystone.service_user), accepting `project_id`'s tokens."""
+    group = "keystone_authtoken__"
+    return {
+        "api__auth_strategy": "keystone",
+        f"{group}auth_url": keystone.url,
+        f"{group}auth_type": "password",
+        f"{group}username": SERVICE_USER,
+        f"{group}password": password,
+        f"{group}user_domain_id": "default",
+        f"{group}project_name": "service",
+        f"{group}project_domain_id": "default",
+        f"{group}accepted_project_id": project_id,
+        f"{group}token_cache_ttl": cache_ttl,
+    }
 
 
 def _manage(config: Path, *args: str) -> None:

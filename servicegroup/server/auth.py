@@ -19,7 +19,7 @@ import enum
 import hmac
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +60,8 @@ BEARER = HTTPBearer(
     "the daemon has read tokens. With no token configured at all, nothing is checked.",
 )
 
-# Under [api] auth_strategy = keystone (keystone_auth.py), in place of BEARER.
+# Under [api] auth_strategy = keystone (keystone_auth.py), in place of BEARER: the
+# Keystone token in either header, two alternatives in the OpenAPI document.
 KEYSTONE_TOKEN = APIKeyHeader(
     name="X-Auth-Token",
     auto_error=False,
@@ -68,6 +69,13 @@ KEYSTONE_TOKEN = APIKeyHeader(
     description="`X-Auth-Token: <Keystone token>`, scoped to the daemon's project. The "
     "policy rules servicegroup:read, servicegroup:agent and servicegroup:admin map its "
     "roles to levels (by default reader, service and admin).",
+)
+KEYSTONE_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="keystone-bearer",
+    description="`Authorization: Bearer <Keystone token>`: the same Keystone token as "
+    "X-Auth-Token, for clients that can send only Authorization (Prometheus' "
+    "credentials_file). Both headers with different tokens: 401.",
 )
 
 
@@ -194,9 +202,11 @@ class Guard:
     levels are checked at all is decided here, when the routes are built; a
     reload may therefore never change it.
 
-    With `keystone` (auth_strategy = keystone) every level but OPEN takes an
-    X-Auth-Token instead, and `tokens` are not consulted. `authorize` is the
-    check the fast routes make, the same one the dependencies make.
+    With `keystone` (auth_strategy = keystone) every level but OPEN takes a
+    Keystone token instead, in X-Auth-Token or `Authorization: Bearer`
+    (KeystoneAuth.check decides which), and `tokens` are not consulted.
+    `authorize` is the check the fast routes make, the same one the
+    dependencies make.
     """
 
     def __init__(self, tokens: Tokens, keystone: KeystoneAuth | None = None) -> None:
@@ -206,10 +216,10 @@ class Guard:
         self.agent = self._require(Level.AGENT)
         self.admin = self._require(Level.ADMIN)
 
-    async def authorize(self, needed: Level, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    async def authorize(self, needed: Level, headers: Sequence[tuple[bytes, bytes]]) -> None:
         """The check of a request seen as raw ASGI headers (fast_routes.py)."""
         if self.keystone is not None:
-            await self.keystone.check(needed, x_auth_token(headers))
+            await self.keystone.check(needed, x_auth_token(headers), bearer(headers))
         else:
             self.tokens.check(needed, bearer(headers))
 
@@ -232,8 +242,11 @@ class Guard:
 
     @staticmethod
     def _require_keystone(keystone: KeystoneAuth, level: Level) -> Any:
-        async def check(token: str | None = Depends(KEYSTONE_TOKEN)) -> None:
-            await keystone.check(level, token)
+        async def check(
+            token: str | None = Depends(KEYSTONE_TOKEN),
+            credentials: HTTPAuthorizationCredentials | None = Depends(KEYSTONE_BEARER),  # noqa: B008
+        ) -> None:
+            await keystone.check(level, token, credentials.credentials if credentials else None)
 
         return Depends(check)
 

@@ -24,6 +24,12 @@ refusal after it is fixed.
 
 The policy (keystone_policy.py) is asked on every request, hit or miss,
 so a changed policy file applies at once.
+
+The token comes in X-Auth-Token, OpenStack's convention, or in
+`Authorization: Bearer`, for clients that can send nothing else: Prometheus
+2.42 sends a scrape's token only as Authorization (credentials_file), and a
+browser's fetch() could send either. `KeystoneAuth.check` alone decides
+which, for the FastAPI routes and the fast routes alike.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from servicegroup.server.keystone_policy import KeystonePolicy
 
 GROUP = "keystone_authtoken"
 HEADER = "X-Auth-Token"
+HEADERS = f"{HEADER}, or Authorization: Bearer"
 
 
 @dataclass(frozen=True)
@@ -179,19 +186,43 @@ class KeystoneAuth:
             f'Keystone uri="{auth_url}"' if auth_url else "Keystone",
         )
 
-    async def check(self, needed: Level, token: str | None) -> None:
-        """Raise Unauthorized (no token, or one Keystone refuses) or Forbidden (the policy)."""
+    async def check(
+        self, needed: Level, x_auth_token: str | None, bearer: str | None = None
+    ) -> None:
+        """Raise Unauthorized (no token, two, or one Keystone refuses) or Forbidden (the policy).
+
+        `x_auth_token` and `bearer` are what the request's X-Auth-Token and
+        `Authorization: Bearer` carry, None when absent.
+        """
         if needed is Level.OPEN:
             return
+        token = self._presented(x_auth_token, bearer)
         if token is None:
             raise Unauthorized(
-                f"an {HEADER} header is needed for {describe(needed)}", self.challenge
+                f"a Keystone token ({HEADERS}) is needed for {describe(needed)}", self.challenge
             )
         validated = await self._validated(token)
         if validated is None:
-            raise Unauthorized(f"the {HEADER} token is not valid", self.challenge)
+            raise Unauthorized("the Keystone token is not valid", self.challenge)
         if not self.policy.allows(needed, validated.credentials):
             raise Forbidden(f"this token does not allow {describe(needed)}")
+
+    def _presented(self, x_auth_token: str | None, bearer: str | None) -> str | None:
+        """The one token a request presents, from whichever of the two headers carries it.
+
+        Two different tokens are refused, not ranked: the client meant one of
+        them and cannot know which a precedence rule would pick, and a proxy
+        that adds one header in front of a client that sends the other would
+        otherwise decide, silently, whose identity a request carries. The
+        same token twice is one token.
+        """
+        if x_auth_token is not None and bearer is not None and x_auth_token != bearer:
+            raise Unauthorized(
+                f"{HEADER} and Authorization: Bearer carry different tokens: send one "
+                "Keystone token, in either header",
+                self.challenge,
+            )
+        return x_auth_token if x_auth_token is not None else bearer
 
     async def _validated(self, token: str) -> Validated | None:
         key = hashlib.sha256(token.encode()).digest()

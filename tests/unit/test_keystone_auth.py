@@ -11,11 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from servicegroup.clock import Clock
 from servicegroup.conf import make_conf
 from servicegroup.exceptions import BackendError, ConfigError, Forbidden, Unauthorized
-from servicegroup.server.auth import Level, x_auth_token
+from servicegroup.server import errors
+from servicegroup.server.auth import Guard, Level, Tokens, x_auth_token
 from servicegroup.server.keystone_auth import KeystoneAuth, TokenCache, Validated
 from servicegroup.server.keystone_policy import KeystonePolicy
 
@@ -69,7 +72,9 @@ def test_levels_and_refusals() -> None:
         await auth.check(Level.READ, "agent-tok")
         with pytest.raises(Forbidden, match="does not allow changing or deleting services"):
             await auth.check(Level.ADMIN, "agent-tok")
-        with pytest.raises(Unauthorized, match="X-Auth-Token header is needed"):
+        with pytest.raises(
+            Unauthorized, match=r"X-Auth-Token, or Authorization: Bearer\) is needed"
+        ):
             await auth.check(Level.READ, None)
         with pytest.raises(Unauthorized, match="not valid") as info:
             await auth.check(Level.READ, "unknown-tok")
@@ -187,3 +192,84 @@ def test_x_auth_token_is_read_as_fastapi_reads_it() -> None:
     assert x_auth_token([(b"x-auth-token", b"a"), (b"x-auth-token", b"b")]) == "a"
     assert x_auth_token([(b"x-auth-token", b"")]) is None
     assert x_auth_token([(b"authorization", b"Bearer a")]) is None
+
+
+def test_the_token_comes_in_either_header_and_two_different_ones_are_refused() -> None:
+    keystone, clock = FakeKeystone(), FakeClock()
+    keystone.add("tok", "reader")
+    keystone.add("other", "admin")
+    auth = make_auth(keystone, clock)
+
+    async def scenario() -> None:
+        await auth.check(Level.READ, "tok", None)
+        await auth.check(Level.READ, None, "tok")
+        await auth.check(Level.READ, "tok", "tok")  # the same token twice is one token
+        with pytest.raises(Unauthorized, match="carry different tokens") as info:
+            await auth.check(Level.READ, "tok", "other")
+        assert "tok" not in str(info.value).replace("token", "")
+        with pytest.raises(Unauthorized, match="carry different tokens"):
+            await auth.check(Level.READ, "other", "tok")  # no header outranks the other
+        assert keystone.calls == 1  # refused before Keystone is asked
+
+    asyncio.run(scenario())
+
+
+def _keystone_app(auth: KeystoneAuth) -> tuple[Guard, TestClient]:
+    guard = Guard(Tokens(), auth)
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/read", dependencies=[guard.read])
+    async def read() -> dict[str, str]:
+        return {}
+
+    return guard, TestClient(app)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Auth-Token": "tok"}, 200),
+        ({"Authorization": "Bearer tok"}, 200),
+        ({"Authorization": "bearer tok"}, 200),
+        ({"X-Auth-Token": "tok", "Authorization": "Bearer tok"}, 200),
+        ({"X-Auth-Token": "tok", "Authorization": "Basic dG9rOg=="}, 200),
+        ({"X-Auth-Token": "", "Authorization": "Bearer tok"}, 200),
+        ({"X-Auth-Token": "tok", "Authorization": "Bearer other"}, 401),
+        ({"Authorization": "Basic dG9rOg=="}, 401),
+        ({}, 401),
+    ],
+)
+def test_the_routes_and_the_fast_routes_read_the_same_header(
+    headers: dict[str, str], expected: int
+) -> None:
+    """Guard's dependency (FastAPI) and Guard.authorize (raw ASGI headers) agree."""
+    keystone = FakeKeystone()
+    keystone.add("tok", "reader")
+    keystone.add("other", "reader")
+    guard, client = _keystone_app(make_auth(keystone, FakeClock()))
+    answer = client.get("/read", headers=headers)
+    assert answer.status_code == expected, answer.text
+    if expected == 401:
+        assert answer.headers["WWW-Authenticate"] == "Keystone"
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+    async def fast() -> int:
+        try:
+            await guard.authorize(Level.READ, raw)
+        except Unauthorized:
+            return 401
+        return 200
+
+    assert asyncio.run(fast()) == expected
+
+
+def test_openapi_offers_either_header_under_keystone() -> None:
+    _, client = _keystone_app(make_auth(FakeKeystone(), FakeClock()))
+    doc = client.get("/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["keystone"] == {**schemes["keystone"], "type": "apiKey", "name": "X-Auth-Token"}
+    bearer = schemes["keystone-bearer"]
+    assert bearer == {**bearer, "type": "http", "scheme": "bearer"}
+    # Two requirement objects: either one satisfies the operation (OpenAPI's "or").
+    assert doc["paths"]["/read"]["get"]["security"] == [{"keystone": []}, {"keystone-bearer": []}]
