@@ -554,7 +554,7 @@ def create_app(
             await bell.wait(min(sg.event_poll_interval, remaining))
 
     app.include_router(claims_api.make_router(sg, guard))
-    app.include_router(status_page.make_router())
+    app.include_router(status_page.make_router(sg.conf.api.auth_strategy))
     return FastRoutes(app, beat_off_loop, registrations.submit, guard)
 
 

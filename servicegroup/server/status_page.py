@@ -4,7 +4,13 @@ What it shows and how it stays safe is in doc/status-page.md. The server's
 part is small on purpose: the page is plain files (static/), and everything
 it shows comes from the JSON API (GET /v1/summary, /v1/services with
 sort/offset/limit, /v1/events, /v1/claims) with the token the user typed
-in, sent in the Authorization header by the page's own script.
+in, sent in the Authorization header by the page's own script, or in
+X-Auth-Token under `[api] auth_strategy = keystone`.
+
+That strategy is the one thing the page learns from the daemon's
+configuration, and it comes in the HTML itself, as a meta tag the script
+reads: not an inline script (the CSP forbids one), and not an API call,
+which would need a token before the page knew how to send one.
 
 So these routes need no token: they hold no data, and a browser cannot
 send a bearer header on a navigation anyway. They are left out of the
@@ -22,6 +28,7 @@ memory copy, and a broken install fails at start, not on the first visit.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -56,17 +63,32 @@ ASSETS = {
     "/static/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 
+# index.html says auth_strategy = token; the served page says the daemon's.
+STRATEGY_META = '<meta name="servicegroup-auth-strategy" content="{}">'
+
 
 def read_asset(name: str) -> bytes:
     return resources.files("servicegroup.server").joinpath("static", name).read_bytes()
 
 
-def make_router() -> APIRouter:
+def with_auth_strategy(page: bytes, auth_strategy: str) -> bytes:
+    """index.html telling its script the daemon's [api] auth_strategy."""
+    shipped = STRATEGY_META.format("token").encode()
+    if page.count(shipped) != 1:
+        # A broken install fails at start, not on the first visit.
+        raise RuntimeError("static/index.html lacks its auth-strategy meta tag")
+    return page.replace(shipped, STRATEGY_META.format(html.escape(auth_strategy)).encode())
+
+
+def make_router(auth_strategy: str = "token") -> APIRouter:
     router = APIRouter()
     for path, (name, media_type) in ASSETS.items():
+        body = read_asset(name)
+        if name == "index.html":
+            body = with_auth_strategy(body, auth_strategy)
         router.add_api_route(
             path,
-            _asset_endpoint(read_asset(name), media_type),
+            _asset_endpoint(body, media_type),
             methods=["GET"],
             include_in_schema=False,
             response_class=Response,

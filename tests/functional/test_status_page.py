@@ -3,7 +3,9 @@
 Debian's chromium and chromium-driver, driven by selenium; one browser for
 the module. The daemon has read, agent and admin tokens, so the page is
 tested as it must behave where tokens matter: nothing shown without the
-read token, actions refused without the admin token. Every wait is a
+read token, actions refused without the admin token. A second daemon runs
+under auth_strategy = keystone against a real Keystone (tests/keystone_server.py),
+for the page with Keystone tokens of each role. Every wait is a
 WebDriverWait with a deadline; timings are printed as figures.
 
 Screenshots: set SERVICEGROUP_SCREENSHOTS to a directory (`doc` for the
@@ -12,12 +14,14 @@ ones in the repository) and the tests save the page there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +40,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from servicegroup.api import ServiceGroup
 from servicegroup.client import Client
 from servicegroup.service import Registration, Service
+from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, config_text, free_port
 from tests.functional.test_daemon import migrated_sqlite
-from tests.servers import IN_CI
+from tests.keystone_server import Keystone, daemon_options, running_keystone
+from tests.servers import IN_CI, ServerUnavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -66,6 +72,7 @@ TIMINGS = {
 }
 DEADLINE = 15.0
 FLEET_AT_SCALE = 10_000
+KEYSTONE_PASSWORD = "page-user-secret-3f1"
 DASH = "\u2013"  # the page writes ranges as 1\u2013100
 
 
@@ -411,6 +418,133 @@ def test_admin_actions_work_with_the_admin_token(
         2,
         "force_released: stuck rebuild",
     )
+    assert _console(browser) == []
+
+
+# -- under [api] auth_strategy = keystone, with a real Keystone ---------------------------
+
+
+@dataclass
+class KeystoneStage:
+    keystone: Keystone
+    fleet: str  # the project the daemon accepts
+    daemon: Daemon
+    services: dict[str, Service]
+
+    def token(self, user: str) -> str:
+        return self.keystone.token(user, KEYSTONE_PASSWORD, project_id=self.fleet)
+
+    def api(self, path: str) -> Any:
+        answer = httpx.get(
+            f"{self.daemon.url}{path}", headers={"X-Auth-Token": self.token("reader")}
+        )
+        answer.raise_for_status()
+        return answer.json()
+
+
+@pytest.fixture(scope="module")
+def keystone_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeystoneStage]:
+    """A daemon under keystone, and three services an agent registered and beat once."""
+    tmp = tmp_path_factory.mktemp("status-page-keystone")
+    with contextlib.ExitStack() as stack:
+        try:
+            keystone = stack.enter_context(running_keystone(tmp))
+        except ServerUnavailable as exc:
+            unavailable("keystone", exc)
+        fleet = keystone.project("fleet")
+        keystone.service_user(KEYSTONE_PASSWORD)
+        for user, role in (("reader", "reader"), ("agent", "service"), ("operator", "admin")):
+            keystone.user(user, KEYSTONE_PASSWORD, fleet, role)
+        daemon = _start_daemon(tmp, daemon_options(keystone, fleet, KEYSTONE_PASSWORD))
+        stack.callback(daemon.stop)
+        token = keystone.token("agent", KEYSTONE_PASSWORD, project_id=fleet)
+        with Client(daemon.url, token, auth_strategy="keystone") as agent:
+            services = {
+                "ks-compute-1": agent.register("ks-compute-1", "nova-compute", None, "az1", 7),
+                "ks-compute-2": agent.register("ks-compute-2", "nova-compute", None, "az2", 7),
+                "ks-scheduler-1": agent.register("ks-scheduler-1", "nova-scheduler", None, "az1"),
+            }
+            agent.heartbeat_many(list(services.values()))  # up for service_down_time (60 s)
+        yield KeystoneStage(keystone, fleet, daemon, services)
+        assert "Traceback" not in daemon.log(), daemon.log()
+
+
+# Run in the page: every request the page makes from now on records its header names.
+RECORD_HEADERS = """
+window.sentHeaders = [];
+const send = window.fetch;
+window.fetch = (path, init) => {
+  window.sentHeaders.push(Object.keys((init && init.headers) || {}));
+  return send(path, init);
+};
+"""
+
+
+def _sent_headers(driver: WebDriver) -> list[list[str]]:
+    sent: list[list[str]] = driver.execute_script("return window.sentHeaders")
+    return sent
+
+
+def test_under_keystone_a_reader_token_shows_the_fleet(
+    keystone_stage: KeystoneStage, browser: WebDriver
+) -> None:
+    browser.get(f"{keystone_stage.daemon.url}/")
+    message = _wait(browser, lambda d: d.find_element(By.ID, "message").text, "a refusal")
+    assert "401" in message and "Keystone token" in message
+    assert browser.find_element(By.ID, "read-token-label").text == "Keystone token"
+    assert browser.find_element(By.ID, "admin-token-label").text == "Admin Keystone token"
+    refusals = _console(browser)
+    assert refusals and all("401" in line for line in refusals), refusals
+
+    browser.execute_script(RECORD_HEADERS)
+    _use_tokens(browser, keystone_stage.token("reader"), "")
+
+    def shown(driver: WebDriver) -> bool:
+        summary = keystone_stage.api("/v1/summary")
+        hosts = {row[1] for row in _text(driver, "#services tbody tr")}
+        return _text(driver, "#summary tbody tr") == _summary_rows(summary) and hosts == set(
+            keystone_stage.services
+        )
+
+    _wait(browser, shown, "the fleet shown with a reader-role token")
+    assert browser.find_element(By.ID, "totals").text.startswith("3 services: 3 up")
+    _wait(browser, lambda d: d.find_element(By.ID, "live").text == "live", "the live stream")
+    sent = _sent_headers(browser)
+    assert sent and all("X-Auth-Token" in names for names in sent), sent
+    assert not any("Authorization" in names for names in sent), sent
+    assert _console(browser) == []
+
+
+def test_under_keystone_an_admin_action_needs_the_admin_role(
+    keystone_stage: KeystoneStage, browser: WebDriver
+) -> None:
+    compute_1 = f"/v1/services/{keystone_stage.services['ks-compute-1'].uuid}"
+    reader = keystone_stage.token("reader")
+    _use_tokens(browser, reader, reader)  # actions shown, but the token's role only reads
+    _click_action(browser, "ks-compute-1", "disable")
+    _confirm(browser, "maintenance")
+    message = _wait(
+        browser,
+        lambda d: (d.find_element(By.ID, "message").text or "").startswith("Refused") and d,
+        "the refusal",
+    ).find_element(By.ID, "message")
+    assert "403" in message.text
+    assert keystone_stage.api(compute_1)["disabled"] is False
+    refusals = _console(browser)
+    assert refusals and all("403" in line for line in refusals), refusals
+
+    _use_tokens(browser, reader, keystone_stage.token("operator"))
+    _click_action(browser, "ks-compute-1", "disable")
+    _confirm(browser, "keystone maintenance")
+    _wait(
+        browser,
+        lambda d: (
+            (row := _row(d, "ks-compute-1")) is not None
+            and "disabled: keystone maintenance" in row["text"]
+        ),
+        "ks-compute-1 shown disabled",
+    )
+    assert keystone_stage.api(compute_1)["disabled_reason"] == "keystone maintenance"
     assert _console(browser) == []
 
 

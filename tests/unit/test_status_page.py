@@ -81,3 +81,24 @@ def test_the_script_never_parses_strings_as_html() -> None:
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script, sink
     assert "cookie" not in script.lower()
+
+
+def test_the_page_says_the_daemons_auth_strategy() -> None:
+    """The script learns it from a meta tag: the one difference between the two pages."""
+    shipped = status_page.read_asset("index.html")
+    pages = {}
+    for strategy in ("token", "keystone"):
+        app = FastAPI()
+        app.include_router(status_page.make_router(strategy))
+        pages[strategy] = TestClient(app).get("/").content
+    assert pages["token"] == shipped
+    tag = '<meta name="servicegroup-auth-strategy" content="keystone">'
+    assert pages["keystone"] == shipped.replace(
+        tag.replace("keystone", "token").encode(), tag.encode()
+    )
+    assert tag.encode() in pages["keystone"]
+
+
+def test_a_page_without_its_meta_tag_fails_at_start() -> None:
+    with pytest.raises(RuntimeError, match="auth-strategy meta tag"):
+        status_page.with_auth_strategy(b"<html><head></head></html>", "keystone")

@@ -4,8 +4,9 @@
 // - every string a service or claim supplies goes into the page as text
 //   (textContent, or append() of a string, which makes a text node); never
 //   innerHTML or any other HTML parser;
-// - tokens live in sessionStorage (this tab only) and travel only in the
-//   Authorization header of fetch() calls to this origin; never a cookie,
+// - tokens live in sessionStorage (this tab only) and travel only in one
+//   header of fetch() calls to this origin (Authorization: Bearer, or
+//   X-Auth-Token when the daemon takes Keystone tokens); never a cookie,
 //   never a URL.
 // Why it pages: at 10,000 services the first paint must stay under a second,
 // so the daemon sorts, filters and pages (GET /v1/services?offset=&limit=) and
@@ -22,6 +23,11 @@
   const STATES = ["up", "down", "unknown"];
   const READ_KEY = "servicegroup-read-token";
   const ADMIN_KEY = "servicegroup-admin-token";
+  // The daemon says how it authenticates in the page it serves (status_page.py):
+  // under [api] auth_strategy = keystone the tokens typed in are Keystone
+  // tokens, sent as X-Auth-Token, OpenStack's header for them.
+  const STRATEGY = document.querySelector('meta[name="servicegroup-auth-strategy"]');
+  const KEYSTONE = STRATEGY !== null && STRATEGY.content === "keystone";
 
   const view = {
     filters: { binary: "", host: "", state: "", availability_zone: "" },
@@ -76,7 +82,8 @@
     const held = tokens();
     const token = admin ? held.admin : held.read || held.admin;
     const headers = { Accept: "application/json" };
-    if (token) headers.Authorization = "Bearer " + token;
+    if (token && KEYSTONE) headers["X-Auth-Token"] = token;
+    else if (token) headers.Authorization = "Bearer " + token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
       method,
@@ -122,7 +129,7 @@
   function explain(error) {
     if (error.status === 401 || error.status === 403) {
       return "The daemon refused (HTTP " + error.status + "): " + error.message +
-        ". Enter a token above.";
+        ". Enter a " + (KEYSTONE ? "Keystone token" : "token") + " above.";
     }
     if (error.status) return "HTTP " + error.status + ": " + error.message;
     return "The daemon did not answer: " + error.message;
@@ -462,6 +469,14 @@
     $("f-zone").value = view.filters.availability_zone;
   }
 
+  function labelTokens() {
+    if (!KEYSTONE) return;
+    $("read-token-label").textContent = "Keystone token";
+    $("read-token").placeholder = "reader role or above";
+    $("admin-token-label").textContent = "Admin Keystone token";
+    $("admin-token").placeholder = "admin role, for actions";
+  }
+
   function showTokens() {
     const held = tokens();
     $("read-token").value = held.read;
@@ -525,6 +540,7 @@
 
   function start() {
     wire();
+    labelTokens();
     showTokens();
     refresh();
     setInterval(tickAges, 1000);
