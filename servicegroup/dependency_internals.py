@@ -42,19 +42,51 @@ def kazoo_send(client: Any, request: Any, result: Any) -> None:
 # -- oslo.messaging --------------------------------------------------------------
 
 
-def oslo_messaging_notify(transport: Any, target: Any, message: dict[str, Any]) -> None:
-    """Send one notification (message format 2.0) through a transport, raising if it fails.
+def oslo_messaging_notify(
+    transport: Any, target: Any, message: dict[str, Any], unique_id: str
+) -> None:
+    """Send one notification (message format 2.0) carrying our `_unique_id`, raising if it fails.
 
-    oslo.messaging's public Notifier, and the messagingv2 driver under it,
-    log and swallow a failed send (a notification is best effort to them), so
-    its caller cannot tell whether to send again. Transport._send_notification
-    is what the messagingv2 driver calls, with the same envelope and the same
-    publisher confirms, but its exception reaches us: the leader's notifier
-    then retries the same event and loses none (leader/notifier.py). retry=0:
-    one attempt, so a bus outage is told at once and the notifier's own
-    back-off paces the attempts, rather than kombu reconnecting for ever.
+    Two things oslo.messaging's public API cannot do:
+
+    - Raise. Its Notifier, and the messagingv2 driver under it, log and
+      swallow a failed send (a notification is best effort to them), so a
+      caller cannot tell whether to send again. The notifier must, so that
+      an outage loses nothing (leader/notifier.py).
+    - Repeat an AMQP message's identity. AMQPDriverBase._send stamps every
+      message with a fresh `_unique_id` (amqp._add_unique_id, a uuid4), and
+      oslo.messaging's notification listeners drop a message whose
+      `_unique_id` is among the last ones they acknowledged
+      (amqp._MsgIdCache). A send whose confirm was lost, sent again, is then
+      dropped by those listeners only if it carries the same `_unique_id`.
+
+    So this is AMQPDriverBase._send's notify path, line for line, with our
+    id: the context packed into the message (ours is empty), the 2.0
+    envelope, a pooled send connection, notify_send to the target's exchange
+    and topic, with the publisher confirms the rabbit driver always asks
+    for. retry=0: one attempt, so a bus outage is told at once and the
+    notifier's own back-off paces the attempts, rather than kombu
+    reconnecting for ever. A transport that is not AMQP (kafka) has no such
+    id to keep: it gets Transport._send_notification, which raises too.
+
+    The notifier also relies on how many ids a listener remembers
+    (_MsgIdCache.DUP_MSG_CHECK_SIZE, 16): leader/notifier.py CURSOR_EVERY
+    holds the same number, and tests/unit/test_dependency_internals.py pins
+    the two together.
     """
-    transport._send_notification(target, {}, message, version=2.0, retry=0)
+    from oslo_messaging._drivers import amqp, amqpdriver
+    from oslo_messaging._drivers import common as rpc_common
+
+    driver = transport._driver
+    msg = dict(message)  # the driver's path adds keys to what it sends
+    if not isinstance(driver, amqpdriver.AMQPDriverBase):
+        transport._send_notification(target, {}, msg, version=2.0, retry=0)
+        return
+    msg[amqp.UNIQUE_ID] = unique_id
+    amqp.pack_context(msg, {})
+    envelope = rpc_common.serialize_msg(msg)
+    with driver._get_connection(rpc_common.PURPOSE_SEND, retry=0) as conn:
+        conn.notify_send(driver._get_exchange(target), target.topic, envelope, retry=0)
 
 
 # -- tooz ------------------------------------------------------------------------

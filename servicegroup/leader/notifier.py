@@ -16,15 +16,25 @@ Why a cursor in SQL, and its own thread
     a thread of its own, so a slow or hung bus never delays a sweep; and a new
     leader resumes from the row, not from anyone's memory.
 
-Exactly once, and the edge where it is at least once
-    Only the lease holder sends, and only it moves the cursor. A send and the
-    cursor write that follows it are two systems, not one transaction: a
-    leader that dies (or loses the lease) after sending and before the cursor
-    write leaves those events (one batch, BATCH at most) to be sent again by
-    its successor. Consumers dedupe by `event_id` in the payload, which is the
-    stream's own id and never reused. The same leader never sends an event
-    twice: it remembers what the bus confirmed under its epoch, so a cursor
-    write that failed (the database away) is retried without resending.
+Exactly once: what is sent twice carries the same identity
+    Only the lease holder sends, and only it moves the cursor. Two things
+    can still put one event on the bus twice, and neither can be closed by
+    the sender alone: a broker that stored a message and died before its
+    confirm (the notifier, told only that the send failed, sends it again),
+    and a leader that dies (or loses the lease) after a confirmed send and
+    before its cursor write (its successor sends from the cursor). So every
+    send of one event is the same message: `message_id` is derived from the
+    event (message_id(): the same for every leader and every retry), and the
+    AMQP `_unique_id` oslo.messaging's listeners dedupe by is that id too
+    (dependency_internals.oslo_messaging_notify). A listener drops a repeat
+    whose first copy it acknowledged among its last 16 messages; the cursor
+    moves at least every CURSOR_EVERY (16) confirmed sends, so all a
+    successor sends again is within that. Other consumers dedupe by
+    `message_id` or `event_id`. The limits (a window shared with other
+    publishers, a listener restarted in between) are in doc/notifications.md.
+    The same leader never re-sends a confirmed event: it remembers what the
+    bus confirmed under its epoch, so a cursor write that failed (the
+    database away) is retried without resending, and before anything else.
 
 Events pruned before they were sent (a bus away for longer than [events]
 retention) cannot be sent; they are counted as dropped and logged.
@@ -69,9 +79,16 @@ PAYLOAD_NAME = "EventPayload"
 PAYLOAD_VERSION = "1.0"
 NAMESPACE = "servicegroup"
 PRIORITY = "INFO"
-# Events read per pass; also the most a crash between send and cursor write
-# can make a successor send again.
+# Events read per pass.
 BATCH = 100
+# The most confirmed sends between two cursor writes, so the most a leader
+# dying before its cursor write leaves its successor to send again: an
+# oslo.messaging listener remembers the ids of the last 16 messages it
+# acknowledged (_MsgIdCache.DUP_MSG_CHECK_SIZE, pinned equal to this by
+# tests/unit/test_dependency_internals.py) and drops a repeat among them.
+CURSOR_EVERY = 16
+# uuid5's namespace for message ids: ours alone, so no other name space collides.
+MESSAGE_ID_NAMESPACE = uuid_mod.UUID("2abadda8-315f-4845-9e1a-f2540f1ab4fa")
 
 
 def event_type(event: Event) -> str:
@@ -109,10 +126,23 @@ def payload(event: Event) -> dict[str, Any]:
     }
 
 
+def message_id(event: Event) -> str:
+    """The notification's id: the same for every send of the event, by any leader.
+
+    Derived from the event as the stream holds it, which every leader reads
+    alike: its id (unique within a deployment), its service's uuid (random
+    at registration: no two deployments share one) and its commit time. Not
+    the publisher_id nor the hostname: a successor on another host must
+    send the same id.
+    """
+    name = f"{event.id}/{event.service_id}/{rfc3339(event.time)}"
+    return str(uuid_mod.uuid5(MESSAGE_ID_NAMESPACE, name))
+
+
 def message(event: Event, publisher_id: str) -> dict[str, Any]:
     """The notification as oslo.messaging's Notifier builds it (message format 2.0's body)."""
     return {
-        "message_id": str(uuid_mod.uuid4()),
+        "message_id": message_id(event),
         "publisher_id": publisher_id,
         "event_type": event_type(event),
         "priority": PRIORITY,
@@ -133,9 +163,10 @@ class BusSender:
     """The `messagingv2` driver: each topic's TOPIC.info queue, over an oslo.messaging transport.
 
     oslo.messaging's Notifier logs and swallows a failed send, so a caller
-    cannot know to retry; the transport's send raises instead
-    (dependency_internals.oslo_messaging_notify). A message that reached some
-    topics is retried on the others only.
+    cannot know to retry, and gives each send a new AMQP `_unique_id`, so a
+    listener cannot tell a repeat; dependency_internals.oslo_messaging_notify
+    raises, and sends the message_id as the `_unique_id` (to every topic
+    alike). A message that reached some topics is retried on the others only.
     """
 
     def __init__(self, conf: cfg.ConfigOpts, url: str | None, topics: Sequence[str]) -> None:
@@ -154,7 +185,9 @@ class BusSender:
         for target in self._targets:
             if target.topic in done:
                 continue
-            dependency_internals.oslo_messaging_notify(self.transport, target, message)
+            dependency_internals.oslo_messaging_notify(
+                self.transport, target, message, uuid_mod.UUID(message["message_id"]).hex
+            )
             done.add(target.topic)
 
     def close(self) -> None:
@@ -277,29 +310,34 @@ class Notifier:
         if not events:
             return 0
         self._count_pruned(cursor, events[0].id)
-        last, sent = cursor, 0
+        last, written, sent = cursor, cursor, 0
         for event in events:
             if not self._send(event, hold):
                 break
             last, sent = event.id, sent + 1
             self._confirmed = (hold.epoch, last)
-        if sent:
-            self._advance(hold, cursor, last)
+            if sent % CURSOR_EVERY == 0:  # the successor's repeats stay in a listener's window
+                if not self._advance(hold, written, last):
+                    return sent
+                written = last
+        if last > written:
+            self._advance(hold, written, last)
         return sent
 
-    def _advance(self, hold: lease.Hold, cursor: int, last: int) -> None:
-        """Write the cursor as the leader; a deposed one writes nothing and says so."""
+    def _advance(self, hold: lease.Hold, cursor: int, last: int) -> bool:
+        """Write the cursor as the leader; False (and nothing written) once deposed."""
         with sql_errors(), writing(self.engine) as conn:
             if not lease.holds(conn, hold.name, hold.holder, hold.epoch):
                 LOG.warning(
                     "notifier: lease lost after sending events %d..%d; the next leader "
-                    "sends them again (consumers dedupe by event_id)",
+                    "sends them again, as the same messages (doc/notifications.md)",
                     cursor + 1,
                     last,
                 )
-                return
+                return False
             notification_cursor.advance(conn, last, hold.epoch)
         self.stats.cursor = last
+        return True
 
     def _count_pruned(self, cursor: int, first: int) -> None:
         """Ids have no holes (db/event_log.py): a gap after the cursor was pruned unsent."""

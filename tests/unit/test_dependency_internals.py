@@ -148,3 +148,118 @@ def test_oslo_messaging_transports_send_notifications_and_raise() -> None:
         "Transport._send_notification(target, ctxt, message, version, retry)",
         "the notifier's sends that raise when the bus refuses them",
     )
+
+
+def test_oslo_messaging_amqp_sends_notifications_as_notify_builds_them() -> None:
+    """dependency_internals.oslo_messaging_notify replays AMQPDriverBase._send's notify path."""
+    from oslo_messaging._drivers import amqp, amqpdriver
+    from oslo_messaging._drivers import common as rpc_common
+    from oslo_messaging._drivers.impl_rabbit import Connection
+
+    source = inspect.getsource(amqpdriver.AMQPDriverBase._send)
+    use = "sending notifications with a _unique_id of our own"
+    for line in [
+        "rpc_amqp._add_unique_id(msg)",
+        "rpc_amqp.pack_context(msg, ctxt)",
+        "msg = rpc_common.serialize_msg(msg)",
+        "self._get_connection(rpc_common.PURPOSE_SEND, retry) as conn",
+        "exchange = self._get_exchange(target)",
+        "conn.notify_send(exchange, target.topic, msg, retry=retry)",
+    ]:
+        assert line in source, changed("oslo.messaging", f"AMQPDriverBase._send ({line})", use)
+    assert amqp.UNIQUE_ID == "_unique_id", changed("oslo.messaging", "amqp.UNIQUE_ID", use)
+    assert callable(rpc_common.serialize_msg) and callable(amqp.pack_context), changed(
+        "oslo.messaging", "serialize_msg / pack_context", use
+    )
+    params = list(inspect.signature(Connection.notify_send).parameters)
+    assert params[:5] == ["self", "exchange_name", "topic", "msg", "retry"], changed(
+        "oslo.messaging",
+        "impl_rabbit.Connection.notify_send(exchange_name, topic, msg, retry)",
+        use,
+    )
+
+
+def test_oslo_messaging_listeners_drop_a_unique_id_they_acknowledged() -> None:
+    """What the same _unique_id buys, and the window the notifier's cursor is sized to."""
+    from oslo_messaging._drivers import amqp, amqpdriver
+    from oslo_messaging._drivers.common import DuplicateMessageError
+
+    from servicegroup.leader.notifier import CURSOR_EVERY
+
+    use = "a notification listener dropping a repeat of one event"
+    assert amqp._MsgIdCache.DUP_MSG_CHECK_SIZE == CURSOR_EVERY, changed(
+        "oslo.messaging",
+        f"_MsgIdCache.DUP_MSG_CHECK_SIZE (no longer {CURSOR_EVERY}, the notifier's CURSOR_EVERY)",
+        use,
+    )
+    window = amqp._MsgIdCache()
+    window.add("abc")
+    with pytest.raises(DuplicateMessageError):
+        window.check_duplicate_message({amqp.UNIQUE_ID: "abc"})
+    assert "check_duplicate_message(message)" in inspect.getsource(
+        amqpdriver.AMQPListener.__call__
+    ), changed("oslo.messaging", "AMQPListener.__call__'s duplicate check", use)
+    assert "msg_id_cache.add(self.unique_id)" in inspect.getsource(
+        amqpdriver.NotificationAMQPIncomingMessage.acknowledge
+    ), changed("oslo.messaging", "NotificationAMQPIncomingMessage.acknowledge", use)
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict, int | None]] = []
+
+    def __enter__(self) -> RecordingConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def notify_send(self, exchange_name: str, topic: str, msg: dict, retry: int | None) -> None:
+        self.sent.append((exchange_name, topic, msg, retry))
+
+
+def test_oslo_messaging_notify_sends_our_unique_id_in_a_2_0_envelope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import oslo_messaging
+    from oslo_config import cfg
+    from oslo_messaging._drivers import common as rpc_common
+
+    transport = oslo_messaging.get_notification_transport(
+        cfg.ConfigOpts(), url="rabbit://guest:guest@127.0.0.1:1/"
+    )
+    conn = RecordingConnection()
+    asked: list[tuple] = []
+
+    def get_connection(purpose: str, retry: int | None = None) -> RecordingConnection:
+        asked.append((purpose, retry))
+        return conn
+
+    monkeypatch.setattr(transport._driver, "_get_connection", get_connection)
+    message = {"message_id": "m-1", "event_type": "servicegroup.service.update"}
+    target = oslo_messaging.Target(topic="notifications.info")
+    dependency_internals.oslo_messaging_notify(transport, target, message, "ab12")
+    assert asked == [(rpc_common.PURPOSE_SEND, 0)]
+    [(exchange, topic, envelope, retry)] = conn.sent
+    assert (exchange, topic, retry) == ("openstack", "notifications.info", 0)
+    body = rpc_common.deserialize_msg(envelope)
+    assert envelope["oslo.version"] == "2.0"
+    assert body == {**message, "_unique_id": "ab12"}
+    assert message == {"message_id": "m-1", "event_type": "servicegroup.service.update"}
+    transport.cleanup()
+
+
+def test_oslo_messaging_notify_on_a_transport_that_is_not_amqp_still_raises() -> None:
+    class Driver:
+        pass
+
+    class Transport:
+        _driver = Driver()
+
+        def _send_notification(self, target, ctxt, message, version, retry):  # type: ignore[no-untyped-def]
+            raise ConnectionError(f"refused {message['message_id']} v{version} retry={retry}")
+
+    with pytest.raises(ConnectionError, match=r"refused m-1 v2\.0 retry=0"):
+        dependency_internals.oslo_messaging_notify(
+            Transport(), "target", {"message_id": "m-1"}, "x"
+        )

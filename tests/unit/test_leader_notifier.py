@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid as uuid_mod
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,11 +26,13 @@ from servicegroup.db.event_log import Event
 from servicegroup.db.models import leases
 from servicegroup.leader import lease
 from servicegroup.leader.notifier import (
+    CURSOR_EVERY,
     PAYLOAD_VERSION,
     LogSender,
     Notifier,
     event_type,
     message,
+    message_id,
     notifier_from_conf,
     payload,
 )
@@ -58,6 +61,9 @@ class FakeBus:
 
     def event_ids(self) -> list[int]:
         return [m["payload"]["servicegroup_object.data"]["event_id"] for m in self.taken]
+
+    def message_ids(self) -> list[str]:
+        return [m["message_id"] for m in self.taken]
 
 
 def take_lease(engine: Engine, holder: str) -> lease.Hold:
@@ -214,7 +220,7 @@ def test_a_new_leader_resumes_from_the_cursor_in_sql(sg: ServiceGroup) -> None:
 def test_losing_the_lease_between_send_and_cursor_write_makes_the_successor_resend(
     sg: ServiceGroup,
 ) -> None:
-    """The documented at-least-once edge: consumers dedupe by event_id."""
+    """The successor sends the same message again: listeners drop it (doc/notifications.md)."""
     bus = FakeBus()
     hold_a = take_lease(sg.engine, "leader-a")
     hold_b: list[lease.Hold] = []
@@ -237,7 +243,106 @@ def test_losing_the_lease_between_send_and_cursor_write_makes_the_successor_rese
     second = make_notifier(sg.engine, bus)
     second.lead(hold_b[0])
     assert second.send_pending(hold_b[0]) == 1
-    assert bus.event_ids() == deposed.event_ids()  # the same event_id: a consumer dedupes it
+    assert bus.event_ids() == deposed.event_ids()
+    assert bus.message_ids() == deposed.message_ids()  # the same message, whoever sends it
+
+
+def test_a_deposed_leader_stops_at_its_next_cursor_write_leaving_at_most_cursor_every(
+    sg: ServiceGroup,
+) -> None:
+    """What a successor sends again fits an oslo.messaging listener's duplicate window."""
+    hold_a = take_lease(sg.engine, "leader-a")
+    hold_b: list[lease.Hold] = []
+
+    class DeposedAfterFirstSend(FakeBus):
+        def send(self, message: dict[str, Any]) -> None:
+            super().send(message)
+            if not hold_b:
+                hold_b.append(take_lease(sg.engine, "leader-b"))
+
+    deposed = DeposedAfterFirstSend()
+    first = make_notifier(sg.engine, deposed)
+    first.lead(hold_a)
+    first.send_pending(hold_a)
+    for n in range(3 * CURSOR_EVERY):
+        sg.register(f"h{n}", "nova-compute")
+    assert first.send_pending(hold_a) == CURSOR_EVERY  # then its cursor write is refused
+    assert stored_cursor(sg.engine) == 0
+
+    bus = FakeBus()
+    second = make_notifier(sg.engine, bus)
+    second.lead(hold_b[0])
+    assert second.send_pending(hold_b[0]) == 3 * CURSOR_EVERY
+    repeated = set(deposed.message_ids()) & set(bus.message_ids())
+    assert len(repeated) == CURSOR_EVERY
+    assert bus.message_ids()[:CURSOR_EVERY] == deposed.message_ids()
+
+
+def test_the_cursor_is_never_more_than_cursor_every_confirmed_sends_behind(
+    sg: ServiceGroup,
+) -> None:
+    """Before each send, the bus has CURSOR_EVERY - 1 events past the stored cursor at most:
+    with the send in flight, CURSOR_EVERY at most for a successor to send again."""
+    behind: list[int] = []
+
+    class Watching(FakeBus):
+        def send(self, message: dict[str, Any]) -> None:
+            if self.taken:  # ids have no holes: the last one taken says how many are past it
+                behind.append(self.event_ids()[-1] - (stored_cursor(sg.engine) or 0))
+            super().send(message)
+
+    bus = Watching()
+    notifier = make_notifier(sg.engine, bus)
+    hold = lead(notifier, "leader-a")
+    notifier.send_pending(hold)
+    for n in range(3 * CURSOR_EVERY + 5):
+        sg.register(f"h{n}", "nova-compute")
+    assert notifier.send_pending(hold) == 3 * CURSOR_EVERY + 5
+    assert max(behind) == CURSOR_EVERY - 1
+    assert stored_cursor(sg.engine) == event_log.last_id(sg.engine)
+
+
+def test_a_message_id_is_the_events_own_whoever_sends_it_and_however_often() -> None:
+    event = Event(7, "6f1c0f9e-8a55-4c38-9d63-0b7e2d0c1d2a", "h1", "b", "up", "down", "leave", NOW)
+    first = message(event, "servicegroup:ctl-1")
+    again = message(event, "servicegroup:ctl-2")  # another leader, another publisher_id
+    assert first["message_id"] == again["message_id"] == message_id(event)
+    assert first["message_id"] == message(event, "servicegroup:ctl-1")["message_id"]
+    assert str(uuid_mod.UUID(first["message_id"])) == first["message_id"]
+    # The same event read back from the stream by a successor: an equal Event.
+    reread = Event(7, event.service_id, "h1", "b", "up", "down", "leave", NOW)
+    assert message_id(reread) == message_id(event)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        Event(8, "6f1c0f9e-8a55-4c38-9d63-0b7e2d0c1d2a", "h1", "b", "up", "down", "leave", NOW),
+        # Event 7 of another deployment: another service's uuid.
+        Event(7, "0b7e2d0c-1d2a-4c38-9d63-6f1c0f9e8a55", "h1", "b", "up", "down", "leave", NOW),
+        # Event 7 of a deployment whose stream restarted: another time.
+        Event(
+            7,
+            "6f1c0f9e-8a55-4c38-9d63-0b7e2d0c1d2a",
+            "h1",
+            "b",
+            "up",
+            "down",
+            "leave",
+            NOW + timedelta(microseconds=1),
+        ),
+    ],
+)
+def test_different_events_have_different_message_ids(other: Event) -> None:
+    event = Event(7, "6f1c0f9e-8a55-4c38-9d63-0b7e2d0c1d2a", "h1", "b", "up", "down", "leave", NOW)
+    assert message_id(other) != message_id(event)
+
+
+def test_every_event_of_a_stream_has_its_own_message_id(sg: ServiceGroup) -> None:
+    for n in range(50):
+        sg.register(f"h{n}", "nova-compute")
+    events = event_log.read(sg.engine)
+    assert len({message_id(e) for e in events}) == len(events) == 50
 
 
 def test_a_failed_cursor_write_is_retried_without_sending_again(sg: ServiceGroup) -> None:
