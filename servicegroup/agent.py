@@ -138,7 +138,7 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Through the daemon, with its bearer token."""
+    """Through the daemon, with the client's token or Keystone session."""
 
     def __init__(self, client: Any) -> None:
         self.client = client

@@ -95,6 +95,21 @@ _EXIT_CODES: tuple[tuple[type[Exception], int, str], ...] = (
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Options whose definition costs an import (keystoneauth1's, ~0.3 s): added
+        # from the command's own arguments when it is the command being parsed,
+        # so no other command, nor `servicegroup --help`, pays for them.
+        self.deferred: list[Callable[[argparse.ArgumentParser, list[str]], None]] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        while self.deferred:
+            self.deferred.pop(0)(self, argv)
+        return super().parse_known_args(argv, namespace)
+
     def error(self, message: str) -> NoReturn:
         # argparse prints usage plus a message and exits; we want one line and
         # the exit code decided in main().
@@ -310,7 +325,9 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
         "--auth-strategy",
         choices=[name for name, _help in sg_conf.AUTH_STRATEGY],
         help="how --daemon-url checks --token, its [api] auth_strategy: token (the default, "
-        "sent as Authorization: Bearer) or keystone (a Keystone token, sent as X-Auth-Token)",
+        "sent as Authorization: Bearer) or keystone (a Keystone token, sent as X-Auth-Token; "
+        "without --token, one the agent signs in for with the --os-* credentials below and "
+        "renews before it expires)",
     )
     p.add_argument(
         "--ca-file",
@@ -333,6 +350,19 @@ def _add_agent(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="take the service down at once when the check fails",
     )
+    _add_keystone_credentials(p)
+
+
+def _add_keystone_credentials(p: argparse.ArgumentParser) -> None:
+    """The OpenStack clients' --os-* options and OS_* variables (keystone_session.py)."""
+
+    def add(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+        from servicegroup.keystone_session import add_credential_arguments
+
+        add_credential_arguments(parser, argv)
+
+    if isinstance(p, _Parser):
+        p.deferred.append(add)
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -402,16 +432,29 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
         if getattr(args, name) is not None and not args.daemon_url:
             raise InvalidInput(name.replace("_", "-"), "only applies with --daemon-url")
     if args.daemon_url:
-        from servicegroup.client import Client
+        from servicegroup.client import TOKEN_ENV, Client
 
+        token = args.token or os.environ.get(TOKEN_ENV) or None
+        keystone = None
+        if args.auth_strategy == "keystone" and token is None:
+            from servicegroup.keystone_session import session_from_arguments
+
+            keystone = session_from_arguments(args, timeout)
+        elif args.auth_strategy == "keystone" and args.os_auth_url:
+            raise InvalidInput(
+                "token",
+                f"give either a token (--token, ${TOKEN_ENV}) or OpenStack credentials "
+                "(--os-auth-url, ...), not both",
+            )
         client = Client(
             args.daemon_url,
-            args.token,
+            token,
             timeout=timeout,
             ca_file=args.ca_file,
             client_cert=args.client_cert,
             client_key=args.client_key,
             auth_strategy=args.auth_strategy or "token",
+            keystone_session=keystone,
         )
         transport = agent.HttpTransport(client)
     else:
@@ -698,6 +741,9 @@ def _logging(level: int, fmt: str) -> Iterator[None]:
     quiet = {
         logging.getLogger("stevedore"): logging.CRITICAL,
         logging.getLogger("httpx"): logging.WARNING,
+        # keystoneauth says at WARNING that it falls back from version discovery
+        # to the URL's own /v3; the failures that matter reach us as exceptions.
+        logging.getLogger("keystoneauth"): logging.ERROR,
         # The schema check at start-up logs its migration context at INFO.
         logging.getLogger("alembic"): logging.WARNING,
     }

@@ -22,7 +22,7 @@ import threading
 import urllib.parse
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -52,6 +52,12 @@ from servicegroup.from_json import (
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service, ServiceStatus, State
 from servicegroup.watcher import Watcher
+
+if TYPE_CHECKING:
+    from keystoneauth1.plugin import BaseAuthPlugin
+    from keystoneauth1.session import Session as KeystoneSession
+
+    KeystoneCredentials = KeystoneSession | BaseAuthPlugin
 
 TOKEN_ENV = "SERVICEGROUP_TOKEN"
 # The daemon's [api] auth_strategy values (conf.AUTH_STRATEGY), each its own header.
@@ -83,6 +89,13 @@ class Client:
     not be on a command line); with neither, none is sent. It is sent as the
     daemon's `[api] auth_strategy` expects it: `token` (the default), as
     `Authorization: Bearer`; `keystone`, as a Keystone token in X-Auth-Token.
+    A Keystone token expires, so a long-lived client passes the credentials
+    instead: `keystone_session`, a keystoneauth1 Session or auth plugin
+    (keystone_session.py builds one from --os-* options). Each request then
+    takes the session's current token, which keystoneauth renews before it
+    expires, and a request refused with 401 (a token revoked early) is sent
+    once more with a new token. It implies auth_strategy="keystone" and
+    replaces `token` and $SERVICEGROUP_TOKEN.
     An https:// daemon's certificate must be signed by a CA in `ca_file`
     (PEM), else in the default bundle; `client_cert` and `client_key` (or a
     cert file holding both) answer a daemon that asks for one: mutual TLS.
@@ -98,15 +111,28 @@ class Client:
         ca_file: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
-        auth_strategy: str = "token",
+        auth_strategy: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        keystone_session: KeystoneCredentials | None = None,
     ) -> None:
-        token = token or os.environ.get(TOKEN_ENV) or None
-        headers = _auth_headers(auth_strategy, token)
+        auth: httpx.Auth | None = None
+        if keystone_session is None:
+            token = token or os.environ.get(TOKEN_ENV) or None
+            headers = _auth_headers(auth_strategy or "token", token)
+        else:
+            if token:
+                raise InvalidInput("token", "give either a token or keystone_session, not both")
+            if auth_strategy not in (None, "keystone"):
+                raise InvalidInput("auth_strategy", "must be keystone with keystone_session")
+            # Only clients of a keystone daemon pay for importing keystoneauth1.
+            from servicegroup.keystone_session import KeystoneSessionAuth
+
+            headers, auth = {}, KeystoneSessionAuth(keystone_session)
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
+            auth=auth,
             timeout=timeout,
             verify=pem.client_context(ca_file, client_cert, client_key),
             transport=transport,
