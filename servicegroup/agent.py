@@ -349,12 +349,18 @@ class Agent:
                 return
 
 
+class Stoppable(Protocol):
+    """A loop that returns once its `stop` is set: the Agent, keystone-token --renew."""
+
+    stop: threading.Event
+
+
 @contextmanager
-def stop_on_signals(agent: Agent) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the loop to leave and return, instead of killing it."""
+def stop_on_signals(loop: Stoppable) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the loop to finish and return, instead of killing it."""
 
     def handler(_sig: int, _frame: object) -> None:
-        agent.stop.set()
+        loop.stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -2,7 +2,8 @@
 
 It talks to the records database and the liveness driver directly, through
 the same ServiceGroup the daemon uses, so an operator can inspect and fix a
-fleet while the daemon is down.
+fleet while the daemon is down. (`agent --daemon-url` goes through a daemon
+instead, and `keystone-token` only talks to Keystone.)
 
 Configuration
     ``--config-file F`` (repeatable) and ``--config-dir D`` are handed to
@@ -49,6 +50,8 @@ from sqlalchemy import exc as sa_exc
 from servicegroup import conf as sg_conf
 from servicegroup.exceptions import InvalidInput, ServiceGroupError
 from servicegroup.service import ServiceStatus
+
+LOG = logging.getLogger(__name__)
 
 PROG = "servicegroup"
 PROJECT = "servicegroup"
@@ -192,6 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     # agent
     _add_agent(leaf(commands, "agent", cmd_agent, "heartbeat for a service while a check passes"))
+
+    # keystone-token
+    p = leaf(
+        commands,
+        "keystone-token",
+        cmd_keystone_token,
+        "write a Keystone token for the OpenStack credentials to a file (mode 0600), "
+        "and with --renew keep writing a new one before it expires",
+    )
+    p.add_argument("--output", required=True, metavar="FILE", help="the file to (re)write")
+    p.add_argument(
+        "--renew",
+        action="store_true",
+        help="keep running, writing a new token before the current one expires",
+    )
+    p.add_argument(
+        "--renew-before",
+        type=float,
+        metavar="SECONDS",
+        help="renew when this much of the token's life is left (default 300; at most half "
+        "its lifetime)",
+    )
+    _add_keystone_credentials(p)
 
     # service
     svc = commands.add_parser("service", help="list and change services")
@@ -479,6 +505,27 @@ def cmd_agent(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
             return runner.run()
     finally:
         transport.close()
+
+
+def cmd_keystone_token(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from servicegroup import agent
+    from servicegroup.client import DEFAULT_TIMEOUT
+    from servicegroup.keystone_session import session_from_arguments
+    from servicegroup.keystone_token_file import DEFAULT_RENEW_BEFORE, TokenFile
+
+    if args.renew_before is not None and not args.renew:
+        raise InvalidInput("renew-before", "only applies with --renew")
+    renew_before = DEFAULT_RENEW_BEFORE if args.renew_before is None else args.renew_before
+    session = session_from_arguments(args, DEFAULT_TIMEOUT)
+    token_file = TokenFile(session, Path(args.output), renew_before)
+    if not args.renew:
+        expires = token_file.write().expires.isoformat(timespec="seconds")
+        LOG.info("wrote a Keystone token expiring %s to %s", expires, args.output)
+        return EXIT_OK
+    with agent.stop_on_signals(token_file):
+        return token_file.run()
 
 
 def _add_down_time(p: argparse.ArgumentParser) -> None:
@@ -784,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
         debug = args.debug or args.late_debug
-        serving = args.func in (cmd_serve, cmd_agent)
+        serving = args.func in (cmd_serve, cmd_agent, cmd_keystone_token)
         if debug:
             level, fmt = logging.DEBUG, "%(levelname)s %(name)s: %(message)s"
         elif serving:

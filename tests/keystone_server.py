@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,12 @@ class Keystone:
             return False
         response.raise_for_status()
         return True
+
+    def expires_at(self, token: str) -> datetime:
+        """The token's expires_at as Keystone reports it (the token must still be valid)."""
+        response = self._admin_subject("GET", token)
+        response.raise_for_status()
+        return datetime.fromisoformat(response.json()["token"]["expires_at"])
 
     def _admin_subject(self, method: str, token: str) -> httpx.Response:
         headers = {"X-Auth-Token": self.admin_token(), "X-Subject-Token": token}

@@ -12,15 +12,18 @@ expired or revoked token is refused at once, with a 401.
 - `servicegroup agent` with --os-* credentials: beats on through several
   token lifetimes (with 10-second tokens keystoneauth signs in again
   before every request; with an hour's, two minutes before expiry).
+- `servicegroup keystone-token --renew`: a new valid token in the file
+  before the old one expires, mode 0600, never a token on its output.
 
-Waits are on conditions (a token no longer valid, a later heartbeat), each
-with a generous deadline that only a failure reaches.
+Waits are on conditions (a token no longer valid, a file changed, a later
+heartbeat), each with a generous deadline that only a failure reaches.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -41,7 +44,7 @@ from servicegroup.service import State
 from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, free_port
 from tests.functional.test_daemon import migrated_sqlite
-from tests.keystone_server import Keystone, running_keystone
+from tests.keystone_server import ADMIN_PASSWORD, Keystone, running_keystone
 from tests.servers import ServerUnavailable
 
 SCRIPT = Path(sys.executable).parent / "servicegroup"
@@ -223,3 +226,87 @@ def test_the_agent_beats_on_through_several_token_lifetimes(
     output = log_file.read_text()
     assert "lost connection" not in output and "WARNING" not in output, output
     assert FERNET_PREFIX not in output and PASSWORD not in output
+
+
+def _keystone_token(
+    deployment: Deployment, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(SCRIPT), "keystone-token", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env or deployment.credentials_env("admin-of-fleet"),
+    )
+
+
+def test_keystone_token_writes_a_valid_token_to_a_0600_file(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    output = tmp_path / "servicegroup.token"
+    output.write_text("stale")
+    output.chmod(0o644)  # replaced, not rewritten: the new file is 0600 whatever this was
+    proc = _keystone_token(deployment, "--output", str(output))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    token = output.read_text()
+    assert token.startswith(FERNET_PREFIX) and deployment.keystone.is_valid(token)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["servicegroup.token"]
+    printed = (out + err).decode()
+    assert token not in printed and FERNET_PREFIX not in printed and PASSWORD not in printed
+    # What Prometheus would send with it: the token opens the daemon.
+    answer = httpx.get(f"{deployment.daemon.url}/metrics", headers={"X-Auth-Token": token})
+    assert answer.status_code == 200
+
+
+def test_keystone_token_refused_credentials_are_one_line_and_no_file(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    output = tmp_path / "servicegroup.token"
+    env = {**deployment.credentials_env("admin-of-fleet"), "OS_PASSWORD": "wrong-password-9"}
+    proc = _keystone_token(deployment, "--output", str(output), env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and out == b""
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("servicegroup: error: Keystone at "), lines
+    assert "refused the credentials (HTTP 401)" in lines[0]
+    assert "wrong-password-9" not in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keystone_token_renew_rewrites_the_file_before_expiry(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    output = tmp_path / "servicegroup.token"
+    # --debug: even keystoneauth's request logging must not show a token.
+    proc = _keystone_token(deployment, "--output", str(output), "--renew", "--debug")
+    try:
+        tokens: list[str] = []
+        expiries: list[datetime] = []
+        for _ in range(3):  # the first token, then two renewals
+
+            def changed() -> str | None:
+                assert proc.poll() is None, proc.communicate()
+                text = output.read_text() if output.exists() else ""
+                return text if text and text not in tokens else None
+
+            token = wait_for(changed, f"token {len(tokens) + 1} in {output}")
+            written = datetime.fromtimestamp(output.stat().st_mtime).astimezone()
+            if expiries:  # written while the one it replaces was still valid
+                assert written < expiries[-1], (written, expiries)
+            expiries.append(deployment.keystone.expires_at(token))  # valid, or this raises
+            assert stat.S_IMODE(output.stat().st_mode) == 0o600
+            tokens.append(token)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    printed = (out + err).decode()
+    assert "renewed the Keystone token" in printed
+    assert FERNET_PREFIX not in printed
+    assert PASSWORD not in printed and ADMIN_PASSWORD not in printed
+    assert not any(token in printed for token in tokens)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["servicegroup.token"]
