@@ -29,6 +29,7 @@ import httpx
 from keystoneauth1 import exceptions as ksa_exc
 from keystoneauth1 import loading, plugin, session
 
+from servicegroup import pem
 from servicegroup.exceptions import BackendError, InvalidInput, ServiceGroupError, Unauthorized
 
 KEYSTONE = "keystone"
@@ -59,7 +60,7 @@ def add_credential_arguments(parser: argparse.ArgumentParser, argv: Sequence[str
 
 
 def session_from_arguments(args: argparse.Namespace, timeout: float) -> session.Session:
-    """A Session signed in with the parsed credentials; InvalidInput names what is missing.
+    """A Session that signs in with the parsed credentials; InvalidInput names what is missing.
 
     Nothing is sent to Keystone yet: the first token is fetched by the first
     request that needs one. `timeout` bounds each request to Keystone, so an
@@ -82,10 +83,29 @@ def session_from_arguments(args: argparse.Namespace, timeout: float) -> session.
         raise InvalidInput(_flag(exc.options[0]), "is required") from None
     except ksa_exc.OptionError as exc:
         raise InvalidInput(f"--os-auth-type {name}", str(exc)) from None
-    cert: str | tuple[str, str] | None = args.os_cert
-    if args.os_cert and args.os_key:
-        cert = (args.os_cert, args.os_key)
-    return session.Session(auth=auth, verify=args.os_cacert or True, cert=cert, timeout=timeout)
+    return session.Session(
+        auth=auth, verify=_verify(args), cert=_client_cert(args), timeout=timeout
+    )
+
+
+def _verify(args: argparse.Namespace) -> str | bool:
+    """--os-cacert, checked now: requests would fail at the first sign-in, as an outage."""
+    if not args.os_cacert:
+        return True
+    pem.check_cas(args.os_cacert, option="--os-cacert ($OS_CACERT)")
+    return str(args.os_cacert)
+
+
+def _client_cert(args: argparse.Namespace) -> str | tuple[str, str] | None:
+    if args.os_key and not args.os_cert:
+        raise InvalidInput("--os-key ($OS_KEY)", "only applies with --os-cert")
+    if not args.os_cert:
+        return None
+    pem.check_readable("--os-cert ($OS_CERT)", args.os_cert)
+    if not args.os_key:
+        return str(args.os_cert)
+    pem.check_readable("--os-key ($OS_KEY)", args.os_key)
+    return (str(args.os_cert), str(args.os_key))
 
 
 def _check_identity(flags: dict[str, str], given: set[str]) -> None:

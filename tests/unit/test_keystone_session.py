@@ -268,3 +268,24 @@ def test_a_password_plugin_is_taken_as_is() -> None:
     """keystoneauth's own plugin, unsent: building the client contacts nobody."""
     auth = v3.Password(auth_url=URL, username="u", password="p", user_domain_id="default")
     Client("http://sg", keystone_session=auth).close()
+
+
+def test_keystones_tls_files_are_checked_before_any_sign_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    missing = tmp_path / "missing.pem"
+    code, _, err = run(capsys, *AGENT, *COMPLETE, "--os-cacert", str(missing))
+    assert code == 1
+    assert_one_line_error(err, f"--os-cacert ($OS_CACERT): cannot read {missing}")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    code, _, err = run(capsys, *AGENT, *COMPLETE, "--os-cacert", str(not_pem))
+    assert code == 1
+    assert_one_line_error(err, "not a PEM bundle of CA certificates")
+    code, _, err = run(capsys, *AGENT, *COMPLETE, "--os-key", str(not_pem))
+    assert code == 2
+    assert_one_line_error(err, "--os-key ($OS_KEY): only applies with --os-cert")
+    import certifi
+
+    args = cli.build_parser().parse_args([*AGENT, *COMPLETE, "--os-cacert", certifi.where()])
+    assert session_from_arguments(args, timeout=1.0).verify == certifi.where()
