@@ -26,7 +26,10 @@ from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "doc" / "examples" / "recover_stuck_tasks.py"
-TIMINGS = {"report_interval": 0.1, "service_down_time": 0.5}
+# A 2 s down time: with 0.5 s, a beater thread starved for half a second on a
+# loaded 2-core machine took a healthy host down, and the example consumer
+# rightly reset its task.
+TIMINGS = {"report_interval": 0.2, "service_down_time": 2.0}
 EVENTS = "[events]\nsweep_interval = 0.05\n"
 
 
@@ -92,7 +95,7 @@ class Beater:
                     break
                 except httpx.TransportError:
                     continue
-            self._stop.wait(0.1)
+            self._stop.wait(TIMINGS["report_interval"])
 
     def stop(self) -> None:
         self._stop.set()
