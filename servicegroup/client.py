@@ -237,14 +237,21 @@ class Client:
             raise down[0]
         return failed
 
-    def join(self, service: Service, report_interval: float = REPORT_INTERVAL) -> Reporter:
+    def join(self, service: Service, report_interval: float | None = None) -> Reporter:
         """Start a background reporter: a beat now, then one every `report_interval` s.
 
-        The interval is an argument, defaulting to [DEFAULT] report_interval's
-        default, so that join() makes no request of its own; pass
-        `times_of(service.binary).report_interval` to beat as the daemon's
-        [binaries] entry says.
+        None (the default) beats at the binary's own interval, as
+        ServiceGroup.join does: the daemon's [binaries] entry, or its
+        [DEFAULT] (one request, `times_of`). Beating at a fixed default
+        instead would take down a binary whose down time is shorter than
+        twice that default. A daemon older than that endpoint: [DEFAULT]
+        report_interval's default.
         """
+        if report_interval is None:
+            try:
+                report_interval = self.times_of(service.binary).report_interval
+            except NotFound:  # a daemon older than GET /v1/binaries/{binary}/times
+                report_interval = REPORT_INTERVAL
         if isinstance(report_interval, bool) or not isinstance(report_interval, int | float):
             raise InvalidInput("report_interval", "must be a number of seconds")
         if not report_interval > 0:

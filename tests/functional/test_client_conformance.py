@@ -216,6 +216,17 @@ def test_join_beats_until_leave(sg: Front, tag: str) -> None:
     assert sg.get(service).state is State.DOWN
 
 
+def test_join_beats_at_the_binarys_own_interval(sg: Front) -> None:
+    """FAST beats every 0.5 s and is down after 3 s: a reporter at the 10 s default
+    would let it go down between two beats."""
+    service = sg.register("h-fast", FAST)
+    reporter = sg.join(service)
+    try:
+        assert reporter.interval == sg.times_of(FAST).report_interval == 0.5
+    finally:
+        sg.leave(service)
+
+
 def test_heartbeat_many_reports_the_beats_that_failed_alone(sg: Front, tag: str) -> None:
     fleet = [sg.register(f"h{i}", tag) for i in range(6)]
     gone = sg.register("gone", tag)

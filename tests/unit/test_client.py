@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -16,9 +17,10 @@ import pytest
 from servicegroup import ServiceGroup, State
 from servicegroup.agent import HttpTransport
 from servicegroup.binary_times import Times
-from servicegroup.client import TOKEN_ENV, Client
+from servicegroup.client import REPORT_INTERVAL, TOKEN_ENV, Client
 from servicegroup.exceptions import BackendError, Forbidden, InvalidInput, NotFound, Unauthorized
 from servicegroup.server.app import create_app
+from servicegroup.service import Service
 from tests.functional.daemon import free_port
 from tests.helpers import wait_for
 from tests.live import serve_in_thread
@@ -240,3 +242,24 @@ def test_an_older_daemon_without_times_makes_the_agent_fall_back() -> None:
             client.times_of("fast")
         assert caught.value.kind == "path"
         assert HttpTransport(client).times("fast") is None
+
+
+def test_join_beats_at_the_default_interval_on_an_older_daemon() -> None:
+    """No times endpoint (404): join() falls back to [DEFAULT] report_interval's default."""
+    beats: list[str] = []
+
+    def older_daemon(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/heartbeat"):
+            beats.append(request.url.path)
+            return httpx.Response(204)
+        assert request.url.path == "/v1/binaries/b/times"
+        return httpx.Response(404, json={"error": {"code": 404, "message": "Not Found"}})
+
+    service = Service(
+        str(uuid.uuid4()), "h", "b", None, None, 0, 0, False, None, False, None,
+        datetime.now(UTC), None, False, None,
+    )  # fmt: skip
+    with Client("http://old", transport=httpx.MockTransport(older_daemon)) as client:
+        reporter = client.join(service)
+        assert reporter.interval == REPORT_INTERVAL
+        wait_for(lambda: beats, "the reporter's first beat")
