@@ -317,7 +317,7 @@ def test_a_404_names_the_missing_record_but_not_a_missing_path(client: httpx.Cli
         ("GET", "/v1/services/not-a-uuid"),
         ("POST", "/v1/services/not-a-uuid/heartbeat"),
         ("DELETE", "/v1/services/12345"),
-        ("GET", f"/v1/services/{uuid.uuid4()}"),
+        ("GET", "/v1/services/670c452f-cd58-4933-b123-3c937d34fde1"),
         ("GET", "/no/such/path"),
     ],
 )
