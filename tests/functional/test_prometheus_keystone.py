@@ -62,14 +62,19 @@ class ScrapeStage:
         os.replace(fresh, self.credentials)
 
     def target(self) -> dict[str, Any]:
-        """The scrape target of the servicegroup job, as Prometheus reports it."""
+        """The scrape target of the servicegroup job, as Prometheus reports it.
+
+        Health "unknown" until Prometheus has discovered it: a Prometheus that
+        just started lists no active target for a moment.
+        """
         answer = httpx.get(f"{self.prom.url}/api/v1/targets", params={"state": "active"})
-        [target] = [
+        found = [
             t
             for t in answer.json()["data"]["activeTargets"]
             if t["labels"]["job"] == "servicegroup"
         ]
-        return dict(target)
+        assert len(found) <= 1, found
+        return dict(found[0]) if found else {"health": "unknown"}
 
 
 def _scraped_at(target: dict[str, Any]) -> datetime:
