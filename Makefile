@@ -11,6 +11,11 @@ BIN := $(VENV)/bin
 # Generous: the slowest tests wait for ZooKeeper sessions to expire; a hang,
 # not a slow test, is what this catches.
 PYTEST_TIMEOUT ?= 300
+# Test modules run in this many processes (pytest-xdist), each module whole in
+# one (--dist loadfile): a module's servers start once, and its tests keep
+# their order. Two, not one per core: the suite waits on servers far more
+# than it computes, and more processes only load the backends they share.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test backends lint clean
 
@@ -23,7 +28,7 @@ test: backends $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q --timeout=$(PYTEST_TIMEOUT)
+	$(BIN)/pytest -q --timeout=$(PYTEST_TIMEOUT) -n $(PYTEST_WORKERS) --dist loadfile
 
 backends:
 	@bash scripts/install-test-backends.sh
