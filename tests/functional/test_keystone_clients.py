@@ -21,7 +21,6 @@ heartbeat), each with a generous deadline that only a failure reaches.
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
@@ -41,11 +40,9 @@ from keystoneauth1.session import Session
 from servicegroup.client import Client
 from servicegroup.exceptions import Unauthorized
 from servicegroup.service import State
-from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, free_port
 from tests.functional.test_daemon import migrated_sqlite
-from tests.keystone_server import ADMIN_PASSWORD, Keystone, running_keystone
-from tests.servers import ServerUnavailable
+from tests.keystone_server import ADMIN_PASSWORD, Keystone, keystone_or_fail
 
 SCRIPT = Path(sys.executable).parent / "servicegroup"
 TOKEN_LIFETIME = 10  # seconds, Keystone's [token] expiration in this module
@@ -71,27 +68,13 @@ class Deployment:
 
     def credentials_env(self, user: str) -> dict[str, str]:
         """An openrc's variables: what `openstack` and these commands read."""
-        return {
-            **os.environ,
-            "HOME": "/nonexistent",  # no developer's servicegroup.conf
-            "OS_AUTH_URL": self.keystone.url,
-            "OS_USERNAME": user,
-            "OS_PASSWORD": PASSWORD,
-            "OS_USER_DOMAIN_NAME": "Default",
-            "OS_PROJECT_NAME": "fleet",
-            "OS_PROJECT_DOMAIN_NAME": "Default",
-        }
+        return self.keystone.openrc(user, PASSWORD, "fleet")
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("keystone-clients")
-    try:
-        keystone_context = running_keystone(tmp, token_expiration=TOKEN_LIFETIME)
-        keystone = keystone_context.__enter__()
-    except ServerUnavailable as exc:
-        unavailable("keystone", exc)
-    try:
+    with keystone_or_fail(tmp, token_expiration=TOKEN_LIFETIME) as keystone:
         fleet = keystone.project("fleet")
         service = keystone.project("service")
         keystone.user("sg-service", PASSWORD, service, "service")
@@ -114,8 +97,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             yield Deployment(keystone, fleet, daemon)
         finally:
             daemon.stop()
-    finally:
-        keystone_context.__exit__(None, None, None)
 
 
 class Recording(httpx.HTTPTransport):

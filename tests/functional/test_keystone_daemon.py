@@ -26,11 +26,9 @@ import pytest
 from servicegroup.client import Client
 from servicegroup.exceptions import Forbidden
 from servicegroup.service import State
-from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, config_text, free_port
 from tests.functional.test_daemon import migrated_sqlite
-from tests.keystone_server import Keystone, daemon_options, running_keystone
-from tests.servers import ServerUnavailable
+from tests.keystone_server import Keystone, daemon_options, keystone_or_fail
 
 TOKEN_LIFETIME = 10  # seconds, Keystone's [token] expiration in this module
 PASSWORD = "user-secret-7c1"
@@ -60,12 +58,7 @@ def _daemon(tmp: Path, db_url: str, keystone: Keystone, fleet: str, cache_ttl: f
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("keystone")
-    try:
-        keystone_context = running_keystone(tmp, token_expiration=TOKEN_LIFETIME)
-        keystone = keystone_context.__enter__()
-    except ServerUnavailable as exc:
-        unavailable("keystone", exc)
-    try:
+    with keystone_or_fail(tmp, token_expiration=TOKEN_LIFETIME) as keystone:
         fleet = keystone.project("fleet")
         other = keystone.project("other")
         keystone.service_user(PASSWORD)
@@ -84,8 +77,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             cached.stop()
             uncached.stop()
         assert "keystone-admin-secret" not in cached.log() + uncached.log()
-    finally:
-        keystone_context.__exit__(None, None, None)
 
 
 def _register(daemon: Daemon, token: str, host: str) -> httpx.Response:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import oslo_messaging
 import pytest
 from oslo_config import cfg
 
@@ -31,38 +30,13 @@ from servicegroup.leader.notifier import CURSOR_EVERY, PAYLOAD_VERSION, BusSende
 from servicegroup.leader.sweeper import Sweeper
 from tests.conftest import empty_tables
 from tests.helpers import wait_for
+from tests.notification_listener import DATA, Collector, listening
 from tests.servers import RabbitMQServer
 
-DATA = "servicegroup_object.data"
 # Durable queues and exchanges, so queued notifications outlive a broker
 # restart, as doc/operations.md advises.
 RABBIT_CONF = "[oslo_messaging_rabbit]\namqp_durable_queues = true\n"
 RESTART_PATIENCE = 90.0  # the broker's restart plus the backlog: a hang guard
-
-
-class Collector:
-    """An oslo.messaging notification endpoint that keeps what it hears, in order."""
-
-    def __init__(self) -> None:
-        self.heard: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def info(
-        self,
-        ctxt: dict[str, Any],
-        publisher_id: str,
-        event_type: str,
-        payload: dict[str, Any],
-        metadata: dict[str, Any],
-    ) -> None:
-        with self._lock:
-            self.heard.append(
-                {"publisher_id": publisher_id, "event_type": event_type, "payload": payload}
-            )
-
-    def event_ids(self) -> list[int]:
-        with self._lock:
-            return [note["payload"][DATA]["event_id"] for note in self.heard]
 
 
 @pytest.fixture
@@ -80,20 +54,8 @@ def topic() -> str:
 @pytest.fixture
 def listener(rabbitmq_server: RabbitMQServer, config_file: str, topic: str) -> Iterator[Collector]:
     """A started oslo.messaging notification listener on TOPIC.info, before anything is sent."""
-    conf = cfg.ConfigOpts()
-    conf([], default_config_files=[config_file])
-    transport = oslo_messaging.get_notification_transport(conf, url=rabbitmq_server.url)
-    collector = Collector()
-    server = oslo_messaging.get_notification_listener(
-        transport, [oslo_messaging.Target(topic=topic)], [collector], executor="threading"
-    )
-    server.start(override_pool_size=1)  # one worker: handled, and acknowledged, in order
-    try:
+    with listening(config_file, rabbitmq_server.url, topic) as collector:
         yield collector
-    finally:
-        server.stop()
-        server.wait()
-        transport.cleanup()
 
 
 def group_options(rabbitmq_server: RabbitMQServer, config_file: str, topic: str) -> dict:

@@ -19,32 +19,27 @@ The configuration is the walk-through's, with loopback addresses and no TLS.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import oslo_messaging
 import pytest
 from keystoneauth1.identity import v3
 from keystoneauth1.session import Session
-from oslo_config import cfg
 
 from servicegroup.client import Client
 from servicegroup.exceptions import Forbidden
 from servicegroup.service import State
-from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, free_port
 from tests.functional.test_daemon import migrated_sqlite
 from tests.helpers import wait_for
-from tests.keystone_server import Keystone, running_keystone
-from tests.servers import RabbitMQServer, ServerUnavailable
+from tests.keystone_server import Keystone, keystone_or_fail
+from tests.notification_listener import Collector, listening
+from tests.servers import RabbitMQServer
 
 SCRIPT = Path(sys.executable).parent / "servicegroup"
 PASSWORD = "wiring-secret-81f"
@@ -57,7 +52,7 @@ class Cloud:
     keystone: Keystone
     fleet: str  # the project whose tokens the daemon accepts
     daemon: Daemon
-    heard: list[dict[str, Any]]  # what the cloud's listener heard, in order
+    heard: Collector  # what the cloud's listener heard, in order
 
     def session(self, user: str) -> Session:
         auth = v3.Password(
@@ -71,25 +66,7 @@ class Cloud:
         return Session(auth=auth)
 
     def openrc(self, user: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "HOME": "/nonexistent",  # no developer's servicegroup.conf
-            "OS_AUTH_URL": self.keystone.url,
-            "OS_USERNAME": user,
-            "OS_PASSWORD": PASSWORD,
-            "OS_USER_DOMAIN_NAME": "Default",
-            "OS_PROJECT_NAME": "fleet",
-            "OS_PROJECT_DOMAIN_NAME": "Default",
-        }
-
-    def notifications(self, host: str) -> list[tuple[str, str | None]]:
-        """(event_type, state) of each notification heard about `host`, in order."""
-        found = []
-        for note in list(self.heard):
-            data = note["payload"]["servicegroup_object.data"]
-            if data["host"] == host:
-                found.append((note["event_type"], data["state"]))
-        return found
+        return self.keystone.openrc(user, PASSWORD, "fleet")
 
 
 def config_text(
@@ -141,12 +118,7 @@ def cloud(
     tmp_path_factory: pytest.TempPathFactory, rabbitmq_server: RabbitMQServer
 ) -> Iterator[Cloud]:
     tmp = tmp_path_factory.mktemp("openstack-wiring")
-    try:
-        keystone_context = running_keystone(tmp)
-        keystone = keystone_context.__enter__()
-    except ServerUnavailable as exc:
-        unavailable("keystone", exc)
-    try:
+    with keystone_or_fail(tmp) as keystone:
         # The walk-through's step 1, as `openstack user create` / `role add` would.
         keystone.user("servicegroup", PASSWORD, keystone.project("service"), "service")
         fleet = keystone.project("fleet")
@@ -156,8 +128,7 @@ def cloud(
         port = free_port()
         config = tmp / "servicegroup.conf"
         config.write_text(config_text(tmp, port, keystone, fleet, rabbitmq_server.url, topic))
-        heard: list[dict[str, Any]] = []
-        with listening(config, rabbitmq_server.url, topic, heard):
+        with listening(str(config), rabbitmq_server.url, topic) as heard:
             daemon = Daemon(config, port, tmp / "daemon.log").start()
             try:
                 daemon.wait_ready()
@@ -165,42 +136,6 @@ def cloud(
             finally:
                 daemon.stop()
             assert "Traceback" not in daemon.log(), daemon.log()
-    finally:
-        keystone_context.__exit__(None, None, None)
-
-
-class listening:
-    """The cloud's own oslo.messaging notification listener on TOPIC.info."""
-
-    def __init__(self, config: Path, url: str, topic: str, heard: list[dict[str, Any]]) -> None:
-        conf = cfg.ConfigOpts()
-        conf([], default_config_files=[str(config)])
-        self.transport = oslo_messaging.get_notification_transport(conf, url=url)
-        self.server = oslo_messaging.get_notification_listener(
-            self.transport, [oslo_messaging.Target(topic=topic)], [self], executor="threading"
-        )
-        self.heard = heard
-        self._lock = threading.Lock()
-
-    def info(
-        self,
-        ctxt: dict[str, Any],
-        publisher_id: str,
-        event_type: str,
-        payload: dict[str, Any],
-        metadata: dict[str, Any],
-    ) -> None:
-        with self._lock:
-            self.heard.append({"event_type": event_type, "payload": payload})
-
-    def __enter__(self) -> listening:
-        self.server.start(override_pool_size=1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-        self.server.wait()
-        self.transport.cleanup()
 
 
 def test_a_cloud_wired_as_the_walk_through_says(cloud: Cloud, tmp_path: Path) -> None:
@@ -251,8 +186,8 @@ def test_a_cloud_wired_as_the_walk_through_says(cloud: Cloud, tmp_path: Path) ->
             )
             # Registered (down until its first beat), then up: each told once, in order.
             born = [("servicegroup.service.create", "down"), ("servicegroup.service.update", "up")]
-            wait_for(lambda: cloud.notifications("conductor-1") == born, "the bus told of it")
-            wait_for(lambda: cloud.notifications("compute-1") == born, "the bus told of compute-1")
+            wait_for(lambda: cloud.heard.about("conductor-1") == born, "the bus told of it")
+            wait_for(lambda: cloud.heard.about("compute-1") == born, "the bus told of compute-1")
 
             # A reader reads, and cannot write.
             with pytest.raises(Forbidden):
@@ -262,17 +197,15 @@ def test_a_cloud_wired_as_the_walk_through_says(cloud: Cloud, tmp_path: Path) ->
             agent.send_signal(signal.SIGKILL)
             agent.wait(10)
             wait_for(
-                lambda: (
-                    ("servicegroup.service.update", "down") in cloud.notifications("conductor-1")
-                ),
+                lambda: ("servicegroup.service.update", "down") in cloud.heard.about("conductor-1"),
                 "the bus told of conductor-1's death",
                 patience=30,
             )
             assert scheduler.get(conductor).state is State.DOWN
             # compute-1 has been silent for as long, and nova-compute waits 60 s.
             assert scheduler.get(compute).state is State.UP
-            assert cloud.notifications("compute-1") == born
-            assert cloud.notifications("conductor-1") == [
+            assert cloud.heard.about("compute-1") == born
+            assert cloud.heard.about("conductor-1") == [
                 *born,
                 ("servicegroup.service.update", "down"),
             ]

@@ -33,7 +33,7 @@ from tests.functional.daemon import Daemon, config_text, free_port
 from tests.functional.test_daemon import migrated_sqlite
 from tests.functional.test_prometheus_server import PromAPI
 from tests.helpers import wait_for
-from tests.keystone_server import Keystone, daemon_options, running_keystone
+from tests.keystone_server import Keystone, daemon_options, keystone_or_fail
 from tests.servers import PrometheusServer, ServerUnavailable
 
 PASSWORD = "scrape-user-secret-8d2"
@@ -87,10 +87,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeStage]:
         unavailable("Prometheus", "no `prometheus` binary (scripts/install-test-backends.sh)")
     tmp = tmp_path_factory.mktemp("prometheus-keystone")
     with contextlib.ExitStack() as stack:
-        try:
-            keystone = stack.enter_context(running_keystone(tmp))
-        except ServerUnavailable as exc:
-            unavailable("keystone", exc)
+        keystone = stack.enter_context(keystone_or_fail(tmp))
         fleet = keystone.project("fleet")
         keystone.service_user(PASSWORD)
         keystone.user("scraper", PASSWORD, fleet, "reader")

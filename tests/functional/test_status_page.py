@@ -40,11 +40,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from servicegroup.api import ServiceGroup
 from servicegroup.client import Client
 from servicegroup.service import Registration, Service
-from tests.conftest import unavailable
 from tests.functional.daemon import Daemon, config_text, free_port
 from tests.functional.test_daemon import migrated_sqlite
-from tests.keystone_server import Keystone, daemon_options, running_keystone
-from tests.servers import IN_CI, ServerUnavailable
+from tests.keystone_server import Keystone, daemon_options, keystone_or_fail
+from tests.servers import IN_CI
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -447,10 +446,7 @@ def keystone_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyston
     """A daemon under keystone, and three services an agent registered and beat once."""
     tmp = tmp_path_factory.mktemp("status-page-keystone")
     with contextlib.ExitStack() as stack:
-        try:
-            keystone = stack.enter_context(running_keystone(tmp))
-        except ServerUnavailable as exc:
-            unavailable("keystone", exc)
+        keystone = stack.enter_context(keystone_or_fail(tmp))
         fleet = keystone.project("fleet")
         keystone.service_user(KEYSTONE_PASSWORD)
         for user, role in (("reader", "reader"), ("agent", "service"), ("operator", "admin")):
