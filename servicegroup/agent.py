@@ -36,6 +36,7 @@ import httpx
 from servicegroup.binary_times import Times, flaps
 from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.exceptions import BackendError, NotFound
+from servicegroup.failure_log import FailureLog
 from servicegroup.reporter import Reporter
 from servicegroup.service import Service
 
@@ -294,18 +295,17 @@ class Agent:
 
     def _register(self) -> Service | None:
         """Retry through outages (the daemon may start after us); None if stopped first."""
-        failing = False
+        failures = FailureLog(
+            LOG, "cannot register yet: %s; retrying every %gs", "registered after %s came back"
+        )
         for _ in self._ticks():
             try:
                 service = self.transport.register(**self.identity)
                 times = self.transport.times(service.binary)
             except BackendError as exc:
-                if not failing:
-                    LOG.warning("cannot register yet: %s; retrying every %gs", exc, self.interval)
-                failing = True
+                failures.failed(exc, self.interval)
                 continue
-            if failing:
-                LOG.info("registered after %s came back", self.transport.backend)
+            failures.ended(self.transport.backend)
             self._use(choose_interval(self.explicit_interval, times, self.default_interval))
             return service
         return None

@@ -31,6 +31,7 @@ from servicegroup.db.engine import make_engine
 from servicegroup.db.event_log import EventBatch
 from servicegroup.drivers.base import NEVER, UNKNOWN, Pulse, Reading
 from servicegroup.exceptions import BackendError, InvalidInput, NotFound
+from servicegroup.failure_log import FailureLog
 from servicegroup.identity_cache import IdentityCache
 from servicegroup.outage import Outages
 from servicegroup.reporter import Reporter
@@ -129,7 +130,11 @@ class ServiceGroup:
         self._registering_new = False  # the last registration batch was mostly new services
         self._statuses = StatusReuse()
         self._other_caches: list[IdentityCache[Any]] = []
-        self._read_failing = False
+        self._read_failures = FailureLog(
+            LOG,
+            "cannot read liveness from %s, states are unknown: %s",
+            "reading liveness from %s again",
+        )
         # An outage is excused as long as some binary's heartbeats can still count.
         self._outages = Outages(clock, self.times.longest)
         # This process start's identity for claims: a ServiceGroup is never its former self.
@@ -761,11 +766,11 @@ class ServiceGroup:
         except BackendError as exc:
             # The records are fine; only liveness cannot be read. Say so
             # ("unknown") rather than calling a healthy fleet down.
-            self._log_read_failure(exc)
+            self._read_failures.failed(exc.backend, exc)
             self._outages.seen()
             reading, missing = Reading(None, {}), UNKNOWN
         else:
-            self._log_read_recovery()
+            self._read_failures.ended(self.driver.backend)
         outage = None if missing is UNKNOWN else self._outages.ago()
         services, pulses = recordset.services, reading.pulses
         with gcpause.paused():  # building, no I/O: see gcpause.py
@@ -788,16 +793,6 @@ class ServiceGroup:
                     for service, state in zip(services, states, strict=True)
                 ]
         return Snapshot(statuses, liveness_ok=missing is NEVER, read_at=reading.now)
-
-    def _log_read_failure(self, exc: BackendError) -> None:
-        if not self._read_failing:
-            self._read_failing = True
-            LOG.warning("cannot read liveness from %s, states are unknown: %s", exc.backend, exc)
-
-    def _log_read_recovery(self) -> None:
-        if self._read_failing:
-            self._read_failing = False
-            LOG.info("reading liveness from %s again", self.driver.backend)
 
     @staticmethod
     def _uuid_of(service: ServiceRef) -> str:

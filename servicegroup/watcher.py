@@ -20,6 +20,7 @@ from typing import Protocol
 
 from servicegroup.db.event_log import Event, EventBatch
 from servicegroup.exceptions import BackendError
+from servicegroup.failure_log import FailureLog
 
 LOG = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Watcher:
         self.poll = poll
         self.errors = 0
         self._logged = False
-        self._read_failing = False
+        self._read_failures = FailureLog(LOG, "event watcher: cannot read events: %s")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event watcher", daemon=True)
 
@@ -79,11 +80,9 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 batch = self.source.events(since=self.cursor, binary=self.binary, host=self.host)
-                self._read_failing = False
+                self._read_failures.ended()
             except BackendError as exc:
-                if not self._read_failing:
-                    self._read_failing = True
-                    LOG.warning("event watcher: cannot read events: %s", exc)
+                self._read_failures.failed(exc)
                 self._stop.wait(self.poll)
                 continue
             for event in batch.events:

@@ -68,6 +68,7 @@ from servicegroup.db import event_log, notification_cursor
 from servicegroup.db.engine import writing
 from servicegroup.db.event_log import Event
 from servicegroup.exceptions import BackendError
+from servicegroup.failure_log import FailureLog
 from servicegroup.leader import lease
 from servicegroup.service import rfc3339
 
@@ -240,7 +241,9 @@ class Notifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failing = False
+        self._failures = FailureLog(
+            LOG, "notifier: cannot read the event stream: %s", "notifier: database answers again"
+        )
         # (epoch, last id) the bus confirmed while we held the lease at that epoch.
         self._confirmed = (0, 0)
 
@@ -272,13 +275,9 @@ class Notifier:
             if hold is not None:
                 try:
                     sent = self.send_pending(hold)
-                    if self._failing:
-                        self._failing = False
-                        LOG.info("notifier: database answers again")
+                    self._failures.ended()
                 except BackendError as exc:
-                    if not self._failing:
-                        self._failing = True
-                        LOG.warning("notifier: cannot read the event stream: %s", exc)
+                    self._failures.failed(exc)
                 except Exception:
                     LOG.exception("notifier: unexpected error; notifications go on")
             if sent < self.batch:  # caught up (or not leading): wait for news

@@ -53,6 +53,7 @@ from servicegroup.clock import SYSTEM_CLOCK, Clock
 from servicegroup.db import event_log
 from servicegroup.db.engine import writing
 from servicegroup.exceptions import BackendError
+from servicegroup.failure_log import FailureLog
 from servicegroup.leader import lease
 from servicegroup.leader.decision import SWEEP_CAUSES, MassDown, Transition, decide
 from servicegroup.leader.hooks import EventHooks
@@ -246,7 +247,9 @@ class Sweeper:
         self._next_full = 0.0
         self._scheduled_full = False  # the last sweep was a full read of an incremental sweeper
         self._next_prune = 0.0
-        self._failing = False
+        self._failures = FailureLog(
+            LOG, "sweeper: cannot sweep: %s", "sweeper: database answers again"
+        )
         # Monotonic time at which the first service up at the last sweep
         # expires unless it beats; see next_sweep().
         self.expires_at: float | None = None
@@ -278,13 +281,9 @@ class Sweeper:
             cpu_started = time.thread_time()
             try:
                 self.sweep()
-                if self._failing:
-                    self._failing = False
-                    LOG.info("sweeper: database answers again")
+                self._failures.ended()
             except BackendError as exc:
-                if not self._failing:
-                    self._failing = True
-                    LOG.warning("sweeper: cannot sweep: %s", exc)
+                self._failures.failed(exc)
             except Exception:
                 LOG.exception("sweeper: unexpected error; sweeping goes on")
             wake = next_sweep(
