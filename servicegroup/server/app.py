@@ -38,6 +38,7 @@ from servicegroup.server import (
     auth,
     claims_api,
     errors,
+    file_watch,
     fleet_summary,
     group_commit,
     metrics,
@@ -571,7 +572,7 @@ def _keystone_auth(conf: cfg.ConfigOpts) -> KeystoneAuth:
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop. SIGHUP reads the token
-    files again (token_rotation.py).
+    files again (token_rotation.py, file_watch.py).
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
@@ -580,7 +581,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     need `insecure`. With `[api] workers` > 1, that many daemon processes
     share the port (workers.py), each serving TLS itself on its socket.
     """
-    with token_rotation.sighup_ignored():  # SIGHUP reloads tokens; it never stops the daemon
+    with file_watch.sighup_ignored():  # SIGHUP reloads tokens; it never stops the daemon
         tokens = auth.Tokens.from_conf(conf)
         tls = ServerTls.from_conf(conf)
         auth.check_exposure(
@@ -618,7 +619,7 @@ def _serve_process(
     try:
         sweeper.start()
         app = create_app(sg, sweeper, tokens)
-        reloader = token_rotation.TokenReloader(conf, app.guard)
+        watcher = file_watch.FileWatcher([token_rotation.TokenReloader(conf, app.guard)])
         config = uvicorn.Config(
             app,
             host=conf.api.host,
@@ -642,8 +643,8 @@ def _serve_process(
         )
         with (
             _stop_signals_end_cleanly(server),
-            reloader.on_sighup(),
-            reloader.running(conf.api.token_file_poll_interval),
+            watcher.on_sighup(),
+            watcher.running(conf.api.token_file_poll_interval),
             process_tuning.giving_back_memory(),
         ):
             server.run(sockets=None if sock is None else [sock])

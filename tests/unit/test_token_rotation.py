@@ -1,4 +1,5 @@
-"""server/token_rotation.py: when token files are read again, and what a reload may change.
+"""server/token_rotation.py and file_watch.py: when token files are read again, and what a
+reload may change.
 
 poll() is driven by hand here: the trigger is a SIGHUP counted by hangup(),
 or a file whose stat changed. Real files, no daemon.
@@ -20,10 +21,11 @@ from oslo_config import cfg
 
 from servicegroup import ServiceGroup
 from servicegroup.conf import make_conf
-from servicegroup.server import token_rotation
+from servicegroup.server import file_watch
 from servicegroup.server.app import create_app
 from servicegroup.server.auth import Guard, Level, Tokens
 from servicegroup.server.fast_routes import FastRoutes
+from servicegroup.server.file_watch import FileWatcher
 from servicegroup.server.token_rotation import TokenReloader
 from tests.live import serve_in_thread
 
@@ -49,6 +51,16 @@ def setup(tmp_path: Path, agents: str = f"{OLD}\n", **files: str) -> tuple[cfg.C
     return conf, Guard(Tokens.from_conf(conf))
 
 
+def watch(
+    conf: cfg.ConfigOpts,
+    guard: Guard,
+    load: Callable[[cfg.ConfigOpts], Tokens] = Tokens.from_conf,
+    look: Callable[[str], file_watch.Stamp] = file_watch.stamp,
+) -> FileWatcher:
+    """The daemon's watcher over the token files alone."""
+    return FileWatcher([TokenReloader(conf, guard, load=load)], look=look)
+
+
 def counting_load(loads: list[Tokens]) -> Callable[[cfg.ConfigOpts], Tokens]:
     def load(conf: cfg.ConfigOpts) -> Tokens:
         tokens = Tokens.from_conf(conf)
@@ -61,7 +73,7 @@ def counting_load(loads: list[Tokens]) -> Callable[[cfg.ConfigOpts], Tokens]:
 def test_the_first_look_reads_the_files_then_only_a_change_does(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
     loads: list[Tokens] = []
-    reloader = TokenReloader(conf, guard, load=counting_load(loads))
+    reloader = watch(conf, guard, load=counting_load(loads))
     assert reloader.poll() is False  # read, but the same tokens: nothing swapped
     assert len(loads) == 1
     for _ in range(3):
@@ -71,7 +83,7 @@ def test_the_first_look_reads_the_files_then_only_a_change_does(tmp_path: Path) 
 
 def test_a_file_moved_into_place_swaps_the_tokens(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     reloader.poll()
     before = guard.tokens
     replace(tmp_path / "agent", f"{NEW}\n")
@@ -84,7 +96,7 @@ def test_a_file_moved_into_place_swaps_the_tokens(tmp_path: Path) -> None:
 
 def test_a_file_written_in_place_is_seen_too(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     reloader.poll()
     (tmp_path / "agent").write_text(f"{OLD}\n{NEW}\n")  # same inode, new size and mtime
     assert reloader.poll() is True
@@ -95,9 +107,7 @@ def test_sighup_reads_every_file_even_when_no_stat_changed(tmp_path: Path) -> No
     conf, guard = setup(tmp_path)
     loads: list[Tokens] = []
     # A look that sees nothing change: only the SIGHUP can trigger this reload.
-    reloader = TokenReloader(
-        conf, guard, load=counting_load(loads), look=lambda _path: (1, 1, 1, 1)
-    )
+    reloader = watch(conf, guard, load=counting_load(loads), look=lambda _path: (1, 1, 1, 1))
     reloader.poll()
     (tmp_path / "agent").write_text(f"{NEW}\n")
     assert reloader.poll() is False and len(loads) == 1
@@ -121,7 +131,7 @@ def test_a_reload_that_fails_keeps_the_old_tokens_and_names_the_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
 ) -> None:
     conf, guard = setup(tmp_path, agents=f"{OLD}\n", admin=f"{ADMIN}\n")
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     reloader.poll()
     before = guard.tokens
     caplog.set_level(logging.DEBUG)
@@ -142,7 +152,7 @@ def test_a_refused_reload_is_not_retried_until_a_change_or_sighup(
 ) -> None:
     conf, guard = setup(tmp_path)
     loads: list[Tokens] = []
-    reloader = TokenReloader(conf, guard, load=counting_load(loads))
+    reloader = watch(conf, guard, load=counting_load(loads))
     reloader.poll()
     (tmp_path / "agent").write_text("")  # caught empty, mid-write
     reloader.poll()
@@ -158,7 +168,7 @@ def test_a_refused_reload_is_not_retried_until_a_change_or_sighup(
 
 def test_removing_every_read_token_is_refused_because_reads_would_open(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path, read=f"{READ}\n")
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     reloader.poll()
     replace(tmp_path / "read", "\n")
     assert reloader.poll() is False
@@ -170,7 +180,7 @@ def test_tokens_for_a_kind_started_without_any_are_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     conf, guard = setup(tmp_path, read="# no read token: reads are open\n")
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     reloader.poll()
     replace(tmp_path / "read", f"{READ}\n")
     assert reloader.poll() is False
@@ -181,7 +191,7 @@ def test_tokens_for_a_kind_started_without_any_are_refused(
 
 def test_inline_tokens_alone_give_nothing_to_watch(tmp_path: Path) -> None:
     conf = make_conf(api__agent_tokens=[OLD])
-    reloader = TokenReloader(conf, Guard(Tokens.from_conf(conf)))
+    reloader = watch(conf, Guard(Tokens.from_conf(conf)))
     assert not reloader.watching
     with reloader.running(0.01):
         pass  # no thread to start or stop
@@ -189,19 +199,19 @@ def test_inline_tokens_alone_give_nothing_to_watch(tmp_path: Path) -> None:
 
 def test_the_watcher_thread_swaps_a_rotated_file_in(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     with reloader.running(0.01):
         replace(tmp_path / "agent", f"{OLD}\n{NEW}\n")
         deadline = time.monotonic() + 10
         while guard.tokens.level_of(NEW) is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert guard.tokens.level_of(NEW) is Level.AGENT
-    assert not [t for t in threading.enumerate() if t.name == "servicegroup-token-files"]
+    assert not [t for t in threading.enumerate() if t.name == "servicegroup-file-watch"]
 
 
 def test_sighup_wakes_the_watcher_at_once_whatever_the_interval(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     with reloader.running(3600.0):
         (tmp_path / "agent").write_text(f"{NEW}\n")
         reloader.hangup()  # what the SIGHUP handler calls
@@ -218,13 +228,13 @@ def test_the_watcher_survives_a_look_that_raises(
     conf, guard = setup(tmp_path)
     looks: list[str] = []
 
-    def flaky(path: str) -> token_rotation.Stamp:
+    def flaky(path: str) -> file_watch.Stamp:
         looks.append(path)
         if len(looks) == 1:
             raise RuntimeError("a bug in a look")
-        return token_rotation.stamp(path)
+        return file_watch.stamp(path)
 
-    reloader = TokenReloader(conf, guard, look=flaky)
+    reloader = watch(conf, guard, look=flaky)
     with reloader.running(0.01):
         replace(tmp_path / "agent", f"{NEW}\n")
         deadline = time.monotonic() + 10
@@ -236,7 +246,7 @@ def test_the_watcher_survives_a_look_that_raises(
 
 def test_sighup_is_counted_not_fatal_and_the_old_handler_comes_back(tmp_path: Path) -> None:
     conf, guard = setup(tmp_path)
-    reloader = TokenReloader(conf, guard)
+    reloader = watch(conf, guard)
     before = signal.getsignal(signal.SIGHUP)
     with reloader.on_sighup():
         os.kill(os.getpid(), signal.SIGHUP)
@@ -248,7 +258,7 @@ def test_sighup_is_counted_not_fatal_and_the_old_handler_comes_back(tmp_path: Pa
 
 
 def test_sighup_while_starting_is_ignored() -> None:
-    with token_rotation.sighup_ignored():
+    with file_watch.sighup_ignored():
         os.kill(os.getpid(), signal.SIGHUP)  # the default action would end pytest
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
 
