@@ -132,7 +132,10 @@ def _tls_opts() -> list[cfg.Opt]:
             help="PEM certificate (followed by its intermediates) the daemon presents. With "
             "ssl_keyfile, the daemon serves HTTPS only. With tokens, listening beyond "
             "loopback needs it (or `--insecure`): bearer tokens must not cross a network in "
-            "clear text. Read when the daemon starts.",
+            "clear text. Read when the daemon starts, and again, with ssl_keyfile and "
+            "ssl_ca_file, on SIGHUP and when one changes (token_file_poll_interval): a renewed "
+            "certificate needs no restart; a renewed set that does not load whole is refused "
+            "and the one loaded before is served on.",
         ),
         cfg.StrOpt(
             "ssl_keyfile",
@@ -213,10 +216,11 @@ api_opts = [
         "token_file_poll_interval",
         default=1.0,
         min=0.01,
-        help="Seconds between two looks at the token files' stat (inode, size, mtime, "
-        "ctime): a file that changed is read again within this long. A SIGHUP has them "
-        "all read at once, whatever this says. A look is a few stat calls; shorter only "
-        "narrows the time a rotated-out token keeps working.",
+        help="Seconds between two looks at the stat (inode, size, mtime, ctime) of the token "
+        "files and of ssl_certfile, ssl_keyfile and ssl_ca_file: a file that changed is read "
+        "again within this long. A SIGHUP has them all read at once, whatever this says. A "
+        "look is a few stat calls; shorter only narrows the time a rotated-out token keeps "
+        "working, or a renewed certificate waits.",
     ),
     *_tls_opts(),
     cfg.StrOpt(

@@ -9,6 +9,7 @@ Usage::
     pki.server.cert, pki.server.key     # paths for [api] ssl_certfile / ssl_keyfile
     pki.ca                              # path for ssl_ca_file and for clients to trust
     pki.stranger                        # a client certificate from another CA
+    pki.renew(tmp_path / "next")        # a new server certificate from the same CA
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Pki:
     client: Issued  # signed by ca
     other_ca: Path  # another CA, which signed nothing the daemon serves
     stranger: Issued  # a client certificate signed by other_ca
+    authority: _Authority  # ca's key, to renew the server's certificate
 
     @classmethod
     def create(cls, where: Path) -> Pki:
@@ -62,7 +64,14 @@ class Pki:
             client=_issue(where, "client", ca, server=False),
             other_ca=_write_cert(where / "other-ca.pem", other.cert),
             stranger=_issue(where, "stranger", other, server=False),
+            authority=ca,
         )
+
+    def renew(self, where: Path) -> Issued:
+        """A new server certificate and key from the same CA, for the same names: another
+        serial, another key, as a renewal brings."""
+        where.mkdir(parents=True, exist_ok=True)
+        return _issue(where, "server", self.authority, server=True)
 
 
 def _name(common_name: str) -> x509.Name:

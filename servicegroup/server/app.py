@@ -65,7 +65,7 @@ from servicegroup.server.schemas import (
     VersionRange,
 )
 from servicegroup.server.status_json import StatusJson
-from servicegroup.server.tls import ServerTls
+from servicegroup.server.tls import CertReloader, LiveContext, ServerTls
 from servicegroup.service import Registration, Service, ServiceStatus, rfc3339
 
 if TYPE_CHECKING:
@@ -572,7 +572,7 @@ def _keystone_auth(conf: cfg.ConfigOpts) -> KeystoneAuth:
 
 def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     """Run the daemon until SIGTERM or SIGINT; 0 after a clean stop. SIGHUP reads the token
-    files again (token_rotation.py, file_watch.py).
+    and TLS files again (token_rotation.py, tls.py, file_watch.py).
 
     Raises SchemaOutOfDate, ConfigError or BackendError before listening, so
     the caller reports why it refused to start; uvicorn's own startup failures
@@ -581,7 +581,7 @@ def serve(conf: cfg.ConfigOpts, insecure: bool = False) -> int:
     need `insecure`. With `[api] workers` > 1, that many daemon processes
     share the port (workers.py), each serving TLS itself on its socket.
     """
-    with file_watch.sighup_ignored():  # SIGHUP reloads tokens; it never stops the daemon
+    with file_watch.sighup_ignored():  # SIGHUP reloads files; it never stops the daemon
         tokens = auth.Tokens.from_conf(conf)
         tls = ServerTls.from_conf(conf)
         auth.check_exposure(
@@ -619,7 +619,7 @@ def _serve_process(
     try:
         sweeper.start()
         app = create_app(sg, sweeper, tokens)
-        watcher = file_watch.FileWatcher([token_rotation.TokenReloader(conf, app.guard)])
+        live = LiveContext()
         config = uvicorn.Config(
             app,
             host=conf.api.host,
@@ -629,8 +629,13 @@ def _serve_process(
             server_header=False,
             lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-            **tls.uvicorn_options(),
+            **tls.uvicorn_options(live),
         )
+        config.load()  # what server.run() would do first; now, so that live.context is set
+        sources: list[file_watch.Reloadable] = [token_rotation.TokenReloader(conf, app.guard)]
+        if live.context is not None:
+            sources.append(CertReloader(tls, live.context))
+        watcher = file_watch.FileWatcher(sources)
         server = uvicorn.Server(config)
         process_tuning.tune_gc()
         LOG.info(

@@ -1,4 +1,4 @@
-"""The daemon's TLS: `[api] ssl_*` checked before listening, then handed to uvicorn.
+"""The daemon's TLS: `[api] ssl_*` checked before listening, handed to uvicorn, renewed live.
 
 uvicorn builds its SSLContext only in the process that serves, after the
 port is bound: with `[api] workers` in each forked worker, where a file it
@@ -6,22 +6,45 @@ cannot load ends every worker in a traceback. So the whole configuration is
 loaded here first, once, by the same calls uvicorn makes, and each mistake
 is one ConfigError naming the option and the file, before anything listens.
 
+Certificates are renewed every few weeks (ACME, cert-manager, an internal
+CA), and a renewal must not take a restart. uvicorn hands each process's
+context to its ssl_context_factory (public since uvicorn 0.47), which keeps
+it (LiveContext); CertReloader, a source of the daemon's file watcher
+(file_watch.py: SIGHUP, or a changed stat), loads the renewed files into
+that very context. New handshakes then get the new certificate; a
+connection already open keeps the session it has. A renewed set is first
+loaded whole into a scratch context, with every check of a start: a set
+that fails (the key of another certificate, a file caught half-written,
+unreadable, empty) is refused with one line naming the option and the
+file, and the certificate loaded before is served on.
+
 Usage::
 
     tls = ServerTls.from_conf(conf)             # raises ConfigError
-    uvicorn.Config(app, **tls.uvicorn_options())
+    live = LiveContext()
+    config = uvicorn.Config(app, **tls.uvicorn_options(live))
+    config.load()                               # live.context: what uvicorn serves with
+    FileWatcher([CertReloader(tls, live.context)])
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
 from servicegroup import pem
 from servicegroup.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+LOG = logging.getLogger(__name__)
 
 # [api] ssl_client_cert -> what the server asks of a client's certificate.
 VERIFY_MODES = {
@@ -91,10 +114,25 @@ class ServerTls:
                 "ssl_keyfile: mutual TLS is TLS first"
             )
 
+    @property
+    def paths(self) -> list[str]:
+        """The files the daemon serves TLS from."""
+        return [path for path in (self.certfile, self.keyfile, self.ca_file) if path]
+
     def context(self) -> ssl.SSLContext:
         """What uvicorn.config.create_ssl_context builds from uvicorn_options(), checked."""
-        assert self.certfile is not None and self.keyfile is not None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.load_into(context)
+        return context
+
+    def load_into(self, context: ssl.SSLContext) -> None:
+        """The files into `context`; ConfigError naming the option and the file, if one fails.
+
+        On a context that serves, a failure may leave it half loaded (a new
+        certificate without its key): load the same files into context()
+        first (CertReloader).
+        """
+        assert self.certfile is not None and self.keyfile is not None
         pem.load_chain(
             context,
             self.certfile,
@@ -106,10 +144,13 @@ class ServerTls:
         if self.ca_file is not None:
             pem.check_cas(self.ca_file, option="[api] ssl_ca_file")
             context.load_verify_locations(self.ca_file)
-        return context
 
-    def uvicorn_options(self) -> dict[str, Any]:
-        """uvicorn.Config's keyword arguments for this TLS; none when TLS is off."""
+    def uvicorn_options(self, live: LiveContext) -> dict[str, Any]:
+        """uvicorn.Config's keyword arguments for this TLS; none when TLS is off.
+
+        uvicorn still builds the context from the files (its ALPN and cipher
+        choices included); `live` only keeps it, to load renewals into.
+        """
         if not self.enabled:
             return {}
         return {
@@ -117,4 +158,95 @@ class ServerTls:
             "ssl_keyfile": self.keyfile,
             "ssl_ca_certs": self.ca_file,
             "ssl_cert_reqs": VERIFY_MODES[self.client_cert],
+            "ssl_context_factory": live.factory,
         }
+
+
+class LiveContext:
+    """The SSLContext uvicorn serves with, kept as uvicorn builds it in Config.load()."""
+
+    def __init__(self) -> None:
+        self.context: ssl.SSLContext | None = None
+
+    def factory(
+        self, _config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
+        """uvicorn's ssl_context_factory: its own context, unchanged, and kept."""
+        self.context = default()
+        return self.context
+
+
+def _contents(paths: list[str]) -> bytes | None:
+    """A digest of the files as they are now; None when one cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        for path in paths:
+            with open(path, "rb") as file:
+                digest.update(hashlib.sha256(file.read()).digest())
+    except OSError:
+        return None
+    return digest.digest()
+
+
+def fingerprint(certfile: str) -> str:
+    """The SHA-256 fingerprint of the first certificate in `certfile` (the served one), as
+    `openssl x509 -noout -fingerprint -sha256` prints it; "?" when it cannot be read."""
+    try:
+        with open(certfile, encoding="ascii", errors="replace") as file:
+            text = file.read()
+        end = text.index(ssl.PEM_FOOTER) + len(ssl.PEM_FOOTER)
+        der = ssl.PEM_cert_to_DER_cert(text[text.index(ssl.PEM_HEADER) : end])
+    except (OSError, ValueError):
+        return "?"
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+class CertReloader:
+    """The TLS files as a file_watch.Reloadable: renewed files into the context that serves.
+
+    All or nothing, as a token reload: the set is loaded into a scratch
+    context first, with every check of a start, and only a set that loads
+    whole goes into the live one. The CA file's certificates are added to
+    those trusted before: OpenSSL can add to a context's trust store, never
+    take out of it, so distrusting a CA takes a restart.
+    """
+
+    def __init__(self, tls: ServerTls, live: ssl.SSLContext) -> None:
+        self._tls = tls
+        self._live = live
+        self.paths = tls.paths
+        # What uvicorn loaded a moment ago: a SIGHUP or a touch with no new content
+        # reloads nothing.
+        self._loaded = _contents(self.paths)
+
+    def reload(self, why: str) -> bool:
+        """Load the files into the live context when they changed and load whole."""
+        contents = _contents(self.paths)
+        if contents is not None and contents == self._loaded:
+            LOG.debug("TLS reload (%s): no file changed", why)
+            return False
+        try:
+            self._tls.check()  # a scratch context: the set loads whole, or nothing changes
+        except ConfigError as exc:
+            LOG.error(
+                "TLS reload (%s) refused, the certificate loaded before is served on: %s",
+                why,
+                exc,
+            )
+            return False
+        try:
+            self._tls.load_into(self._live)
+        except ConfigError as exc:
+            # Replaced again between the two loads: the watcher's next look sees a new
+            # stamp and loads the files as they are then.
+            LOG.error("TLS reload (%s): a file changed while it was loaded: %s", why, exc)
+            return False
+        self._loaded = contents
+        assert self._tls.certfile is not None
+        LOG.info(
+            "TLS reload (%s): new connections get %s (SHA-256 %s)",
+            why,
+            self._tls.certfile,
+            fingerprint(self._tls.certfile),
+        )
+        return True

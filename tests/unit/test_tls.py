@@ -1,19 +1,28 @@
-"""server/tls.py: [api] ssl_* are refused with the option named, before anything listens."""
+"""server/tls.py: [api] ssl_* are refused with the option named, before anything listens;
+renewed files go into the context that serves, whole or not at all.
+
+Handshakes here run in memory (ssl.MemoryBIO): the server side is the very
+context a reload changed, the client checks it against the test CA.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from cryptography.hazmat.primitives import serialization
 from oslo_config import cfg
 
 from servicegroup.conf import make_conf
 from servicegroup.exceptions import ConfigError
-from servicegroup.server.tls import ServerTls
-from tests.certs import Pki
+from servicegroup.server.tls import CertReloader, LiveContext, ServerTls, fingerprint
+from tests.certs import Issued, Pki
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +41,19 @@ def serving(pki: Pki, **more: Any) -> dict[str, Any]:
 def test_tls_is_off_by_default() -> None:
     tls = from_options()
     assert not tls.enabled
-    assert tls.uvicorn_options() == {}
+    assert tls.uvicorn_options(LiveContext()) == {}
 
 
 def test_a_certificate_and_its_key_serve_tls(pki: Pki) -> None:
     tls = from_options(**serving(pki))
     assert tls.enabled
-    assert tls.uvicorn_options() == {
+    live = LiveContext()
+    assert tls.uvicorn_options(live) == {
         "ssl_certfile": str(pki.server.cert),
         "ssl_keyfile": str(pki.server.key),
         "ssl_ca_certs": None,
         "ssl_cert_reqs": ssl.CERT_NONE,
+        "ssl_context_factory": live.factory,
     }
 
 
@@ -53,7 +64,7 @@ def test_mutual_tls_hands_uvicorn_the_ca_and_the_mode(
     pki: Pki, client_cert: str, mode: ssl.VerifyMode
 ) -> None:
     tls = from_options(**serving(pki, ssl_ca_file=str(pki.ca), ssl_client_cert=client_cert))
-    options = tls.uvicorn_options()
+    options = tls.uvicorn_options(LiveContext())
     assert options["ssl_ca_certs"] == str(pki.ca) and options["ssl_cert_reqs"] == mode
     assert tls.context().verify_mode == mode
 
@@ -133,3 +144,130 @@ def test_an_encrypted_key_is_refused_without_a_prompt(pki: Pki, tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match=r"ssl_keyfile .*encrypted\.key: the key is encrypted"):
         from_options(**serving(pki, ssl_keyfile=str(encrypted)))
+
+
+def served(server: ssl.SSLContext, ca: Path, client: Issued | None = None) -> bytes:
+    """The certificate `server` shows in a handshake, in memory, to a client trusting `ca`
+    (showing `client`'s certificate if given); ssl.SSLError if the handshake fails."""
+    client_context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        client_context.load_cert_chain(client.cert, client.key)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_end = client_context.wrap_bio(to_client, to_server, server_hostname="localhost")
+    server_end = server.wrap_bio(to_server, to_client, server_side=True)
+    done = {client_end: False, server_end: False}
+    for _ in range(10):  # a TLS 1.3 handshake takes two flights each way
+        for end in done:
+            if not done[end]:
+                try:
+                    end.do_handshake()
+                    done[end] = True
+                except ssl.SSLWantReadError:
+                    pass
+        if all(done.values()):
+            break
+    # The server end finishes only after judging the client's certificate: a refusal
+    # raised above.
+    assert all(done.values()), "the handshake did not finish"
+    peer = client_end.getpeercert(binary_form=True)
+    assert peer is not None
+    return peer
+
+
+def der(issued: Issued) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(issued.cert.read_text())
+
+
+def installed(pki: Pki, where: Path) -> Issued:
+    """The server's pair copied where a renewal will replace it, as the daemon's files."""
+    where.mkdir()
+    shutil.copy(pki.server.cert, where / "server.pem")
+    shutil.copy(pki.server.key, where / "server.key")
+    return Issued(cert=where / "server.pem", key=where / "server.key")
+
+
+def moved_over(source: Path, target: Path) -> None:
+    """How a renewal should land: a new file renamed over the old one."""
+    fresh = target.with_name(target.name + ".new")
+    shutil.copy(source, fresh)
+    os.replace(fresh, target)
+
+
+def test_uvicorn_serves_with_the_context_the_live_context_keeps(pki: Pki) -> None:
+    tls = from_options(**serving(pki))
+    live = LiveContext()
+    config = uvicorn.Config(lambda: None, **tls.uvicorn_options(live))
+    config.load()
+    assert live.context is not None and config.ssl is live.context
+    assert served(live.context, pki.ca) == der(pki.server)
+
+
+def test_a_renewed_pair_is_served_by_the_same_context(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = installed(pki, tmp_path / "etc")
+    tls = from_options(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
+    live = tls.context()
+    reloader = CertReloader(tls, live)
+    assert reloader.paths == [str(files.cert), str(files.key)]
+    assert reloader.reload("SIGHUP") is False  # nothing new: nothing loaded
+
+    renewed = pki.renew(tmp_path / "renewed")
+    moved_over(renewed.key, files.key)
+    moved_over(renewed.cert, files.cert)
+    caplog.set_level(logging.INFO)
+    assert reloader.reload("a file changed") is True
+    assert served(live, pki.ca) == der(renewed) != der(pki.server)
+    assert fingerprint(str(files.cert)) in caplog.text
+    assert "TLS reload (a file changed): new connections get" in caplog.text
+
+
+def test_a_renewal_caught_half_done_keeps_the_old_pair_and_says_why(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = installed(pki, tmp_path / "etc")
+    tls = from_options(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
+    live = tls.context()
+    reloader = CertReloader(tls, live)
+    renewed = pki.renew(tmp_path / "renewed")
+
+    moved_over(renewed.cert, files.cert)  # the certificate first, its key not yet
+    assert reloader.reload("a file changed") is False
+    assert served(live, pki.ca) == der(pki.server)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "TLS reload (a file changed) refused" in line
+    assert f"[api] ssl_keyfile {files.key} is not the private key of" in line
+
+    files.key.write_text("")  # then a key file caught empty mid-write
+    assert reloader.reload("a file changed") is False
+    assert f"ssl_keyfile: {files.key} is empty" in caplog.text
+    assert served(live, pki.ca) == der(pki.server)
+
+    moved_over(renewed.key, files.key)  # the key lands: the pair is whole again
+    assert reloader.reload("a file changed") is True
+    assert served(live, pki.ca) == der(renewed)
+
+
+def test_a_new_ca_file_is_honoured_for_client_certificates(pki: Pki, tmp_path: Path) -> None:
+    files = installed(pki, tmp_path / "etc")
+    ca_file = tmp_path / "etc" / "clients-ca.pem"
+    shutil.copy(pki.ca, ca_file)
+    tls = from_options(
+        ssl_certfile=str(files.cert),
+        ssl_keyfile=str(files.key),
+        ssl_ca_file=str(ca_file),
+        ssl_client_cert="required",
+    )
+    live = tls.context()
+    reloader = CertReloader(tls, live)
+    assert reloader.paths[-1] == str(ca_file)
+    served(live, pki.ca, client=pki.client)
+    with pytest.raises(ssl.SSLError):
+        served(live, pki.ca, client=pki.stranger)
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(pki.ca.read_text() + pki.other_ca.read_text())
+    moved_over(bundle, ca_file)
+    assert reloader.reload("SIGHUP") is True
+    served(live, pki.ca, client=pki.stranger)  # signed by the CA just added
+    served(live, pki.ca, client=pki.client)
