@@ -634,7 +634,7 @@ def _serve_process(
         config.load()  # what server.run() would do first; now, so that live.context is set
         sources: list[file_watch.Reloadable] = [token_rotation.TokenReloader(conf, app.guard)]
         if live.context is not None:
-            sources.append(CertReloader(tls, live.context))
+            sources.append(CertReloader(tls, live))
         watcher = file_watch.FileWatcher(sources)
         server = uvicorn.Server(config)
         process_tuning.tune_gc()

@@ -9,12 +9,12 @@ is one ConfigError naming the option and the file, before anything listens.
 Certificates are renewed every few weeks (ACME, cert-manager, an internal
 CA), and a renewal must not take a restart. uvicorn hands each process's
 context to its ssl_context_factory (public since uvicorn 0.47), which keeps
-it (LiveContext); CertReloader, a source of the daemon's file watcher
-(file_watch.py: SIGHUP, or a changed stat), loads the renewed files into
-that very context. New handshakes then get the new certificate; a
-connection already open keeps the session it has. A renewed set is first
-loaded whole into a scratch context, with every check of a start: a set
-that fails (the key of another certificate, a file caught half-written,
+it (LiveContext) and hooks its SNI callback; CertReloader, a source of the
+daemon's file watcher (file_watch.py: SIGHUP, or a changed stat), builds a
+new context from the renewed files, which that callback hands each new
+handshake. A connection already open keeps the one it has. A renewed set is
+first loaded whole into a scratch context, with every check of a start: a
+set that fails (the key of another certificate, a file caught half-written,
 unreadable, empty) is refused with one line naming the option and the
 file, and the certificate loaded before is served on.
 
@@ -24,7 +24,7 @@ Usage::
     live = LiveContext()
     config = uvicorn.Config(app, **tls.uvicorn_options(live))
     config.load()                               # live.context: what uvicorn serves with
-    FileWatcher([CertReloader(tls, live.context)])
+    FileWatcher([CertReloader(tls, live)])
 """
 
 from __future__ import annotations
@@ -121,18 +121,8 @@ class ServerTls:
 
     def context(self) -> ssl.SSLContext:
         """What uvicorn.config.create_ssl_context builds from uvicorn_options(), checked."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.load_into(context)
-        return context
-
-    def load_into(self, context: ssl.SSLContext) -> None:
-        """The files into `context`; ConfigError naming the option and the file, if one fails.
-
-        On a context that serves, a failure may leave it half loaded (a new
-        certificate without its key): load the same files into context()
-        first (CertReloader).
-        """
         assert self.certfile is not None and self.keyfile is not None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         pem.load_chain(
             context,
             self.certfile,
@@ -144,6 +134,7 @@ class ServerTls:
         if self.ca_file is not None:
             pem.check_cas(self.ca_file, option="[api] ssl_ca_file")
             context.load_verify_locations(self.ca_file)
+        return context
 
     def uvicorn_options(self, live: LiveContext) -> dict[str, Any]:
         """uvicorn.Config's keyword arguments for this TLS; none when TLS is off.
@@ -163,17 +154,48 @@ class ServerTls:
 
 
 class LiveContext:
-    """The SSLContext uvicorn serves with, kept as uvicorn builds it in Config.load()."""
+    """The SSLContext uvicorn serves with, and the one each new handshake is switched to.
+
+    uvicorn's context stays the one its server holds; its SNI callback, which
+    OpenSSL runs early in every handshake (with or without a server name),
+    moves the connection to `current`. A renewal builds a whole new context
+    and swaps that one reference: no context already in use is changed, from
+    the watcher's thread, while the event loop makes connections from it
+    (CPython lets go of the GIL inside load_cert_chain, between the
+    certificate and its key), and the new one's CAs replace the old ones
+    instead of adding to them. A connection keeps the context it started on.
+    """
 
     def __init__(self) -> None:
-        self.context: ssl.SSLContext | None = None
+        self.context: ssl.SSLContext | None = None  # uvicorn's
+        self.current: ssl.SSLContext | None = None  # what new handshakes get
+        self._build: Callable[[], ssl.SSLContext] | None = None
 
     def factory(
         self, _config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
     ) -> ssl.SSLContext:
-        """uvicorn's ssl_context_factory: its own context, unchanged, and kept."""
-        self.context = default()
+        """uvicorn's ssl_context_factory: its own context, kept, with our callback."""
+        self._build = default  # uvicorn's own making (ALPN, ciphers), from the files now
+        self.context = self.current = default()
+        self.context.sni_callback = self._switch
         return self.context
+
+    def _switch(
+        self, connection: ssl.SSLObject, _name: str | None, started: ssl.SSLContext
+    ) -> None:
+        current = self.current  # read once: a renewal may swap it meanwhile
+        if current is not None and current is not started:
+            connection.context = current
+
+    def renew(self) -> None:
+        """Build a new context from the files, as uvicorn did, and serve it to new handshakes.
+
+        Raises ssl.SSLError or OSError if the files do not load; `current` is
+        then unchanged.
+        """
+        assert self._build is not None, "uvicorn.Config.load() has not run"
+        fresh = self._build()
+        self.current = fresh  # the swap: one reference, read once per handshake
 
 
 def _contents(paths: list[str]) -> bytes | None:
@@ -202,16 +224,15 @@ def fingerprint(certfile: str) -> str:
 
 
 class CertReloader:
-    """The TLS files as a file_watch.Reloadable: renewed files into the context that serves.
+    """The TLS files as a file_watch.Reloadable: renewed files served to new handshakes.
 
     All or nothing, as a token reload: the set is loaded into a scratch
-    context first, with every check of a start, and only a set that loads
-    whole goes into the live one. The CA file's certificates are added to
-    those trusted before: OpenSSL can add to a context's trust store, never
-    take out of it, so distrusting a CA takes a restart.
+    context first, with every check of a start (pem.py: no passphrase
+    prompt, the option and the file named), and only a set that loads whole
+    is served (LiveContext.renew).
     """
 
-    def __init__(self, tls: ServerTls, live: ssl.SSLContext) -> None:
+    def __init__(self, tls: ServerTls, live: LiveContext) -> None:
         self._tls = tls
         self._live = live
         self.paths = tls.paths
@@ -220,13 +241,13 @@ class CertReloader:
         self._loaded = _contents(self.paths)
 
     def reload(self, why: str) -> bool:
-        """Load the files into the live context when they changed and load whole."""
+        """Serve the files to new handshakes when they changed and load whole."""
         contents = _contents(self.paths)
         if contents is not None and contents == self._loaded:
             LOG.debug("TLS reload (%s): no file changed", why)
             return False
         try:
-            self._tls.check()  # a scratch context: the set loads whole, or nothing changes
+            self._tls.check()
         except ConfigError as exc:
             LOG.error(
                 "TLS reload (%s) refused, the certificate loaded before is served on: %s",
@@ -235,11 +256,16 @@ class CertReloader:
             )
             return False
         try:
-            self._tls.load_into(self._live)
-        except ConfigError as exc:
-            # Replaced again between the two loads: the watcher's next look sees a new
-            # stamp and loads the files as they are then.
-            LOG.error("TLS reload (%s): a file changed while it was loaded: %s", why, exc)
+            self._live.renew()
+        except (ssl.SSLError, OSError) as exc:
+            # Replaced again between the check and the load: the watcher's next look
+            # sees a new stamp and loads the files as they are then.
+            LOG.error(
+                "TLS reload (%s) refused, the certificate loaded before is served on: "
+                "a file changed while it was read: %s",
+                why,
+                exc,
+            )
             return False
         self._loaded = contents
         assert self._tls.certfile is not None

@@ -93,14 +93,15 @@ class Served:
         if trigger == "sighup":
             self.daemon.signal(signal.SIGHUP)
 
-    def wait_logged(self, text: str) -> list[str]:
-        """The log's lines with `text`, once there is one per process."""
+    def wait_logged(self, text: str, rounds: int = 1) -> list[str]:
+        """The log's lines with `text`, once there are `rounds` per process."""
+        times = rounds * self.workers
         deadline = time.monotonic() + DEADLINE
         while True:
             lines = [line for line in self.daemon.log().splitlines() if text in line]
-            if len(lines) >= self.workers:
+            if len(lines) >= times:
                 return lines
-            assert time.monotonic() < deadline, f"never {self.workers}x {text!r}:\n{self.log()}"
+            assert time.monotonic() < deadline, f"never {times}x {text!r}:\n{self.log()}"
             time.sleep(0.02)
 
     def log(self) -> str:
@@ -189,7 +190,9 @@ def test_a_key_of_another_certificate_keeps_the_old_pair_and_says_why(
 
 
 @pytest.mark.parametrize("trigger", ["file", "sighup"])
-def test_mutual_tls_honours_a_new_ca_file(pki: Pki, tmp_path: Path, trigger: str) -> None:
+def test_mutual_tls_honours_a_new_ca_file_with_a_ca_added_or_dropped(
+    pki: Pki, tmp_path: Path, trigger: str
+) -> None:
     poll = 0.02 if trigger == "file" else 3600.0
     with Served(tmp_path, pki, workers=1, poll=poll, client_cert="required") as served:
         served.peer(trusting(pki), tls12=True)
@@ -204,4 +207,12 @@ def test_mutual_tls_honours_a_new_ca_file(pki: Pki, tmp_path: Path, trigger: str
         served.wait_logged(RELOADED)
         served.peer(trusting(pki, issued=pki.stranger), tls12=True)
         served.peer(trusting(pki), tls12=True)
+
+        moved_over(pki.other_ca, served.ca)  # the first CA dropped: its clients refused
+        if trigger == "sighup":
+            served.daemon.signal(signal.SIGHUP)
+        served.wait_logged(RELOADED, rounds=2)
+        with pytest.raises(ssl.SSLError):
+            served.peer(trusting(pki), tls12=True)
+        served.peer(trusting(pki, issued=pki.stranger), tls12=True)
     assert "Traceback" not in served.log(), served.log()

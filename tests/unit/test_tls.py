@@ -1,8 +1,9 @@
 """server/tls.py: [api] ssl_* are refused with the option named, before anything listens;
 renewed files go into the context that serves, whole or not at all.
 
-Handshakes here run in memory (ssl.MemoryBIO): the server side is the very
-context a reload changed, the client checks it against the test CA.
+Handshakes here run in memory (ssl.MemoryBIO): the server side is the
+context uvicorn built, as it serves it (its SNI callback moves each handshake
+to the renewed context); the client checks it against the test CA.
 """
 
 from __future__ import annotations
@@ -193,13 +194,18 @@ def moved_over(source: Path, target: Path) -> None:
     os.replace(fresh, target)
 
 
-def test_uvicorn_serves_with_the_context_the_live_context_keeps(pki: Pki) -> None:
-    tls = from_options(**serving(pki))
+def uvicorn_serving(tls: ServerTls) -> tuple[LiveContext, ssl.SSLContext]:
+    """What the daemon does: uvicorn builds its context, LiveContext keeps it."""
     live = LiveContext()
     config = uvicorn.Config(lambda: None, **tls.uvicorn_options(live))
     config.load()
-    assert live.context is not None and config.ssl is live.context
-    assert served(live.context, pki.ca) == der(pki.server)
+    assert config.ssl is not None and config.ssl is live.context
+    return live, config.ssl
+
+
+def test_uvicorn_serves_with_the_context_the_live_context_keeps(pki: Pki) -> None:
+    _, context = uvicorn_serving(from_options(**serving(pki)))
+    assert served(context, pki.ca) == der(pki.server)
 
 
 def test_a_renewed_pair_is_served_by_the_same_context(
@@ -207,7 +213,7 @@ def test_a_renewed_pair_is_served_by_the_same_context(
 ) -> None:
     files = installed(pki, tmp_path / "etc")
     tls = from_options(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
-    live = tls.context()
+    live, context = uvicorn_serving(tls)
     reloader = CertReloader(tls, live)
     assert reloader.paths == [str(files.cert), str(files.key)]
     assert reloader.reload("SIGHUP") is False  # nothing new: nothing loaded
@@ -217,7 +223,7 @@ def test_a_renewed_pair_is_served_by_the_same_context(
     moved_over(renewed.cert, files.cert)
     caplog.set_level(logging.INFO)
     assert reloader.reload("a file changed") is True
-    assert served(live, pki.ca) == der(renewed) != der(pki.server)
+    assert served(context, pki.ca) == der(renewed) != der(pki.server)
     assert fingerprint(str(files.cert)) in caplog.text
     assert "TLS reload (a file changed): new connections get" in caplog.text
 
@@ -227,13 +233,13 @@ def test_a_renewal_caught_half_done_keeps_the_old_pair_and_says_why(
 ) -> None:
     files = installed(pki, tmp_path / "etc")
     tls = from_options(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
-    live = tls.context()
+    live, context = uvicorn_serving(tls)
     reloader = CertReloader(tls, live)
     renewed = pki.renew(tmp_path / "renewed")
 
     moved_over(renewed.cert, files.cert)  # the certificate first, its key not yet
     assert reloader.reload("a file changed") is False
-    assert served(live, pki.ca) == der(pki.server)
+    assert served(context, pki.ca) == der(pki.server)
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "TLS reload (a file changed) refused" in line
     assert f"[api] ssl_keyfile {files.key} is not the private key of" in line
@@ -241,14 +247,16 @@ def test_a_renewal_caught_half_done_keeps_the_old_pair_and_says_why(
     files.key.write_text("")  # then a key file caught empty mid-write
     assert reloader.reload("a file changed") is False
     assert f"ssl_keyfile: {files.key} is empty" in caplog.text
-    assert served(live, pki.ca) == der(pki.server)
+    assert served(context, pki.ca) == der(pki.server)
 
     moved_over(renewed.key, files.key)  # the key lands: the pair is whole again
     assert reloader.reload("a file changed") is True
-    assert served(live, pki.ca) == der(renewed)
+    assert served(context, pki.ca) == der(renewed)
 
 
-def test_a_new_ca_file_is_honoured_for_client_certificates(pki: Pki, tmp_path: Path) -> None:
+def test_a_new_ca_file_is_honoured_for_client_certificates_added_or_dropped(
+    pki: Pki, tmp_path: Path
+) -> None:
     files = installed(pki, tmp_path / "etc")
     ca_file = tmp_path / "etc" / "clients-ca.pem"
     shutil.copy(pki.ca, ca_file)
@@ -258,16 +266,39 @@ def test_a_new_ca_file_is_honoured_for_client_certificates(pki: Pki, tmp_path: P
         ssl_ca_file=str(ca_file),
         ssl_client_cert="required",
     )
-    live = tls.context()
+    live, context = uvicorn_serving(tls)
     reloader = CertReloader(tls, live)
     assert reloader.paths[-1] == str(ca_file)
-    served(live, pki.ca, client=pki.client)
+    served(context, pki.ca, client=pki.client)
     with pytest.raises(ssl.SSLError):
-        served(live, pki.ca, client=pki.stranger)
+        served(context, pki.ca, client=pki.stranger)
 
     bundle = tmp_path / "bundle.pem"
     bundle.write_text(pki.ca.read_text() + pki.other_ca.read_text())
     moved_over(bundle, ca_file)
     assert reloader.reload("SIGHUP") is True
-    served(live, pki.ca, client=pki.stranger)  # signed by the CA just added
-    served(live, pki.ca, client=pki.client)
+    served(context, pki.ca, client=pki.stranger)  # signed by the CA just added
+    served(context, pki.ca, client=pki.client)
+
+    moved_over(pki.other_ca, ca_file)  # the old CA dropped: its clients are refused
+    assert reloader.reload("SIGHUP") is True
+    served(context, pki.ca, client=pki.stranger)
+    with pytest.raises(ssl.SSLError):
+        served(context, pki.ca, client=pki.client)
+
+
+def test_a_renewal_swaps_what_new_handshakes_get_and_leaves_uvicorns_context(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """uvicorn's server keeps its context; the SNI callback moves each handshake to the new
+    one (a connection open before keeps its own: tests/functional/test_cert_rotation_daemon)."""
+    files = installed(pki, tmp_path / "etc")
+    tls = from_options(ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
+    live, context = uvicorn_serving(tls)
+    before = live.current
+    renewed = pki.renew(tmp_path / "renewed")
+    moved_over(renewed.key, files.key)
+    moved_over(renewed.cert, files.cert)
+    live.renew()
+    assert live.current is not before and live.context is context  # uvicorn's, unchanged
+    assert served(context, pki.ca) == der(renewed)
