@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from servicegroup.service import ServiceStatus
+from servicegroup.service import ServiceStatus, rfc3339
 
 COUNTS = ("total", "up", "down", "unknown", "disabled", "forced_down")
 
@@ -66,3 +67,17 @@ def summarize(statuses: Iterable[ServiceStatus]) -> tuple[list[Group], dict[str,
             totals[name] += group.counts[name]
     ordered = sorted(groups.values(), key=lambda g: (g.binary, g.availability_zone or ""))
     return ordered, totals
+
+
+def summary_json(statuses: Iterable[ServiceStatus], now: datetime, cursor: int) -> dict[str, Any]:
+    """GET /v1/summary's answer, also carried by GET /v1/services?summary=true.
+
+    `cursor` must be read before the statuses were, so no event falls between the two.
+    """
+    groups, totals = summarize(statuses)
+    return {
+        "now": rfc3339(now),
+        "event_cursor": cursor,
+        "totals": totals,
+        "groups": [group.as_dict() for group in groups],
+    }

@@ -103,14 +103,6 @@ class ServiceOut(BaseModel):
     updated_at: datetime | None
 
 
-class ServiceList(BaseModel):
-    services: list[ServiceOut]
-    total: int = Field(
-        json_schema_extra={"minimum": 0},
-        description="How many services match the filters, before offset and limit.",
-    )
-
-
 class SummaryCounts(BaseModel):
     total: int
     up: int
@@ -134,6 +126,19 @@ class Summary(BaseModel):
     event_cursor: int = Field(description="The newest event's id: `since` for GET /v1/events.")
     totals: SummaryCounts
     groups: list[SummaryGroup]
+
+
+class ServiceList(BaseModel):
+    services: list[ServiceOut]
+    total: int = Field(
+        json_schema_extra={"minimum": 0},
+        description="How many services match the filters, before offset and limit.",
+    )
+    summary: Summary | None = Field(
+        default=None,
+        description="With ?summary=true: GET /v1/summary's answer, from the same read "
+        "when no filter is given.",
+    )
 
 
 class VersionRange(BaseModel):

@@ -52,10 +52,11 @@ class StatusJson:
     def __init__(self) -> None:
         self.table: IdentityCache[tuple[ServiceStatus, bytes]] = IdentityCache()
 
-    def list_body(self, statuses: Sequence[ServiceStatus], total: int) -> bytes:
+    def list_body(self, statuses: Sequence[ServiceStatus], total: int, extra: bytes = b"") -> bytes:
         """orjson.dumps({"services": [s.as_dict() ...], "total": total}), byte for byte.
 
         `total` counts every match when `statuses` is one page of them.
+        `extra`, when given, is more members (',"key":value') before the closing brace.
         """
         table = self.table.for_read()
         get, dumps = table.get, orjson.dumps
@@ -73,7 +74,7 @@ class StatusJson:
                     bytes(memoryview(dumps(status.as_dict(_time), option=_TIMES))),
                 )
             append(entry[1])
-        end = b'],"total":%d}' % total
+        end = b'],"total":%d%b}' % (total, extra)
         if not parts:
             return b'{"services":[' + end
         # One copy of the body, not three (a join, then two concatenations):

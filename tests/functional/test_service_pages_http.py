@@ -1,4 +1,4 @@
-"""GET /v1/summary and GET /v1/services?sort=&order=&offset=&limit= on a real daemon.
+"""GET /v1/summary and GET /v1/services?sort=&order=&offset=&limit=&summary= on a real daemon.
 
 What the status page relies on to stay fast at 10,000 services: the daemon
 counts and pages, the browser only ever receives one page.
@@ -64,6 +64,26 @@ def test_summary_counts_what_the_service_list_holds(daemon: Daemon) -> None:
     assert groups["nova-compute", "az0"]["max_version"] == max(s["version"] for s in az0) == 24
     assert summary["event_cursor"] >= 26  # one registered event each
     assert summary["now"].endswith("Z")
+
+
+def test_a_page_of_services_can_carry_the_summary(daemon: Daemon) -> None:
+    """The status page's one request a refresh: the page and the fleet's counts together."""
+    summary = get(daemon, "/v1/summary").json()
+    for query in ("sort=state&limit=10", "binary=nova-api&sort=host"):
+        alone = get(daemon, f"/v1/services?{query}").json()
+        together = get(daemon, f"/v1/services?{query}&summary=true").json()
+        assert "summary" not in alone
+        assert together["services"] == alone["services"]
+        assert together["total"] == alone["total"]
+        # The counts are the whole fleet's whatever the filters: the fleet table's.
+        carried = together.pop("summary")
+        assert carried["totals"] == summary["totals"], query
+        assert carried["groups"] == summary["groups"], query
+        assert carried["event_cursor"] == summary["event_cursor"], query
+        assert carried["now"].endswith("Z")
+    answer = get(daemon, "/v1/services?summary=maybe")
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "summary"
 
 
 def test_pages_follow_one_another_and_total_counts_every_match(daemon: Daemon) -> None:
