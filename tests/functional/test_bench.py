@@ -164,6 +164,22 @@ def test_sweeper_bench_compares_every_value(tmp_path: Path) -> None:
         assert run["last_sweep_s"] is not None and run["last_sweep_s"] >= 0
 
 
+def test_status_page_bench_drives_both_pages_through_a_storm(tmp_path: Path) -> None:
+    """bench/status_page.py: the storm alone, then each page seeing its events and refreshing."""
+    out = tmp_path / "page.json"
+    proc = run_bench("status_page.py", ["--quick", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CPU s/min over the storm alone" in proc.stdout
+    result = json.loads(out.read_text())["targets"]["db-sqlite"]
+    assert set(result["runs"]) == {"none", "old", "new"}
+    for policy, (run,) in result["runs"].items():
+        assert run["flips"] > 0 and run["cpu_s"] >= 0, policy
+        if policy != "none":
+            assert run["events"] > 0 and run["refreshes"] >= 1, run
+            # Every refresh is 2 (new) or 3 (old) requests, besides the long polls.
+            assert run["requests"] >= run["refreshes"] * (3 if policy == "old" else 2), run
+
+
 def test_paced_sql_sends_every_due_write_once(sql_url, make_group, tmp_path: Path) -> None:
     """bench/paced_sql.py, the daemon's paced floor: each due write lands on one row, once."""
     group = make_group(sql_url)

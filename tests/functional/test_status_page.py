@@ -420,6 +420,59 @@ def test_admin_actions_work_with_the_admin_token(
     assert _console(browser) == []
 
 
+# Run in the page: count its refreshes (each is one GET /v1/services?...) and any
+# GET /v1/summary, and hold the answers to the former until openRefreshGate().
+HOLD_REFRESHES = """
+window.pageRequests = {services: 0, summary: 0};
+let openGate;
+const gate = new Promise((resolve) => { openGate = resolve; });
+window.openRefreshGate = () => openGate();
+const send = window.fetch;
+window.fetch = (path, init) => {
+  if (path.startsWith("/v1/summary")) window.pageRequests.summary += 1;
+  if (!path.startsWith("/v1/services?")) return send(path, init);
+  window.pageRequests.services += 1;
+  return send(path, init).then((answer) => gate.then(() => answer));
+};
+"""
+BURST = 10
+
+
+def test_a_burst_of_events_makes_one_refresh_after_the_one_in_flight(
+    daemon: Daemon, fleet: dict[str, Service], agent: Client, browser: WebDriver
+) -> None:
+    _use_tokens(browser, READ, "")
+    _wait(browser, lambda d: d.find_element(By.ID, "live").text == "live", "the live stream")
+    browser.execute_script(HOLD_REFRESHES)
+    browser.find_element(By.ID, "f-clear").click()  # a refresh, its answer held
+    _wait(
+        browser,
+        lambda d: d.execute_script("return window.pageRequests.services") == 1,
+        "a refresh in flight",
+    )
+    burst = [f"burst-{i}" for i in range(BURST)]
+    for host in burst:
+        agent.register(host, "nova-burst")
+        # Each registration's event reaches the page on its own, while the refresh waits.
+        _wait(
+            browser,
+            lambda d, host=host: any(e[1] == host for e in _text(d, "#events tbody tr")),
+            f"{host}'s event on the page",
+        )
+    browser.execute_script("window.openRefreshGate()")
+
+    def listed(driver: WebDriver) -> bool:
+        return set(burst) <= {row[1] for row in _text(driver, "#services tbody tr")}
+
+    _wait(browser, listed, "the burst's services listed")
+    sent = browser.execute_script("return window.pageRequests")
+    # The held refresh and one after it for all ten events (the 10 s safety
+    # refresh may add one); the counts came with the page of services.
+    assert 2 <= sent["services"] <= 3, sent
+    assert sent["summary"] == 0, sent
+    assert _console(browser) == []
+
+
 # -- under [api] auth_strategy = keystone, with a real Keystone ---------------------------
 
 

@@ -10,7 +10,13 @@
 //   never a URL.
 // Why it pages: at 10,000 services the first paint must stay under a second,
 // so the daemon sorts, filters and pages (GET /v1/services?offset=&limit=) and
-// counts (GET /v1/summary); the browser only ever holds one page.
+// counts; the browser only ever holds one page.
+// Why a refresh is one request, and news waits: each refresh reads the whole
+// fleet, about a second of the daemon's CPU at 100,000 services, and a storm
+// of transitions brings news every sweep. So the page of services carries the
+// counts (GET /v1/services?...&summary=true: one read of the fleet, not two),
+// and news that arrives while a refresh is in flight, or soon after one,
+// makes one refresh after it, not one each (soon(); doc/status-page.md).
 "use strict";
 
 (() => {
@@ -20,6 +26,18 @@
   const LONG_POLL_SECONDS = 25;
   const SAFETY_REFRESH_MS = 10000;
   const RETRY_MS = 2000;
+  // After news, the first refresh waits this long: the sweep that wrote one
+  // event often writes more within it.
+  const NEWS_DELAY_MS = 100;
+  // The shortest time between the end of one refresh and the start of the
+  // next one made by news: 1 s, as fast as a person reads a change, so a
+  // storm costs the daemon one refresh a second per open page, not one per
+  // sweep, and a service still turns red within a second of its event.
+  const EVENT_REFRESH_GAP_MS = 1000;
+  // A refresh that took long (a big fleet, a busy daemon) widens that gap to
+  // this many times its own length: an open page then keeps the daemon busy
+  // a quarter of the time at most, however long a read of the fleet takes.
+  const SLOW_REFRESH_FACTOR = 3;
   const STATES = ["up", "down", "unknown"];
   const READ_KEY = "servicegroup-read-token";
   const ADMIN_KEY = "servicegroup-admin-token";
@@ -41,6 +59,9 @@
     events: [],
     refreshing: false,
     again: false,
+    newsWaiting: false,
+    lastEnd: -Infinity,
+    lastTook: 0,
     scheduled: null,
     poll: null,
     rendered: false,
@@ -378,18 +399,26 @@
 
   function servicesPath() {
     return "/v1/services?" + query({ ...view.filters, sort: view.sort, order: view.order,
-      offset: view.offset, limit: PAGE_SIZE });
+      offset: view.offset, limit: PAGE_SIZE, summary: true });
   }
 
+  // Now, for what the page shows: a click or a token (and the safety timer).
+  // A refresh covers any news that arrived before it starts.
   async function refresh() {
     if (view.refreshing) {
       view.again = true;
       return;
     }
     view.refreshing = true;
+    view.newsWaiting = false;
+    if (view.scheduled !== null) {
+      clearTimeout(view.scheduled);
+      view.scheduled = null;
+    }
+    const started = performance.now();
     try {
-      const [summary, list, claims] = await Promise.all([
-        api("/v1/summary"), api(servicesPath()), api("/v1/claims")]);
+      const [list, claims] = await Promise.all([api(servicesPath()), api("/v1/claims")]);
+      const summary = list.summary;
       view.skewMs = Date.parse(summary.now) - Date.now();
       renderSummary(summary);
       if (list.services.length === 0 && view.offset > 0 && list.total > 0) {
@@ -407,20 +436,32 @@
       say(explain(error), true);
     } finally {
       view.refreshing = false;
+      view.lastEnd = performance.now();
+      view.lastTook = view.lastEnd - started;
       if (view.again) {
         view.again = false;
         refresh();
+      } else if (view.newsWaiting) {
+        view.newsWaiting = false;
+        soon();
       }
     }
   }
 
+  // For news from the events stream: one refresh for all the news that arrives
+  // while one is in flight or within the gap after it (the constants above).
   function soon() {
-    if (view.scheduled === null) {
-      view.scheduled = setTimeout(() => {
-        view.scheduled = null;
-        refresh();
-      }, 100);
+    if (view.refreshing) {
+      view.newsWaiting = true;
+      return;
     }
+    if (view.scheduled !== null) return;
+    const gap = Math.max(EVENT_REFRESH_GAP_MS, SLOW_REFRESH_FACTOR * view.lastTook);
+    const wait = Math.max(NEWS_DELAY_MS, view.lastEnd + gap - performance.now());
+    view.scheduled = setTimeout(() => {
+      view.scheduled = null;
+      refresh();
+    }, wait);
   }
 
   async function startEvents(cursor) {
