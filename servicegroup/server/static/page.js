@@ -24,6 +24,9 @@
   const RECENT_EVENTS = 50;
   const SHOWN_CLAIMS = 50;
   const LONG_POLL_SECONDS = 25;
+  // Heartbeat ages only move forward between refreshes: a page with no news
+  // re-reads everything once this long after its last refresh (not on a
+  // fixed beat, which during a storm would add to the refreshes news makes).
   const SAFETY_REFRESH_MS = 10000;
   const RETRY_MS = 2000;
   // After news, the first refresh waits this long: the sweep that wrote one
@@ -585,7 +588,9 @@
     showTokens();
     refresh();
     setInterval(tickAges, 1000);
-    setInterval(refresh, SAFETY_REFRESH_MS);
+    setInterval(() => {
+      if (!view.refreshing && performance.now() - view.lastEnd >= SAFETY_REFRESH_MS) refresh();
+    }, 1000);
   }
 
   start();
