@@ -35,7 +35,8 @@
   // The shortest time between the end of one refresh and the start of the
   // next one made by news: 1 s, as fast as a person reads a change, so a
   // storm costs the daemon one refresh a second per open page, not one per
-  // sweep, and a service still turns red within a second of its event.
+  // sweep, and a service still turns red within a second of its event
+  // (within the wider gap below where a refresh is slow).
   const EVENT_REFRESH_GAP_MS = 1000;
   // A refresh that took long (a big fleet, a busy daemon) widens that gap to
   // this many times its own length: an open page then keeps the daemon busy
