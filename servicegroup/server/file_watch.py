@@ -28,7 +28,7 @@ import select
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 LOG = logging.getLogger(__name__)
 
@@ -161,30 +161,31 @@ class FileWatcher:
             if woken:
                 os.read(read_end, 4096)  # every wake-up so far: one look answers them all
 
-    @contextlib.contextmanager
-    def on_sighup(self) -> Iterator[None]:
-        """SIGHUP asks for a reload while this lasts (main thread only: signals go there)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGHUP, self.hangup)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGHUP, previous)
+    def on_sighup(self) -> contextlib.AbstractContextManager[None]:
+        """SIGHUP asks for a reload while this lasts."""
+        return _sighup_handled_by(self.hangup)
 
 
-@contextlib.contextmanager
-def sighup_ignored() -> Iterator[None]:
+def sighup_ignored() -> contextlib.AbstractContextManager[None]:
     """SIGHUP ignored until a watcher takes it: its default action ends the process.
 
     An operator's `kill -HUP` that lands while the daemon starts must not
     stop it; the watcher's first look reads every file anyway.
     """
+    return _sighup_handled_by(signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sighup_handled_by(handler: Any) -> Iterator[None]:
+    """SIGHUP goes to `handler` while this lasts, then back to what it was.
+
+    Only the main thread may set a handler (and signals are delivered
+    there); from any other thread this changes nothing.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGHUP, handler)
     try:
         yield
     finally:
